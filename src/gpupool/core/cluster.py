@@ -143,7 +143,9 @@ class ClusterState:
         """Take ``request`` on ``node`` using GPUs ``gpus``; raises ClusterError (and changes
         nothing) if it does not fit."""
         if len(gpus) != request.num_gpus or len(set(gpus)) != len(gpus):
-            raise ClusterError(f"{request.name}: needs {request.num_gpus} distinct GPUs, got {gpus}")
+            raise ClusterError(
+                f"{request.name}: needs {request.num_gpus} distinct GPUs, got {gpus}"
+            )
         if self.cpu_left[node] < request.cpu_milli or self.mem_left[node] < request.memory_mib:
             raise ClusterError(f"{request.name}: not enough CPU or memory on {self.names[node]}")
         count = int(self.gpu_count[node])

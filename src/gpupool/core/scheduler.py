@@ -51,7 +51,10 @@ class Scheduler:
     """
 
     def __init__(
-        self, state: ClusterState, profile: Profile, tie_order: Sequence[int] | None = None
+        self,
+        state: ClusterState,
+        profile: Profile,
+        tie_order: Sequence[int] | IntArray | None = None,
     ) -> None:
         self.state = state
         self.profile = profile
@@ -73,6 +76,14 @@ class Scheduler:
         for plugin in self.profile.prepare:
             plugin.prepare(self.state, gang, cycle)
         return self._attempt(gang.members, cycle)
+
+    def release(self, allocation: Allocation) -> None:
+        """Give back a committed allocation (a task that ended): reserve plugins'
+        ``unreserve`` first, then the state. Prefer this to ``state.release`` so plugin
+        bookkeeping (e.g. clustering's per-node task classes) follows departures."""
+        for plugin in reversed(self.profile.reserve):
+            plugin.unreserve(self.state, allocation)
+        self.state.release(allocation)
 
     def feasible_nodes(self, request: Request, cycle: CycleState | None = None) -> IntArray:
         """Indices of nodes that pass every filter right now (for reports and tests)."""
@@ -115,6 +126,14 @@ class Scheduler:
 
     def _attempt(self, members: Sequence[Request], cycle: CycleState) -> Decision:
         statement = Statement(self.state, self.profile.reserve)
+        try:
+            return self._run(members, cycle, statement)
+        except BaseException:
+            # A plugin raised mid-attempt: undo what was taken so far, then re-raise.
+            statement.discard()
+            raise
+
+    def _run(self, members: Sequence[Request], cycle: CycleState, statement: Statement) -> Decision:
         for request in members:
             mask = self._filter(request, cycle)
             nodes = np.flatnonzero(mask)

@@ -17,7 +17,10 @@ MAX_GPU = 8 * MILLI_PER_GPU
 
 
 class RandomScore:
-    """Uniformly random among feasible nodes (from the injected generator)."""
+    """Uniformly random among feasible nodes (from the injected generator).
+
+    Scores are a random permutation of 0..len(nodes)-1: distinct (no ties), and small
+    enough that a weighted topology bonus still dominates them."""
 
     name = "random"
 
@@ -27,7 +30,7 @@ class RandomScore:
     def score(
         self, state: ClusterState, request: Request, cycle: CycleState, nodes: IntArray
     ) -> IntArray:
-        return self._rng.integers(0, 1 << 40, size=len(nodes))
+        return self._rng.permutation(len(nodes)).astype(np.int64)
 
 
 class DotProductScore:

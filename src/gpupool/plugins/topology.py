@@ -3,8 +3,10 @@
 ``prepare`` estimates how many members each node could hold, groups nodes by a topology
 label (finest level first, e.g. ``rack`` then ``spine``), and picks the smallest set of
 domains whose capacity covers the gang: the tightest single domain if one suffices (keeping
-larger domains whole for larger gangs), otherwise the largest domains first. ``score`` then
-gives nodes inside the chosen domains a bonus that outweighs any packing score.
+larger domains whole for larger gangs), otherwise the largest domains first. Inside a domain
+chosen at a coarser level (one spine), the fewest finer domains (racks) are chosen the same
+way. ``score`` then gives nodes inside the chosen domains a bonus that outweighs any packing
+score (and a further bonus to the chosen finer domains).
 """
 
 from __future__ import annotations
@@ -30,13 +32,63 @@ def member_capacity(state: ClusterState, request: Request) -> IntArray:
         cap = np.minimum(cap, state.mem_left // request.memory_mib)
     if request.num_gpus:
         if request.is_sharing:
-            per_gpu = np.where(state.gpu_left >= 0, state.gpu_left // request.gpu_milli, 0)
+            # max(.., 1): a request may ask for GPU memory only (gpu_milli 0)
+            per_gpu = np.where(
+                state.gpu_left >= 0, state.gpu_left // max(request.gpu_milli, 1), 0
+            )
+            if request.gpu_memory_mib:
+                per_gpu = np.minimum(per_gpu, state.gpu_mem_left // request.gpu_memory_mib)
             gpus = per_gpu.sum(axis=1)
         else:
             gpus = fitting_gpus(state, request).sum(axis=1) // request.num_gpus
         models = state.model_mask(request.gpu_models)
         cap = np.minimum(cap, np.where(models, gpus, 0))
     return cap
+
+
+_DOMAIN_BONUS = 1000
+"""Score of a node inside the chosen domain(s) of the coarsest level needed."""
+_FINER_BONUS = 100
+"""Added per finer level for nodes in the fewest finer domains inside that scope."""
+
+
+def _domains(state: ClusterState, key: str) -> dict[str, list[int]]:
+    domains: dict[str, list[int]] = defaultdict(list)
+    for node, labels in enumerate(state.labels):
+        if key in labels:
+            domains[labels[key]].append(node)
+    return domains
+
+
+def _fewest(domains: dict[str, list[int]], capacity: IntArray, need: int) -> list[int] | None:
+    """Nodes of the fewest domains that hold ``need`` members (largest first, names break
+    ties); None when all of them together do not."""
+    sizes = {d: int(capacity[nodes].sum()) for d, nodes in domains.items()}
+    chosen: list[int] = []
+    covered = 0
+    for d in sorted(sizes, key=lambda d: (-sizes[d], d)):
+        chosen.extend(domains[d])
+        covered += sizes[d]
+        if covered >= need:
+            return chosen
+    return None
+
+
+def _scope(
+    levels: list[dict[str, list[int]]], capacity: IntArray, need: int
+) -> tuple[list[int] | None, int]:
+    """(nodes, level index): the tightest single domain of the finest level that has one
+    holding ``need`` members, else the fewest domains of the coarsest level that can."""
+    for level, domains in enumerate(levels):
+        sizes = sorted((int(capacity[nodes].sum()), d) for d, nodes in domains.items())
+        fitting = [d for size, d in sizes if size >= need]
+        if fitting:
+            return domains[fitting[0]], level
+    for level in range(len(levels) - 1, -1, -1):
+        chosen = _fewest(levels[level], capacity, need)
+        if chosen is not None:
+            return chosen, level
+    return None, 0
 
 
 class TopologyScore:
@@ -48,47 +100,38 @@ class TopologyScore:
         self.keys = keys
 
     def prepare(self, state: ClusterState, gang: Gang, cycle: CycleState) -> None:
+        """Scope: the tightest single domain at the finest level where one holds the gang,
+        else the fewest domains of the coarsest level that can. Inside the scope, nodes of
+        the fewest domains of each finer level get a further bonus."""
         if len(gang.members) < 2:
             return
         need = len(gang.members)
-        capacity = member_capacity(state, gang.members[0])
-        for key in self.keys:
-            domains: dict[str, list[int]] = defaultdict(list)
-            for node, labels in enumerate(state.labels):
-                if key in labels:
-                    domains[labels[key]].append(node)
-            if not domains:
-                continue
-            sizes = {d: int(np.minimum(capacity[nodes], need).sum()) for d, nodes in domains.items()}
-            fitting = sorted((size, d) for d, size in sizes.items() if size >= need)
-            chosen: list[str] = []
-            if fitting:
-                chosen = [fitting[0][1]]
-            else:
-                covered = 0
-                for d in sorted(sizes, key=lambda d: (-sizes[d], d)):
-                    chosen.append(d)
-                    covered += sizes[d]
-                    if covered >= need:
-                        break
-                if covered < need:
-                    continue
-                if len(chosen) > 1 and key != self.keys[-1]:
-                    # A coarser level may hold the gang in one domain: prefer that.
-                    continue
-            mask = np.zeros(state.num_nodes, dtype=bool)
-            for d in chosen:
-                mask[domains[d]] = True
-            cycle.data[self.name] = mask
+        capacity = np.minimum(member_capacity(state, gang.members[0]), need)
+        levels = [d for d in (_domains(state, key) for key in self.keys) if d]
+        scope, level = _scope(levels, capacity, need)
+        if scope is None:
             return
+        bonus = np.zeros(state.num_nodes, dtype=np.int64)
+        bonus[scope] = _DOMAIN_BONUS
+        inside = np.zeros(state.num_nodes, dtype=bool)
+        inside[scope] = True
+        for domains in reversed(levels[:level]):
+            within = {d: [n for n in nodes if inside[n]] for d, nodes in domains.items()}
+            chosen = _fewest({d: n for d, n in within.items() if n}, capacity, need)
+            if chosen is None:
+                break
+            bonus[chosen] += _FINER_BONUS
+            inside[:] = False
+            inside[chosen] = True
+        cycle.data[self.name] = bonus
 
     def score(
         self, state: ClusterState, request: Request, cycle: CycleState, nodes: IntArray
     ) -> IntArray | None:
-        mask = cycle.data.get(self.name)
-        if mask is None:
+        bonus = cycle.data.get(self.name)
+        if bonus is None:
             return None
-        return np.where(mask[nodes], 1000, 0).astype(np.int64)
+        return np.asarray(bonus[nodes], dtype=np.int64)
 
 
 class PriorityQueueSort:

@@ -38,6 +38,8 @@ class ReplayCurve:
     failed: int
     decisions: int
     seconds: float
+    placements: tuple[tuple[str, str | None, tuple[int, ...]], ...] = ()
+    """(task name, node name or None if it failed, GPU indices) in arrival order."""
 
     @property
     def decisions_per_second(self) -> float:
@@ -108,6 +110,8 @@ def replay(
     demand = 0
     allocated = 0
     failed = 0
+    log: list[tuple[str, str | None, tuple[int, ...]]] = []
+    names = state.names
     started = time.perf_counter()
     for i, request in enumerate(arrivals):
         decision = scheduler.place(request)
@@ -119,8 +123,10 @@ def replay(
                 new = frag_model.node_frag(state.node_key(node))
                 total_frag += new - node_frag[node]
                 node_frag[node] = new
+                log.append((request.name, names[node], allocation.gpus))
         else:
             failed += 1
+            log.append((request.name, None, ()))
         arrived[i] = demand
         used[i] = allocated
         frag[i] = total_frag
@@ -135,4 +141,5 @@ def replay(
         failed=failed,
         decisions=count,
         seconds=seconds,
+        placements=tuple(log),
     )

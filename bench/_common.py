@@ -1,0 +1,23 @@
+"""Shared helpers of the benchmarks: where the traces are, and writing results."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results"
+DEFAULT_TRACES = REPO.parent / "shared" / "traces" / "alibaba-gpu-v2023"
+
+
+def trace_dir(given: str | None) -> Path:
+    path = Path(given) if given else DEFAULT_TRACES
+    if not (path / "openb_node_list_gpu_node.csv").is_file():
+        raise SystemExit(f"openb traces not found in {path}: pass --traces DIR")
+    return path
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
