@@ -314,27 +314,35 @@ def test_fgd_whole_gpu_by_hand():
     assert placed(s, request) == ("c", (0,))
 
 
-def test_fgd_score_matches_frag_model_on_each_gpu():
-    """The node score is max over GPUs of s(F_after - F_before), recomputed here directly."""
-    nodes = [node("n0", gpus=4, free=[1000, 800, 450, 250])]
+@pytest.mark.parametrize(
+    ("free", "expected_gpu"),
+    [
+        # GPUs holding 450 and 250 tie at Δ −200 (score 54); the lower index wins, whether it
+        # is the looser (450, index 2) or the tighter (250, index 2) of the two
+        ([1000, 800, 450, 250], 2),
+        ([1000, 800, 250, 450], 2),
+        ([450, 1000, 250, 800], 0),
+    ],
+)
+def test_fgd_score_matches_frag_model_on_each_gpu(free, expected_gpu):
+    """The node score is max over GPUs of s(F_after - F_before), recomputed here directly:
+    1000 → 800 leaves no free GPU (Δ +400, 40); 800 → 600 Δ −100 (52); 450 → 250 and
+    250 → 50 both Δ −200 (54)."""
+    nodes = [node("n0", gpus=4, free=free)]
     s = scheduler("fgd", nodes, workload=FGD_M)
     frag = FragmentationModel(s.state.models, FGD_M)
     before = frag.node_frag(s.state.node_key(0))
-    expected = []
-    for g, left in enumerate([1000, 800, 450, 250]):
-        if left < 200:
-            continue
-        lefts = [1000, 800, 450, 250]
+    candidates = []
+    for g in range(len(free)):
+        lefts = list(free)
         lefts[g] -= 200
         after = frag.node_frag((0, 32000, tuple(sorted(lefts))))
-        expected.append((sigmoid(after - before), -g))
-    best_score, best_g = max(expected)
+        candidates.append((sigmoid(after - before), -g))
+    best_score, best_g = max(candidates)
+    assert (best_score, -best_g) == (54, expected_gpu)
     got = s.profile.scores[0][0].score(s.state, gpu(1, 200), CycleState(), np.arange(1))
-    assert got.tolist() == [best_score]
-    assert placed(s, gpu(1, 200)) == ("n0", (-best_g,))
-    # GPU 2 (450 → 250) and GPU 3 (250 → 50) tie at Δ −200 (score 54); the lower index wins,
-    # although the tightest GPU is GPU 3
-    assert (best_score, -best_g) == (54, 2)
+    assert got.tolist() == [54]
+    assert placed(s, gpu(1, 200)) == ("n0", (expected_gpu,))
 
 
 def test_fgd_cache_follows_state_changes():

@@ -77,6 +77,12 @@ def test_reason_does_not_depend_on_policy(policy):
             "needs 1.5 CPU: 1 node lacks 1.5 CPU",
         ),
         (
+            # each node is counted once, under the first check it fails (GPUs before CPU)
+            [node("n0", gpus=2, free=[1000, 0], cpu_free=1), node("n1", gpus=2, cpu_free=1)],
+            gpu(2, cpu=8),
+            "needs 2 whole GPUs, 8 CPU: 1 node has GPUs but at most 1 free; 1 node lacks 8 CPU",
+        ),
+        (
             [node("n0", gpus=2, free=[1000, 0]), node("n1", gpus=1, model="T4")],
             gpu(2),
             "needs 2 whole GPUs: 2 nodes have GPUs but at most 1 free",

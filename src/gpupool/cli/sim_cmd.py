@@ -117,14 +117,15 @@ def _print_table(result: StudyResult, label: str) -> None:
         title=(
             f"{label}: {meta['nodes']} nodes, {meta['gpus']} GPUs, {meta['tasks']} tasks, "
             f"tune {meta['tune']}, seeds {', '.join(map(str, meta['seeds']))}"
-        )
+        ),
+        caption="unallocated GPU % at arrived x % of capacity (mean over seeds); frag % at 100",
     )
-    table.add_column("policy")
+    table.add_column("policy", no_wrap=True)
     for x in REPORT_AT:
-        table.add_column(f"unalloc% @{x}", justify="right")
-    table.add_column("frag% @100", justify="right")
-    table.add_column("failed tasks", justify="right")
-    table.add_column("decisions/s", justify="right")
+        table.add_column(f"x={x}", justify="right")
+    table.add_column("frag%", justify="right")
+    table.add_column("failed", justify="right")
+    table.add_column("dec/s", justify="right")
     for name, res in result.policies.items():
         unalloc = res.mean("unallocated_gpu_pct")
         frag = res.mean("frag_pct")

@@ -14,6 +14,17 @@ import numpy as np
 from gpupool.sim.protocol import FloatArray
 from gpupool.sim.timed import TimedResult
 
+POLICY_STYLE = {
+    "random": ("tab:gray", ":"),
+    "dotprod": ("tab:orange", "-"),
+    "clustering": ("tab:green", "-"),
+    "packing": ("tab:purple", "-"),
+    "bestfit": ("tab:blue", "-"),
+    "fgd": ("tab:red", "-"),
+    "binpack": ("tab:brown", "--"),
+    "spread": ("tab:pink", "--"),
+}
+
 
 def plot_unallocated(
     curves: Mapping[str, FloatArray], path: str | Path, title: str, x_window: tuple[int, int]
@@ -30,7 +41,10 @@ def plot_unallocated(
         with np.errstate(invalid="ignore"):
             median = np.nanmedian(per_seed, axis=0)
             q1, q3 = np.nanpercentile(per_seed, [25, 75], axis=0)
-        (line,) = ax.plot(x[window], median[window], linewidth=1.6, label=policy)
+        color, style = POLICY_STYLE.get(policy, (None, "-"))
+        (line,) = ax.plot(
+            x[window], median[window], style, color=color, linewidth=1.6, label=policy
+        )
         ax.fill_between(x[window], q1[window], q3[window], color=line.get_color(), alpha=0.2)
     ax.set_xlabel("arrived GPU demand (% of cluster GPUs)")
     ax.set_ylabel("unallocated GPUs (%)")
