@@ -162,7 +162,7 @@ class _Engine:
 
     def _depart(self, pod: int) -> None:
         allocation = self.running.pop(pod)
-        self.scheduler.state.release(allocation)
+        self.scheduler.release(allocation)
         self.allocated -= allocation.gpu_milli * len(allocation.gpus)
         self.freed = True
 
