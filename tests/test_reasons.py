@@ -129,3 +129,13 @@ def test_small_texts():
     assert memory_text(1500) == "1500 MiB memory"
     assert needs_text(gpu(0)) == "needs nothing"
     assert unplaced_reason(gpu(0, cpu=1), []) == "needs 1 CPU: no node passed the filters"
+
+
+def test_explain_false_skips_the_explanation_but_still_fails():
+    sched = scheduler("bestfit", [node("a", gpus=1, free=[0])])
+    decision = sched.place(gpu(1, name="w0"), explain=False)
+    assert not decision.placed
+    assert decision.reason == "needs 1 whole GPU: no node passed the filters"
+    assert sched.place(gpu(1, name="w0")).reason == (
+        "needs 1 whole GPU: 1 node has GPUs but none free"
+    )

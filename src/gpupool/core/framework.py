@@ -61,6 +61,8 @@ class CycleState:
     """
 
     gang: Gang | None = None
+    explain: bool = True
+    """Whether a failure should carry the filters' plain-language explanation."""
     placed: list[Allocation] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
 

@@ -66,13 +66,14 @@ class Scheduler:
         self._rank[order] = np.arange(n)
         self._all = np.ones(n, dtype=bool)
 
-    def place(self, request: Request) -> Decision:
-        """Place one task (a gang of one)."""
-        return self._attempt((request,), CycleState())
+    def place(self, request: Request, *, explain: bool = True) -> Decision:
+        """Place one task (a gang of one). With ``explain=False`` a failure's reason only
+        says what was needed (callers that discard reasons skip the cost of explaining)."""
+        return self._attempt((request,), CycleState(explain=explain))
 
-    def place_gang(self, gang: Gang) -> Decision:
+    def place_gang(self, gang: Gang, *, explain: bool = True) -> Decision:
         """Place every member of ``gang`` or none of them."""
-        cycle = CycleState(gang=gang)
+        cycle = CycleState(gang=gang, explain=explain)
         for plugin in self.profile.prepare:
             plugin.prepare(self.state, gang, cycle)
         return self._attempt(gang.members, cycle)
@@ -138,7 +139,7 @@ class Scheduler:
             mask = self._filter(request, cycle)
             nodes = np.flatnonzero(mask)
             if len(nodes) == 0:
-                fragments = self._explain(request, cycle)
+                fragments = self._explain(request, cycle) if cycle.explain else []
                 statement.discard()
                 reason = unplaced_reason(request, fragments)
                 if cycle.gang is not None and len(members) > 1:

@@ -114,7 +114,7 @@ def replay(
     names = state.names
     started = time.perf_counter()
     for i, request in enumerate(arrivals):
-        decision = scheduler.place(request)
+        decision = scheduler.place(request, explain=False)
         demand += request.total_gpu_milli
         if decision.placed:
             for allocation in decision.allocations:

@@ -186,18 +186,14 @@ class _Engine:
         heads = [(self.waiting[s][0][0], s) for s in self.dirty]
         self.dirty.clear()
         heapq.heapify(heads)
-        place, feasible = self.scheduler.place, self.scheduler.feasible_nodes
+        place = self.scheduler.place
         while heads:
             _, shape = heapq.heappop(heads)
             queue = self.waiting[shape]
             pod = queue[0][1]
             request = self.requests[pod]
             self.decisions += 1
-            # A pod that already waited likely fails again: filtering first skips the
-            # scheduler's costly explanation of a failure.
-            if self.spans[pod][0] < now and not len(feasible(request)):
-                continue
-            decision = place(request)
+            decision = place(request, explain=False)
             if not decision.placed:
                 continue
             heapq.heappop(queue)
