@@ -78,6 +78,14 @@ class Scheduler:
             plugin.prepare(self.state, gang, cycle)
         return self._attempt(gang.members, cycle)
 
+    def place_on(self, node: int, gpus: tuple[int, ...], request: Request) -> Allocation:
+        """Take a placement decided earlier (e.g. restored after a restart) as it is, running
+        the reserve plugins; raises ClusterError and changes nothing if it does not fit."""
+        statement = Statement(self.state, self.profile.reserve)
+        allocation = statement.allocate(node, gpus, request)
+        statement.commit()
+        return allocation
+
     def release(self, allocation: Allocation) -> None:
         """Give back a committed allocation (a task that ended): reserve plugins'
         ``unreserve`` first, then the state. Prefer this to ``state.release`` so plugin

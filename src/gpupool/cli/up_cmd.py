@@ -1,0 +1,103 @@
+"""``gpupool up``: start the control plane on this machine."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+
+import typer
+import uvicorn
+from rich.console import Console
+
+from gpupool.executors.local import LocalExecutor
+from gpupool.server.api.app import create_app
+from gpupool.server.api.deps import AppContext
+from gpupool.server.controller import Controller
+from gpupool.server.db.database import Database
+from gpupool.server.inventory import InventoryError, local_inventory
+from gpupool.server.services.identity import bootstrap
+from gpupool.server.settings import DEFAULT_PORT, Settings
+
+err = Console(stderr=True)
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+def up(
+    port: int = typer.Option(DEFAULT_PORT, help="Port on 127.0.0.1."),
+    home: Path | None = typer.Option(
+        None, help="Data directory (default $GPUPOOL_HOME or ~/.gpupool)."
+    ),
+    fake_gpus: str | None = typer.Option(
+        None,
+        help="Declare GPUs on a machine without them, e.g. 4xA100-80GB,2xT4-16GB "
+        "(or $GPUPOOL_FAKE_GPUS).",
+    ),
+    database_url: str | None = typer.Option(
+        None, help="Database URL (default SQLite in the data dir; or $GPUPOOL_DATABASE_URL)."
+    ),
+    policy: str | None = typer.Option(None, help="Placement policy (default bestfit)."),
+    tick: float = typer.Option(0.5, help="Seconds between scheduler passes when idle."),
+) -> None:
+    """Start the gpupool server: API on 127.0.0.1, SQLite state, this machine's GPUs."""
+    settings = Settings.from_env(
+        home=home,
+        port=port,
+        fake_gpus=fake_gpus,
+        database_url=database_url,
+        policy=policy,
+        tick_seconds=tick,
+    )
+    settings.home.mkdir(parents=True, exist_ok=True)
+    lock = _lock(settings.home)
+    try:
+        inventory = local_inventory(settings.fake_gpus)
+    except InventoryError as exc:
+        raise _fail(str(exc)) from None
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+    except Exception as exc:  # a wrong URL or an unreachable server: say which
+        raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
+    controller = Controller(settings, db, LocalExecutor(), inventory)
+    controller.recover()
+    gpus = sum(len(n.gpus) for n in inventory.nodes)
+    token = bootstrap(db, settings.token_file, gpus * 1000)
+    settings.server_file.write_text(json.dumps({"url": settings.url, "pid": os.getpid()}) + "\n")
+    kind = {"fake": "fake", "nvml": "NVML", "none": "no"}[inventory.source]
+    err.print(
+        f"gpupool {settings.url}  data {settings.home}  {gpus} {kind} GPUs  "
+        f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
+        highlight=False,
+    )
+    if inventory.source == "none":
+        err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
+    if token is not None:
+        err.print(
+            f"admin token (shown once, also saved to {settings.token_file}):\n  {token}",
+            highlight=False,
+        )
+    err.print(
+        "submit a first job:  gpupool run --gpus 0.5 -- python -c 'print(1)'", highlight=False
+    )
+    app = create_app(AppContext(settings, db, controller))
+    try:
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+    finally:
+        lock.close()
+
+
+def _lock(home: Path):  # type: ignore[no-untyped-def]
+    """Hold an exclusive lock on the data dir: two servers on one state would hand out the
+    same GPUs twice."""
+    handle = (home / "server.lock").open("w")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise _fail(f"another gpupool server is running on {home}") from None
+    return handle

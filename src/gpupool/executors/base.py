@@ -1,0 +1,89 @@
+"""The executor protocol shared by every backend (local processes now, Ray later).
+
+The server decides *what* runs *where*; an executor only starts, watches and stops
+processes. Every handle is plain data (``to_json``/``from_json``) so the server can store it
+in its database and, after a crash or restart, ``adopt`` the processes it had started.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class LaunchSpec:
+    """What to run. ``env`` is added to the server's environment (it already holds
+    CUDA_VISIBLE_DEVICES and the share variables); ``log_path`` receives stdout and stderr
+    together; ``run_dir`` is a directory the executor owns for this attempt (pid, exit code)."""
+
+    job_id: str
+    attempt: int
+    command: Sequence[str]
+    env: Mapping[str, str] = field(default_factory=dict)
+    workdir: str | None = None
+    log_path: str = ""
+    run_dir: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Handle:
+    """A started attempt, as stored by the server. ``pid`` is the process (group) leader."""
+
+    job_id: str
+    attempt: int
+    pid: int
+    run_dir: str
+    log_path: str
+    started_at: float
+    node: str = "local"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Handle:
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How an attempt ended. ``exit_code`` is the process's code (negative: killed by that
+    signal); ``lost`` is True when the process vanished without recording its end (then
+    ``exit_code`` is None)."""
+
+    exit_code: int | None
+    ended_at: float
+    lost: bool = False
+
+
+class LaunchError(RuntimeError):
+    """The command could not be started (no such program, bad working directory, ...)."""
+
+
+class Executor(Protocol):
+    def launch(self, spec: LaunchSpec) -> Handle:
+        """Start the attempt and return at once. Raises LaunchError with a clear message."""
+        ...
+
+    def poll(self, handle: Handle) -> Outcome | None:
+        """None while running; the Outcome once it ended (idempotent: same answer again)."""
+        ...
+
+    def terminate(self, handle: Handle) -> None:
+        """Ask the whole process group to stop (SIGTERM). Never blocks."""
+        ...
+
+    def kill(self, handle: Handle) -> None:
+        """Force the whole process group to stop (SIGKILL). Never blocks."""
+        ...
+
+    def adopt(self, handle: Handle) -> bool:
+        """After a server restart: True if this attempt is still running *and* is the same
+        process (not a recycled pid); False if it ended or was lost (``poll`` then tells)."""
+        ...
+
+    def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Up to ``limit`` bytes of the attempt's log from ``offset`` (b"" at the end)."""
+        ...

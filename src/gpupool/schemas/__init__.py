@@ -1,0 +1,1 @@
+"""The wire contract of the REST API (pydantic; unknown fields are rejected everywhere)."""

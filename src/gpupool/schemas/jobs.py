@@ -1,0 +1,117 @@
+"""Jobs on the wire: what a user submits (JobSpec) and what the server reports (JobView)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from gpupool.schemas.units import parse_mib
+
+MiB = Annotated[int, BeforeValidator(parse_mib)]
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
+class Phase(StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+
+
+class JobSpec(BaseModel):
+    """A job as submitted. ``gpus`` is 0 (none), a fraction below 1 (a share of one GPU), or
+    a whole number of GPUs; ``gpu_memory`` alone asks for a share with that much GPU memory."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    command: list[str] = Field(min_length=1, description="Program and arguments.")
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    gpus: float = Field(0, ge=0, le=64)
+    gpu_memory: MiB | None = Field(None, ge=1, description="Per-GPU memory, e.g. 20GiB.")
+    gpu_model: str | None = Field(None, min_length=1, max_length=64)
+    cpu: float = Field(0, ge=0, le=1024, description="CPU cores.")
+    memory: MiB = Field(0, ge=0, description="Main memory, e.g. 16GiB.")
+    queue: str | None = Field(None, pattern=NAME_PATTERN)
+    priority: int = Field(0, ge=-1000, le=1000)
+    env: dict[str, str] = Field(default_factory=dict)
+    workdir: str | None = None
+    restart: Literal["never", "on-failure"] = "never"
+    max_retries: int = Field(0, ge=0, le=100)
+    grace_period_s: float = Field(30, ge=0, le=3600)
+
+    @model_validator(mode="after")
+    def _check_gpus(self) -> JobSpec:
+        if self.gpus >= 1 and self.gpus != int(self.gpus):
+            raise ValueError("gpus: use a fraction below 1 or a whole number of GPUs")
+        if self.gpus > 0 and self.gpus < 1 and round(self.gpus * 1000) < 1:
+            raise ValueError("gpus: the smallest share is 0.001 of a GPU")
+        if self.gpu_memory is not None and self.gpus > 1:
+            raise ValueError("gpu_memory: only for a single GPU or a share of one")
+        if not self.command[0]:
+            raise ValueError("command: the program name is empty")
+        for key in self.env:
+            if not key or "=" in key:
+                raise ValueError(f"env: invalid variable name {key!r}")
+        return self
+
+    @property
+    def num_gpus(self) -> int:
+        if self.gpus >= 1:
+            return int(self.gpus)
+        return 1 if self.gpus > 0 or self.gpu_memory else 0
+
+    @property
+    def gpu_milli(self) -> int:
+        """Per-GPU share in milli-GPU (1000 for whole GPUs; 0 for a memory-only share)."""
+        if self.gpus >= 1:
+            return 1000
+        return round(self.gpus * 1000)
+
+
+class JobEvent(BaseModel):
+    at: datetime
+    phase: Phase
+    message: str = ""
+
+
+class Placement(BaseModel):
+    node: str
+    gpus: list[int] = Field(default_factory=list)
+    gpu_milli: int = 0
+    gpu_memory_mib: int = 0
+
+
+class JobView(BaseModel):
+    """A job as the server reports it."""
+
+    id: str
+    name: str
+    team: str
+    user: str
+    queue: str
+    phase: Phase
+    priority: int
+    spec: JobSpec
+    reason: str = ""
+    placement: Placement | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    created_at: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    events: list[JobEvent] = Field(default_factory=list)
+
+
+class LogChunk(BaseModel):
+    data: str
+    offset: int = Field(description="Where the next read should start.")
+    complete: bool = Field(description="True once the job ended and the log is read to the end.")

@@ -1,0 +1,1 @@
+"""The control plane: settings, database, services, background loop, REST API."""

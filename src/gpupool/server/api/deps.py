@@ -1,0 +1,38 @@
+"""Request-scoped dependencies: the app's context and the calling principal."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+
+from gpupool.server.controller import Controller
+from gpupool.server.db.database import Database
+from gpupool.server.services.identity import Principal, authenticate
+from gpupool.server.settings import Settings
+
+
+@dataclass
+class AppContext:
+    settings: Settings
+    db: Database
+    controller: Controller
+
+
+def context(request: Request) -> AppContext:
+    ctx: AppContext = request.app.state.ctx
+    return ctx
+
+
+def principal(
+    request: Request, authorization: Annotated[str | None, Header()] = None
+) -> Principal:
+    token = None
+    if authorization and authorization.lower().startswith("bearer "):
+        token = authorization[7:].strip()
+    return authenticate(context(request).db, token)
+
+
+Ctx = Annotated[AppContext, Depends(context)]
+Caller = Annotated[Principal, Depends(principal)]

@@ -1,0 +1,112 @@
+"""All routes of /api/v1. Each handler is one service call."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from gpupool.schemas.admin import (
+    TeamCreate,
+    TeamUpdate,
+    TeamView,
+    TokenCreate,
+    TokenView,
+    UserCreate,
+    UserView,
+    WhoAmI,
+)
+from gpupool.schemas.cluster import NodeView, QueueView
+from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.server.api.deps import Caller, Ctx
+from gpupool.server.services import admin, cluster, jobs
+
+router = APIRouter(prefix="/api/v1")
+JobId = Annotated[int, "job id"]
+
+
+@router.get("/whoami", response_model=WhoAmI)
+def whoami(caller: Caller) -> WhoAmI:
+    return WhoAmI(user=caller.user, team=caller.team, admin=caller.admin)
+
+
+@router.post("/jobs", response_model=JobView, status_code=status.HTTP_201_CREATED)
+def submit_job(spec: JobSpec, ctx: Ctx, caller: Caller) -> JobView:
+    return jobs.submit(ctx.db, caller, spec, ctx.controller.models, ctx.controller.wake)
+
+
+@router.get("/jobs", response_model=list[JobView])
+def list_jobs(
+    ctx: Ctx,
+    caller: Caller,
+    phase: Phase | None = None,
+    queue: str | None = None,
+    name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+) -> list[JobView]:
+    return jobs.list_jobs(ctx.db, caller, phase, queue, name, limit)
+
+
+@router.get("/jobs/{job_id}", response_model=JobView)
+def get_job(job_id: int, ctx: Ctx, caller: Caller) -> JobView:
+    return jobs.get_job(ctx.db, caller, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", response_model=JobView)
+def cancel_job(job_id: int, ctx: Ctx, caller: Caller) -> JobView:
+    return jobs.cancel(ctx.db, caller, job_id, ctx.controller.wake)
+
+
+@router.get("/jobs/{job_id}/logs", response_model=LogChunk)
+def job_logs(
+    job_id: int,
+    ctx: Ctx,
+    caller: Caller,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=16 << 20)] = 1 << 20,
+) -> LogChunk:
+    return jobs.read_logs(ctx.db, caller, job_id, ctx.settings.runs_dir, offset, limit)
+
+
+@router.get("/nodes", response_model=list[NodeView])
+def list_nodes(ctx: Ctx, caller: Caller) -> list[NodeView]:
+    return cluster.list_nodes(ctx.db, caller)
+
+
+@router.get("/queues", response_model=list[QueueView])
+def list_queues(ctx: Ctx, caller: Caller) -> list[QueueView]:
+    return cluster.list_queues(ctx.db, caller)
+
+
+@router.post("/teams", response_model=TeamView, status_code=status.HTTP_201_CREATED)
+def create_team(body: TeamCreate, ctx: Ctx, caller: Caller) -> TeamView:
+    view = admin.create_team(ctx.db, caller, body)
+    ctx.controller.wake()
+    return view
+
+
+@router.get("/teams", response_model=list[TeamView])
+def list_teams(ctx: Ctx, caller: Caller) -> list[TeamView]:
+    return admin.list_teams(ctx.db, caller)
+
+
+@router.patch("/teams/{name}", response_model=TeamView)
+def update_team(name: str, body: TeamUpdate, ctx: Ctx, caller: Caller) -> TeamView:
+    view = admin.update_team(ctx.db, caller, name, body)
+    ctx.controller.wake()
+    return view
+
+
+@router.post("/users", response_model=UserView, status_code=status.HTTP_201_CREATED)
+def create_user(body: UserCreate, ctx: Ctx, caller: Caller) -> UserView:
+    return admin.create_user(ctx.db, caller, body)
+
+
+@router.get("/users", response_model=list[UserView])
+def list_users(ctx: Ctx, caller: Caller) -> list[UserView]:
+    return admin.list_users(ctx.db, caller)
+
+
+@router.post("/tokens", response_model=TokenView, status_code=status.HTTP_201_CREATED)
+def create_token(body: TokenCreate, ctx: Ctx, caller: Caller) -> TokenView:
+    return admin.create_token(ctx.db, caller, body.user)

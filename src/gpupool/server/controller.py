@@ -1,0 +1,403 @@
+"""The background loop: the only writer of job phases.
+
+Each step (on a short tick, or at once when woken by a submit or cancel):
+
+1. load newly submitted jobs into the in-memory pending set;
+2. act on cancel requests (pending: end now; running: SIGTERM, SIGKILL after the grace);
+3. poll running processes; finish, retry or requeue (preempted) the ones that ended;
+4. run a scheduling cycle (server/cycle.py) on the in-memory snapshot, persist placements
+   *before* launching (so a crash never hands a share out twice), launch, and record
+   preemptions and pending reasons.
+
+``recover`` rebuilds the snapshot from the database after a restart and re-adopts the
+processes that are still running.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select, update
+
+from gpupool.core.cluster import ClusterError, ClusterState
+from gpupool.core.quota import QueueQuota, QuotaBook
+from gpupool.core.request import Request, RequestError
+from gpupool.core.scheduler import Scheduler
+from gpupool.executors.base import Executor, Handle, LaunchError, LaunchSpec, Outcome
+from gpupool.plugins.profiles import PolicyContext, build_profile
+from gpupool.schemas.jobs import JobSpec, Phase
+from gpupool.server.cycle import LiveJob, run_cycle
+from gpupool.server.db.database import Database
+from gpupool.server.db.tables import Job, JobEvent, Node, Team
+from gpupool.server.inventory import LocalInventory
+from gpupool.server.launch_env import launch_env
+from gpupool.server.services.errors import Invalid
+from gpupool.server.services.jobs import resolve_gpu_model
+from gpupool.server.settings import Settings
+
+log = logging.getLogger("gpupool.controller")
+
+ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
+
+
+@dataclass
+class Active:
+    """A job holding resources, with what is needed to finish or restart it."""
+
+    live: LiveJob
+    name: str
+    spec: JobSpec
+    attempt: int
+    failures: int
+    handle: Handle | None = None
+    deadline: float | None = None
+    killed: bool = False
+
+
+def to_request(job_id: int, spec: JobSpec, queue: str, models: tuple[str, ...]) -> Request:
+    return Request(
+        name=str(job_id),
+        cpu_milli=round(spec.cpu * 1000),
+        memory_mib=spec.memory,
+        num_gpus=spec.num_gpus,
+        gpu_milli=spec.gpu_milli,
+        gpu_memory_mib=spec.gpu_memory or 0,
+        gpu_models=resolve_gpu_model(spec.gpu_model, models),
+        priority=spec.priority,
+        queue=queue,
+    )
+
+
+class Controller:
+    def __init__(
+        self, settings: Settings, db: Database, executor: Executor, inventory: LocalInventory
+    ) -> None:
+        self.settings = settings
+        self.db = db
+        self.executor = executor
+        self.inventory = inventory
+        self.state = ClusterState(inventory.nodes)
+        context = PolicyContext(rng=np.random.default_rng(0))
+        self.scheduler = Scheduler(self.state, build_profile(settings.policy, self.state, context))
+        self.pending: dict[int, LiveJob] = {}
+        self.active: dict[int, Active] = {}
+        self._max_seen = 0
+        self._wake = threading.Event()
+        self._halt = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.last_cycle_seconds = 0.0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.state.models
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gpupool-loop", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._halt.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._halt.is_set():
+            try:
+                self.step()
+            except Exception:  # the loop must survive any one bad step
+                log.exception("scheduler loop step failed")
+            self._wake.wait(self.settings.tick_seconds)
+            self._wake.clear()
+
+    def step(self) -> None:
+        """One pass of the loop (also called directly by tests and benchmarks)."""
+        with self._lock:
+            now = time.time()
+            self._load_pending()
+            self._handle_cancels(now)
+            self._poll(now)
+            self._schedule(now)
+
+    # -- recovery ----------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Register the nodes, rebuild allocations of running jobs, re-adopt processes."""
+        now = time.time()
+        with self.db.session() as s:
+            for spec in self.inventory.nodes:
+                node = s.get(Node, spec.name) or Node(name=spec.name)
+                node.cpu_milli = spec.cpu_milli
+                node.memory_mib = spec.memory_mib
+                node.gpus = [{"model": g.model, "memory_mib": g.memory_mib} for g in spec.gpus]
+                node.labels = dict(spec.labels)
+                node.source = self.inventory.source
+                node.updated_at = now
+                s.merge(node)
+            rows = s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all()
+        for job in rows:
+            self._recover_active(job, now)
+
+    def _recover_active(self, job: Job, now: float) -> None:
+        spec = JobSpec.model_validate(job.spec)
+        handle = Handle.from_json(job.handle) if job.handle else self._handle_file(job)
+        try:
+            request = to_request(job.id, spec, job.queue, self.models)
+            node = self.state.index[job.node or ""]
+            allocation = self.scheduler.place_on(node, tuple(job.gpus or ()), request)
+        except (KeyError, ClusterError, Invalid, RequestError) as exc:
+            self._finish(job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
+            if handle is not None:
+                self.executor.kill(handle)
+            return
+        live = LiveJob(job.id, job.queue, job.priority, job.created_at, request,
+                       spec.grace_period_s, allocation, job.started_at or now,
+                       job.stop_requested)
+        active = Active(live, job.name, spec, job.attempts, job.failures, handle,
+                        job.stop_deadline)
+        if handle is None:
+            self.scheduler.release(allocation)
+            self._requeue(active, "the server stopped before the job started", now)
+            return
+        self.active[job.id] = active
+        alive = self.executor.adopt(handle)
+        log.info("job %s: %s after restart", job.id, "re-adopted" if alive else "ended meanwhile")
+        if job.phase == Phase.STARTING.value:
+            with self.db.session() as s:
+                s.execute(update(Job).where(Job.id == job.id).values(
+                    phase=Phase.RUNNING.value, handle=handle.to_json()))
+
+    def _handle_file(self, job: Job) -> Handle | None:
+        path = self._run_dir(job.id, job.attempts) / "handle.json"
+        if not path.exists():
+            return None
+        return Handle.from_json(json.loads(path.read_text()))
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _load_pending(self) -> None:
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, Job.name)
+                .where(Job.phase == Phase.PENDING.value, Job.id > self._max_seen)
+                .order_by(Job.id)
+            ).all()
+        for job_id, queue, priority, created, raw, _name in rows:
+            self._max_seen = max(self._max_seen, job_id)
+            if job_id in self.pending:
+                continue
+            spec = JobSpec.model_validate(raw)
+            try:
+                request = to_request(job_id, spec, queue, self.models)
+            except (Invalid, RequestError) as exc:
+                self._finish(job_id, Phase.FAILED, None, str(exc), time.time())
+                continue
+            self.pending[job_id] = LiveJob(job_id, queue, priority, created, request,
+                                           spec.grace_period_s)
+
+    def _handle_cancels(self, now: float) -> None:
+        with self.db.session() as s:
+            ids = s.scalars(
+                select(Job.id).where(
+                    Job.stop_requested == "cancel",
+                    Job.phase.in_((Phase.PENDING.value, *ACTIVE)),
+                )
+            ).all()
+        for job_id in ids:
+            if job_id in self.pending:
+                del self.pending[job_id]
+                self._finish(job_id, Phase.CANCELLED, None, "cancelled before it started", now)
+            elif job_id in self.active and self.active[job_id].live.stopping != "cancel":
+                self._stop(self.active[job_id], "cancel", now)
+            elif job_id not in self.active:
+                self._finish(job_id, Phase.CANCELLED, None, "cancelled", now)
+
+    def _stop(self, active: Active, why: str, now: float) -> None:
+        active.live.stopping = why
+        active.deadline = now + active.live.grace_s
+        if active.handle is not None:
+            self.executor.terminate(active.handle)
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == active.live.id).values(
+                stop_requested=why, stop_deadline=active.deadline))
+
+    def _poll(self, now: float) -> None:
+        for job_id, active in list(self.active.items()):
+            if active.handle is None:
+                continue
+            outcome = self.executor.poll(active.handle)
+            if outcome is None:
+                if active.deadline is not None and now >= active.deadline and not active.killed:
+                    self.executor.kill(active.handle)
+                    active.killed = True
+                    self._event(job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
+                continue
+            del self.active[job_id]
+            assert active.live.allocation is not None
+            self.scheduler.release(active.live.allocation)
+            active.live.allocation = None
+            self._ended(active, outcome, now)
+
+    def _ended(self, active: Active, outcome: Outcome, now: float) -> None:
+        code = outcome.exit_code
+        status = "lost (the process disappeared)" if outcome.lost else f"exit code {code}"
+        if active.live.stopping == "cancel":
+            self._finish(active.live.id, Phase.CANCELLED, code, f"cancelled ({status})", now)
+        elif active.live.stopping == "preempt":
+            self._requeue(active, f"preempted ({status}); back in the queue", now)
+        elif code == 0:
+            self._finish(active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
+        else:
+            failures = active.failures + 1
+            spec = active.spec
+            if spec.restart == "on-failure" and failures <= spec.max_retries:
+                active.failures = failures
+                self._requeue(
+                    active, f"failed ({status}); retry {failures} of {spec.max_retries}", now
+                )
+            else:
+                self._finish(active.live.id, Phase.FAILED, code, f"failed ({status})", now,
+                             failures=failures)
+
+    def _requeue(self, active: Active, message: str, now: float) -> None:
+        live = active.live
+        live.stopping = None
+        live.allocation = None
+        live.reason = ""
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == live.id).values(
+                phase=Phase.PENDING.value, node=None, gpus=None, handle=None,
+                stop_requested=None, stop_deadline=None, reason=message,
+                failures=active.failures))
+            s.add(JobEvent(job_id=live.id, at=now, phase=Phase.PENDING.value, message=message))
+        self.pending[live.id] = live
+
+    def _finish(
+        self, job_id: int, phase: Phase, code: int | None, message: str, now: float,
+        failures: int | None = None,
+    ) -> None:
+        values: dict[str, Any] = dict(phase=phase.value, exit_code=code, ended_at=now,
+                                      reason=message, stop_deadline=None)
+        if failures is not None:
+            values["failures"] = failures
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == job_id).values(**values))
+            s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
+
+    def _event(self, job_id: int, phase: Phase, message: str, now: float) -> None:
+        with self.db.session() as s:
+            s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
+
+    def quota_book(self) -> QuotaBook:
+        with self.db.session() as s:
+            teams = s.execute(
+                select(Team.name, Team.quota_milli, Team.borrow_limit_milli)
+            ).all()
+        book = QuotaBook([QueueQuota(n, q, b) for n, q, b in teams])
+        for active in self.active.values():
+            book.add(active.live.queue, active.live.amount)
+        return book
+
+    def _schedule(self, now: float) -> None:
+        if not self.pending:
+            return
+        started = time.perf_counter()
+        running = [a.live for a in self.active.values()]
+        outcome = run_cycle(self.scheduler, self.quota_book(), list(self.pending.values()),
+                            running, budget_s=0.25)
+        self.last_cycle_seconds = time.perf_counter() - started
+        for victim, preemptor in outcome.preemptions:
+            self._stop(self.active[victim.id], "preempt", now)
+            self._event(victim.id, Phase.RUNNING,
+                        f"preempted to make room for job {preemptor.id} "
+                        f"(queue {preemptor.queue}, priority {preemptor.priority}); "
+                        f"grace period {victim.grace_s:g} s", now)
+        self._bind(outcome.placed, now)
+        changed = {i: r for i, r in outcome.reasons.items()
+                   if i in self.pending and self.pending[i].reason != r}
+        if changed:
+            with self.db.session() as s:
+                for job_id, reason in changed.items():
+                    s.execute(update(Job).where(Job.id == job_id).values(reason=reason))
+                    self.pending[job_id].reason = reason
+
+    def _bind(self, placed: list[LiveJob], now: float) -> None:
+        if not placed:
+            return
+        bound: list[LiveJob] = []
+        with self.db.session() as s:
+            for live in placed:
+                alloc = live.allocation
+                assert alloc is not None
+                result = s.execute(
+                    update(Job)
+                    .where(Job.id == live.id, Job.phase == Phase.PENDING.value,
+                           Job.stop_requested.is_(None))
+                    .values(phase=Phase.STARTING.value, node=self.state.names[alloc.node],
+                            gpus=list(alloc.gpus), gpu_milli=alloc.gpu_milli,
+                            gpu_memory_mib=alloc.gpu_memory_mib, attempts=Job.attempts + 1,
+                            reason="", started_at=now)
+                    .returning(Job.attempts, Job.name, Job.spec, Job.failures)
+                ).first()
+                del self.pending[live.id]
+                if result is None:  # cancelled meanwhile
+                    self.scheduler.release(alloc)
+                    live.allocation = None
+                    continue
+                attempt, name, raw, failures = result
+                where = f"{self.state.names[alloc.node]} GPUs {list(alloc.gpus)}"
+                s.add(JobEvent(job_id=live.id, at=now, phase=Phase.STARTING.value,
+                               message=f"placed on {where}" if alloc.gpus else
+                               f"placed on {self.state.names[alloc.node]}"))
+                spec = JobSpec.model_validate(raw)
+                live.started_at = now
+                self.active[live.id] = Active(live, name, spec, attempt, failures)
+                bound.append(live)
+        for live in bound:
+            self._launch(self.active[live.id], now)
+
+    def _run_dir(self, job_id: int, attempt: int) -> Path:
+        return self.settings.runs_dir / str(job_id) / str(attempt)
+
+    def _launch(self, active: Active, now: float) -> None:
+        live = active.live
+        alloc = live.allocation
+        assert alloc is not None
+        node_name = self.state.names[alloc.node]
+        physical = self.inventory.physical_gpus.get(node_name, ())
+        gpus_phys = [physical[g] if g < len(physical) else g for g in alloc.gpus]
+        node_spec = self.state.specs[alloc.node]
+        env = launch_env(live.id, active.name, active.attempt, live.queue, gpus_phys,
+                         [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
+                         alloc.gpu_memory_mib, active.spec.env)
+        run_dir = self._run_dir(live.id, active.attempt)
+        spec = LaunchSpec(job_id=str(live.id), attempt=active.attempt,
+                          command=active.spec.command, env=env, workdir=active.spec.workdir,
+                          log_path=str(run_dir.parent / "log"), run_dir=str(run_dir))
+        try:
+            handle = self.executor.launch(spec)
+        except LaunchError as exc:
+            del self.active[live.id]
+            self.scheduler.release(alloc)
+            live.allocation = None
+            self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
+            return
+        active.handle = handle
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == live.id).values(
+                phase=Phase.RUNNING.value, handle=handle.to_json()))
+            s.add(JobEvent(job_id=live.id, at=time.time(), phase=Phase.RUNNING.value,
+                           message=f"running (pid {handle.pid})"))

@@ -1,0 +1,147 @@
+"""One scheduling cycle of the live server, over in-memory state (no database, no I/O).
+
+Steps:
+
+1. order pending jobs: work inside its queue's quota first, then higher priority, then
+   first come first served;
+2. refuse jobs that would pass their queue's quota + borrowing limit (with the reason);
+3. place the rest with the core Scheduler; a request shape that failed is not tried again
+   in the same cycle (it would fail the same way), which keeps a cycle over thousands of
+   pending jobs short;
+4. for a job that does not fit, look for victims, unless earlier victims are still stopping:
+   *reclaim* (the job is within its quota: borrowed work of other queues, lowest priority and
+   newest first) or *priority* (same queue, lower priority, lowest and newest first). Victims
+   are released one at a time on the live state until the job would fit, then put back:
+   they keep their resources until their processes have stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from gpupool.core.cluster import Allocation
+from gpupool.core.quota import QuotaBook
+from gpupool.core.request import Request
+from gpupool.core.scheduler import Scheduler
+
+
+@dataclass
+class LiveJob:
+    """A job as the loop tracks it. ``allocation`` is set while it holds resources."""
+
+    id: int
+    queue: str
+    priority: int
+    created_at: float
+    request: Request
+    grace_s: float = 30.0
+    allocation: Allocation | None = None
+    started_at: float = 0.0
+    stopping: str | None = None
+    reason: str = ""
+
+    @property
+    def amount(self) -> int:
+        return self.request.total_gpu_milli
+
+
+@dataclass
+class CycleOutcome:
+    placed: list[LiveJob] = field(default_factory=list)
+    preemptions: list[tuple[LiveJob, LiveJob]] = field(default_factory=list)
+    """(victim, the job it makes room for)."""
+    reasons: dict[int, str] = field(default_factory=dict)
+    evaluated: int = 0
+
+
+def run_cycle(
+    scheduler: Scheduler,
+    quota: QuotaBook,
+    pending: list[LiveJob],
+    running: list[LiveJob],
+    budget_s: float | None = None,
+) -> CycleOutcome:
+    """Decide placements and preemptions. Placed jobs get their ``allocation`` (already taken
+    on the scheduler's state and counted in ``quota``); the caller binds them."""
+    started = time.perf_counter()
+    out = CycleOutcome()
+    order = sorted(
+        pending,
+        key=lambda j: (
+            0 if quota.within_quota(j.queue, j.amount) else 1,
+            -j.priority,
+            j.created_at,
+            j.id,
+        ),
+    )
+    failed: dict[tuple[object, ...], str] = {}
+    preempt_allowed = not any(j.stopping == "preempt" for j in running)
+    tried_preempt: set[tuple[object, ...]] = set()
+    for job in order:
+        if budget_s is not None and time.perf_counter() - started > budget_s:
+            break
+        out.evaluated += 1
+        refusal = quota.refusal(job.queue, job.amount)
+        if refusal is not None:
+            out.reasons[job.id] = refusal
+            continue
+        shape = job.request.shape
+        reason = failed.get(shape)
+        if reason is None:
+            decision = scheduler.place(job.request)
+            if decision.placed:
+                job.allocation = decision.allocations[0]
+                quota.add(job.queue, job.amount)
+                out.placed.append(job)
+                continue
+            reason = failed[shape] = decision.reason
+        out.reasons[job.id] = reason
+        key = (shape, job.queue, job.priority)
+        if preempt_allowed and key not in tried_preempt:
+            tried_preempt.add(key)
+            victims = find_victims(scheduler, quota, job, running)
+            if victims:
+                for victim in victims:
+                    victim.stopping = "preempt"
+                    out.preemptions.append((victim, job))
+                out.reasons[job.id] = (
+                    f"waiting for {len(victims)} preempted job(s) to stop: {reason}"
+                )
+                preempt_allowed = False
+    return out
+
+
+def find_victims(
+    scheduler: Scheduler, quota: QuotaBook, job: LiveJob, running: list[LiveJob]
+) -> list[LiveJob]:
+    """The running jobs to stop so that ``job`` fits, or [] when stopping them would not
+    help. The state and the quota book are unchanged on return."""
+    active = [r for r in running if r.allocation is not None and r.stopping is None]
+    if quota.within_quota(job.queue, job.amount):
+        candidates = [
+            r for r in active if r.queue != job.queue and quota.borrowed(r.queue) > 0
+        ]
+    else:
+        candidates = [r for r in active if r.queue == job.queue and r.priority < job.priority]
+    candidates.sort(key=lambda r: (r.priority, -r.started_at, -r.id))
+    released: list[LiveJob] = []
+    fits = False
+    for victim in candidates:
+        if victim.queue != job.queue and quota.borrowed(victim.queue) <= 0:
+            continue  # reclaim only takes back what is borrowed
+        assert victim.allocation is not None
+        scheduler.release(victim.allocation)
+        quota.remove(victim.queue, victim.amount)
+        released.append(victim)
+        if quota.refusal(job.queue, job.amount) is None and len(
+            scheduler.feasible_nodes(job.request)
+        ):
+            fits = True
+            break
+    for victim in released:
+        old = victim.allocation
+        assert old is not None
+        victim.allocation = scheduler.place_on(old.node, old.gpus, old.request)
+        quota.add(victim.queue, victim.amount)
+    return released if fits else []

@@ -1,0 +1,1 @@
+"""Persistence: tables, the Database (SQLite or PostgreSQL), Alembic migrations."""

@@ -1,0 +1,1 @@
+"""Alembic migrations of the gpupool database (run by Database.migrate)."""

@@ -1,0 +1,188 @@
+"""Submitting, listing, cancelling jobs and reading their logs.
+
+Only the background loop moves a job between phases; these functions insert jobs and set
+``stop_requested``, then wake the loop. A user sees only their team's jobs unless admin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from gpupool.schemas.jobs import JobEvent as JobEventView
+from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement
+from gpupool.server.db.database import Database
+from gpupool.server.db.tables import Job, JobEvent, Team, User
+from gpupool.server.services.errors import Conflict, Forbidden, Invalid, NotFound
+from gpupool.server.services.identity import Principal
+
+Wake = Callable[[], None]
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return None if ts is None else datetime.fromtimestamp(ts, UTC)
+
+
+def resolve_gpu_model(requested: str | None, known: Sequence[str]) -> tuple[str, ...]:
+    """The pool's model names matching ``requested`` (case-insensitive substring, so ``A100``
+    matches ``A100-SXM4-80GB``). Raises Invalid naming the field when none does."""
+    if not requested:
+        return ()
+    wanted = requested.lower()
+    matches = tuple(m for m in known if wanted in m.lower())
+    if not matches:
+        have = ", ".join(sorted(set(known))) or "none"
+        raise Invalid(f"gpu_model: no GPU of model {requested!r} in the pool (models: {have})")
+    return matches
+
+
+def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) -> JobView:
+    placement = None
+    if job.node is not None:
+        placement = Placement(
+            node=job.node,
+            gpus=list(job.gpus or []),
+            gpu_milli=job.gpu_milli,
+            gpu_memory_mib=job.gpu_memory_mib,
+        )
+    return JobView(
+        id=str(job.id),
+        name=job.name,
+        team=team,
+        user=user,
+        queue=job.queue,
+        phase=Phase(job.phase),
+        priority=job.priority,
+        spec=JobSpec.model_validate(job.spec),
+        reason=job.reason,
+        placement=placement,
+        attempts=job.attempts,
+        exit_code=job.exit_code,
+        created_at=datetime.fromtimestamp(job.created_at, UTC),
+        started_at=_dt(job.started_at),
+        ended_at=_dt(job.ended_at),
+        events=[
+            JobEventView(
+                at=datetime.fromtimestamp(e.at, UTC), phase=Phase(e.phase), message=e.message
+            )
+            for e in events
+        ],
+    )
+
+
+def submit(
+    db: Database, principal: Principal, spec: JobSpec, known_models: Sequence[str], wake: Wake
+) -> JobView:
+    """Queue a job in the caller's team queue (or, for admins, any queue)."""
+    resolve_gpu_model(spec.gpu_model, known_models)
+    queue = spec.queue or principal.team
+    now = time.time()
+    with db.session() as s:
+        team = s.scalar(select(Team).where(Team.name == queue))
+        if team is None:
+            raise Invalid(f"queue: no queue named {queue!r}")
+        if team.id != principal.team_id and not principal.admin:
+            raise Forbidden(f"queue: you may only submit to your team's queue {principal.team!r}")
+        job = Job(
+            name=spec.name or Path(spec.command[0]).name[:100] or "job",
+            team_id=team.id,
+            user_id=principal.user_id,
+            queue=queue,
+            phase=Phase.PENDING.value,
+            priority=spec.priority,
+            spec=spec.model_dump(mode="json"),
+            reason="waiting for the scheduler",
+            gpu_milli=0,
+            gpu_memory_mib=0,
+            attempts=0,
+            failures=0,
+            created_at=now,
+        )
+        s.add(job)
+        s.flush()
+        event = JobEvent(job_id=job.id, at=now, phase=Phase.PENDING.value, message="submitted")
+        s.add(event)
+    wake()
+    return job_view(job, team.name, principal.user, [event])
+
+
+def _visible(principal: Principal):  # type: ignore[no-untyped-def]
+    query = (
+        select(Job, Team.name, User.name)
+        .join(Team, Team.id == Job.team_id)
+        .join(User, User.id == Job.user_id)
+    )
+    if not principal.admin:
+        query = query.where(Job.team_id == principal.team_id)
+    return query
+
+
+def list_jobs(
+    db: Database,
+    principal: Principal,
+    phase: Phase | None = None,
+    queue: str | None = None,
+    name: str | None = None,
+    limit: int = 1000,
+) -> list[JobView]:
+    query = _visible(principal).order_by(Job.id.desc()).limit(limit)
+    if phase is not None:
+        query = query.where(Job.phase == phase.value)
+    if queue is not None:
+        query = query.where(Job.queue == queue)
+    if name is not None:
+        query = query.where(Job.name == name)
+    with db.session() as s:
+        return [job_view(j, t, u) for j, t, u in s.execute(query).all()]
+
+
+def get_job(db: Database, principal: Principal, job_id: int) -> JobView:
+    with db.session() as s:
+        row = s.execute(_visible(principal).where(Job.id == job_id)).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        events = s.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        ).all()
+        return job_view(row[0], row[1], row[2], events)
+
+
+def cancel(db: Database, principal: Principal, job_id: int, wake: Wake) -> JobView:
+    """Ask the loop to cancel: a pending job ends at once, a running one gets SIGTERM, then
+    SIGKILL after its grace period."""
+    view = get_job(db, principal, job_id)
+    if view.phase.final:
+        raise Conflict(f"job {job_id} already ended ({view.phase.value})")
+    with db.session() as s:
+        s.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.stop_requested.is_(None))
+            .values(stop_requested="cancel")
+        )
+        s.add(JobEvent(job_id=job_id, at=time.time(), phase=view.phase.value,
+                       message=f"cancel requested by {principal.user}"))
+    wake()
+    return get_job(db, principal, job_id)
+
+
+def read_logs(
+    db: Database, principal: Principal, job_id: int, runs_dir: Path, offset: int, limit: int
+) -> LogChunk:
+    view = get_job(db, principal, job_id)
+    path = runs_dir / str(job_id) / "log"
+    data = b""
+    if path.exists():
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(limit)
+    end = offset + len(data)
+    size = path.stat().st_size if path.exists() else 0
+    return LogChunk(
+        data=data.decode("utf-8", errors="replace"),
+        offset=end,
+        complete=view.phase.final and end >= size,
+    )
