@@ -6,6 +6,7 @@ import typer
 
 from gpupool import __version__
 from gpupool.cli.sim_cmd import sim
+from gpupool.cli.up_cmd import up
 
 app = typer.Typer(
     name="gpupool",
@@ -15,6 +16,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command(name="sim")(sim)
+app.command(name="up")(up)
 
 
 @app.command()

@@ -8,17 +8,9 @@ import os
 from pathlib import Path
 
 import typer
-import uvicorn
 from rich.console import Console
 
-from gpupool.executors.local import LocalExecutor
-from gpupool.server.api.app import create_app
-from gpupool.server.api.deps import AppContext
-from gpupool.server.controller import Controller
-from gpupool.server.db.database import Database
-from gpupool.server.inventory import InventoryError, local_inventory
-from gpupool.server.services.identity import bootstrap
-from gpupool.server.settings import DEFAULT_PORT, Settings
+DEFAULT_PORT = 8470
 
 err = Console(stderr=True)
 
@@ -45,6 +37,18 @@ def up(
     tick: float = typer.Option(0.5, help="Seconds between scheduler passes when idle."),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1, SQLite state, this machine's GPUs."""
+    # The server stack is imported here so that other commands start fast.
+    import uvicorn
+
+    from gpupool.executors.local import LocalExecutor
+    from gpupool.server.api.app import create_app
+    from gpupool.server.api.deps import AppContext
+    from gpupool.server.controller import Controller
+    from gpupool.server.db.database import Database
+    from gpupool.server.inventory import InventoryError, local_inventory
+    from gpupool.server.services.identity import bootstrap
+    from gpupool.server.settings import Settings
+
     settings = Settings.from_env(
         home=home,
         port=port,

@@ -94,6 +94,14 @@ class Scheduler:
             plugin.unreserve(self.state, allocation)
         self.state.release(allocation)
 
+    def why_not(self, request: Request) -> str | None:
+        """None if ``request`` would fit somewhere now, else its plain-language reason
+        (without placing anything)."""
+        cycle = CycleState()
+        if self._filter(request, cycle).any():
+            return None
+        return unplaced_reason(request, self._explain(request, cycle))
+
     def feasible_nodes(self, request: Request, cycle: CycleState | None = None) -> IntArray:
         """Indices of nodes that pass every filter right now (for reports and tests)."""
         mask = self._filter(request, cycle or CycleState())

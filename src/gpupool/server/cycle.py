@@ -76,17 +76,22 @@ def run_cycle(
         ),
     )
     failed: dict[tuple[object, ...], str] = {}
+    physical: dict[tuple[object, ...], str | None] = {}
     preempt_allowed = not any(j.stopping == "preempt" for j in running)
     tried_preempt: set[tuple[object, ...]] = set()
     for job in order:
         if budget_s is not None and time.perf_counter() - started > budget_s:
             break
         out.evaluated += 1
+        shape = job.request.shape
         refusal = quota.refusal(job.queue, job.amount)
         if refusal is not None:
-            out.reasons[job.id] = refusal
+            # Say first what the cluster lacks (it matters even once quota frees up).
+            if shape not in physical:
+                physical[shape] = failed.get(shape) or scheduler.why_not(job.request)
+            lack = physical[shape]
+            out.reasons[job.id] = f"{lack}; and {refusal}" if lack else refusal
             continue
-        shape = job.request.shape
         reason = failed.get(shape)
         if reason is None:
             decision = scheduler.place(job.request)

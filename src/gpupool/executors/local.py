@@ -1,0 +1,255 @@
+"""Run attempts as local processes that survive the server (``kill -9`` included).
+
+Each attempt is a process group led by the shim (:mod:`gpupool.executors.shim`), started in
+its own session so the server's death does not reach it. The shim records the command's real
+exit code in the attempt's run directory, so a restarted server learns how an attempt ended
+even if it ended while no server was running. Files in RUN_DIR:
+
+``handle.json``  the :class:`Handle`, written by :meth:`LocalExecutor.launch`;
+``shim.pid`` / ``child.pid`` / ``exit``  written by the shim (see its module docstring);
+``stop``         ``{"signal": N, "sent_at": t}``, written by ``terminate``/``kill`` just before
+                 they signal the group.
+
+A pid is trusted ("ours") only if that process is running, leads its own group, and its
+command line is the shim's with this attempt's run directory, so a recycled pid is never
+signalled or mistaken for the attempt. Every process of an attempt carries
+``GPUPOOL_RUN_DIR`` in its environment, which identifies what is left of a group whose shim
+was killed on its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from gpupool.executors import shim
+from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
+
+HANDLE_FILE = "handle.json"
+DEFAULT_LOG = "output.log"
+RUN_DIR_ENV = "GPUPOOL_RUN_DIR"
+SHIM_MODULE = "gpupool.executors.shim"
+_SHIM_FILE = str(Path(shim.__file__).resolve())
+
+
+class LocalExecutor:
+    """The :class:`~gpupool.executors.base.Executor` for processes on this machine (Linux).
+
+    ``python`` is the interpreter that runs the shim (the command itself runs as given).
+    Safe to share between threads. Processes it launched are reaped by ``poll``/``launch``
+    while this instance lives; after a restart they belong to init, which reaps them.
+    """
+
+    def __init__(self, python: str = sys.executable) -> None:
+        self.python = python
+        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._lock = threading.Lock()
+
+    # -- the protocol ------------------------------------------------------------------
+
+    def launch(self, spec: LaunchSpec) -> Handle:
+        """Start the attempt under a shim and return at once; ``handle.json`` is written
+        before returning. The log is opened in append mode (attempts may share it); an empty
+        ``log_path`` means ``RUN_DIR/output.log``. Raises LaunchError for an empty command,
+        a missing run_dir or working directory, a run_dir already used by an attempt, or an
+        interpreter that cannot be started. A program that does not exist is *not* a
+        LaunchError: the attempt ends with exit code 127 (126: not executable) and a line
+        in the log saying why."""
+        what = f"job {spec.job_id} attempt {spec.attempt}"
+        if not spec.command or not spec.command[0]:
+            raise LaunchError(f"{what}: the command is empty; give the program and its args")
+        if not spec.run_dir:
+            raise LaunchError(f"{what}: no run_dir; the executor needs one directory per attempt")
+        if spec.workdir is not None and not os.path.isdir(spec.workdir):
+            raise LaunchError(
+                f"{what}: working directory {spec.workdir!r} does not exist or is not a "
+                "directory; create it or fix the job's workdir"
+            )
+        run_dir = os.path.abspath(spec.run_dir)
+        for name in (HANDLE_FILE, shim.SHIM_PID_FILE, shim.EXIT_FILE):
+            if os.path.exists(os.path.join(run_dir, name)):
+                raise LaunchError(
+                    f"{what}: run_dir {run_dir!r} was already used by an attempt ({name} "
+                    "exists); give every attempt a fresh run_dir"
+                )
+        log_path = os.path.abspath(spec.log_path or os.path.join(run_dir, DEFAULT_LOG))
+        try:
+            os.makedirs(run_dir, exist_ok=True)
+            os.makedirs(os.path.dirname(log_path), exist_ok=True)
+            log = open(log_path, "ab")  # noqa: SIM115 - closed below, after Popen
+        except OSError as exc:
+            raise LaunchError(f"{what}: cannot prepare {run_dir!r} / {log_path!r}: {exc}") from exc
+        env = {**os.environ, **spec.env, RUN_DIR_ENV: run_dir}
+        argv = [self.python, "-I", _SHIM_FILE, run_dir, "--", *spec.command]
+        with log, self._lock:
+            self._reap_finished()
+            try:
+                proc = subprocess.Popen(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=spec.workdir,
+                    env=env, start_new_session=True, close_fds=True,
+                )
+            except OSError as exc:
+                raise LaunchError(
+                    f"{what}: cannot start the shim with interpreter {self.python!r}: {exc}"
+                ) from exc
+            self._procs[run_dir] = proc
+        handle = Handle(spec.job_id, spec.attempt, proc.pid, run_dir, log_path, time.time())
+        try:
+            shim.write_json_atomic(os.path.join(run_dir, HANDLE_FILE), handle.to_json())
+        except OSError as exc:
+            os.killpg(proc.pid, signal.SIGKILL)  # untracked attempts must not run on
+            raise LaunchError(f"{what}: cannot write {HANDLE_FILE} in {run_dir!r}: {exc}") from exc
+        return handle
+
+    def poll(self, handle: Handle) -> Outcome | None:
+        """None while any process of the attempt runs; otherwise its Outcome, recorded in
+        RUN_DIR/exit so every later call (by any instance) gives the same answer. The exit
+        code is the command's own; after :meth:`kill` without a recorded code it is -9 (ended
+        when the SIGKILL was sent). ``lost`` when the shim vanished without recording one."""
+        self._reap(handle.run_dir)
+        outcome = self._recorded(handle)
+        if outcome is not None:
+            return outcome
+        if self._is_ours(handle) or self._orphans(handle):
+            return None
+        outcome = self._recorded(handle)  # the shim may have finished since the first look
+        if outcome is not None:
+            return outcome
+        stop = shim.read_json(os.path.join(handle.run_dir, shim.STOP_FILE)) or {}
+        sent_at = stop.get("sent_at")
+        if stop.get("signal") == signal.SIGKILL and isinstance(sent_at, (int, float)):
+            outcome = Outcome(-signal.SIGKILL, float(sent_at))
+        else:
+            outcome = Outcome(None, time.time(), lost=True)
+        self._record(handle, outcome)
+        return outcome
+
+    def terminate(self, handle: Handle) -> None:
+        """SIGTERM to every process of the attempt, once each; no-op if it already ended or
+        the pid is not ours. Never blocks."""
+        self._signal(handle, signal.SIGTERM)
+
+    def kill(self, handle: Handle) -> None:
+        """SIGKILL to every process of the attempt (also to what a killed shim left behind);
+        no-op if it already ended or the pid is not ours. Never blocks."""
+        self._signal(handle, signal.SIGKILL)
+
+    def adopt(self, handle: Handle) -> bool:
+        """True iff the attempt has not recorded its end and its shim is still running and
+        is the very process that was launched (not a recycled pid), or its command still runs
+        after the shim was killed. Equivalent to ``poll(handle) is None``, minus the
+        recording of an inferred outcome."""
+        self._reap(handle.run_dir)
+        if self._recorded(handle) is not None:
+            return False
+        return self._is_ours(handle) or bool(self._orphans(handle))
+
+    def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """Up to ``limit`` bytes from ``offset``; b"" at or past the end or if there is no log
+        yet. Raises ValueError for a negative offset or limit."""
+        if offset < 0 or limit < 0:
+            raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
+        try:
+            with open(log_path, "rb") as f:
+                f.seek(offset)
+                return f.read(limit)
+        except FileNotFoundError:
+            return b""
+
+    # -- beyond the protocol -----------------------------------------------------------
+
+    def find_handle(self, spec: LaunchSpec) -> Handle | None:
+        """After a restart, the handle of the attempt launched from ``spec``: from
+        ``handle.json``, or rebuilt from the shim's own ``shim.pid`` if the server died
+        before writing it. None if no shim of this attempt ever got that far."""
+        run_dir = os.path.abspath(spec.run_dir)
+        data = shim.read_json(os.path.join(run_dir, HANDLE_FILE))
+        if data is not None:
+            return Handle.from_json(data)
+        pid_file = os.path.join(run_dir, shim.SHIM_PID_FILE)
+        try:
+            pid = int(Path(pid_file).read_text().strip())
+            started_at = os.stat(pid_file).st_mtime
+        except (OSError, ValueError):
+            return None
+        log_path = os.path.abspath(spec.log_path or os.path.join(run_dir, DEFAULT_LOG))
+        return Handle(spec.job_id, spec.attempt, pid, run_dir, log_path, started_at)
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _reap(self, run_dir: str) -> None:
+        with self._lock:
+            proc = self._procs.get(run_dir)
+            if proc is not None and proc.poll() is not None:
+                del self._procs[run_dir]
+
+    def _reap_finished(self) -> None:
+        for run_dir, proc in list(self._procs.items()):
+            if proc.poll() is not None:
+                del self._procs[run_dir]
+
+    def _is_ours(self, handle: Handle) -> bool:
+        """The handle's pid runs, leads its group, and is the shim of this run_dir."""
+        fields = shim.stat_fields(handle.pid)
+        if fields is None or fields[0] in (b"Z", b"X") or int(fields[2]) != handle.pid:
+            return False
+        try:
+            with open(f"/proc/{handle.pid}/cmdline", "rb") as f:
+                args = f.read().split(b"\0")
+        except OSError:
+            return False
+        is_shim = any(a == SHIM_MODULE.encode() or a.endswith(b"/shim.py") for a in args)
+        return is_shim and os.fsencode(handle.run_dir) in args
+
+    def _orphans(self, handle: Handle) -> list[int]:
+        """Running members of the handle's group left after its shim died, if they carry this
+        attempt's GPUPOOL_RUN_DIR (a group outlives its leader's pid, so the pid cannot have
+        been recycled while any member runs); empty while the shim's pid runs."""
+        if shim.is_running(handle.pid):
+            return []
+        marker = f"{RUN_DIR_ENV}={handle.run_dir}".encode()
+        members = shim.group_members(handle.pid)
+        for pid in members:
+            try:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if marker in f.read().split(b"\0"):
+                        return members
+            except OSError:
+                continue
+        return []
+
+    def _signal(self, handle: Handle, sig: signal.Signals) -> None:
+        if self._is_ours(handle):
+            stop = {"signal": int(sig), "sent_at": time.time()}
+            # without the marker the shim would forward SIGTERM (the command would get two)
+            with contextlib.suppress(OSError):
+                shim.write_json_atomic(os.path.join(handle.run_dir, shim.STOP_FILE), stop)
+        elif not self._orphans(handle):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(handle.pid, sig)
+
+    def _recorded(self, handle: Handle) -> Outcome | None:
+        data = shim.read_json(os.path.join(handle.run_dir, shim.EXIT_FILE))
+        if data is None:
+            return None
+        code, ended_at = data.get("exit_code"), data.get("ended_at")
+        if not isinstance(ended_at, (int, float)):
+            ended_at = time.time()
+        if isinstance(code, int) and not data.get("lost"):
+            return Outcome(code, float(ended_at))
+        return Outcome(None, float(ended_at), lost=True)
+
+    def _record(self, handle: Handle, outcome: Outcome) -> None:
+        """Persist an outcome the executor inferred, so that poll stays idempotent."""
+        data = {"exit_code": outcome.exit_code, "ended_at": outcome.ended_at}
+        if outcome.lost:
+            data["lost"] = True
+        with contextlib.suppress(OSError):  # e.g. the run_dir is gone: nothing to keep stable
+            shim.write_json_atomic(os.path.join(handle.run_dir, shim.EXIT_FILE), data)
