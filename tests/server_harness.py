@@ -63,8 +63,19 @@ class Server:
         return env
 
     def start(self) -> None:
-        args = [sys.executable, "-m", "gpupool.cli.main", "up", "--port", str(self.port),
-                "--fake-gpus", self.fake_gpus, "--tick", "0.2", *self.extra_args]
+        args = [
+            sys.executable,
+            "-m",
+            "gpupool.cli.main",
+            "up",
+            "--port",
+            str(self.port),
+            "--fake-gpus",
+            self.fake_gpus,
+            "--tick",
+            "0.2",
+            *self.extra_args,
+        ]
         if self.database_url:
             args += ["--database-url", self.database_url]
         log = (self.home / "server.out").open("ab")

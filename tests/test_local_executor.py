@@ -284,3 +284,35 @@ def test_exit_file_is_written_atomically(tmp_path: Path, monkeypatch: pytest.Mon
         shim.write_json_atomic(str(target), {"exit_code": 1, "ended_at": 2.0})
     assert not target.exists()
     assert not [n for n in os.listdir(tmp_path) if ".tmp." in n]
+
+
+SERVER = """
+import json, sys
+from gpupool.executors.base import LaunchSpec
+from gpupool.executors.local import LocalExecutor
+spec = LaunchSpec(**json.loads(sys.argv[1]))
+print(json.dumps(LocalExecutor().launch(spec).to_json()), flush=True)
+sys.stdin.read()  # wait to be killed
+"""
+
+
+def test_attempt_survives_kill_9_of_the_server_and_is_readopted(tmp_path: Path) -> None:
+    go = tmp_path / "go"
+    code = (f"import os, time\nwhile not os.path.exists({str(go)!r}): time.sleep(0.02)\n"
+            "raise SystemExit(9)")
+    spec = make_spec(tmp_path, code)
+    fields = {"job_id": spec.job_id, "attempt": spec.attempt, "command": list(spec.command),
+              "run_dir": spec.run_dir, "log_path": spec.log_path}
+    server = subprocess.Popen([PY, "-c", SERVER, json.dumps(fields)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE)
+    assert server.stdout is not None and server.stdin is not None
+    handle = Handle.from_json(json.loads(server.stdout.readline()))
+    server.kill()
+    server.wait()
+    server.stdin.close()
+    server.stdout.close()
+    restarted = LocalExecutor()
+    assert restarted.adopt(handle) and restarted.poll(handle) is None
+    go.touch()
+    outcome = outcome_of(restarted, handle)
+    assert (outcome.exit_code, outcome.lost) == (9, False)

@@ -84,6 +84,15 @@ class Executor(Protocol):
         process (not a recycled pid); False if it ended or was lost (``poll`` then tells)."""
         ...
 
+    def find_handle(self, spec: LaunchSpec) -> Handle | None:
+        """The handle of an attempt that may have been launched (e.g. just before a server
+        crash), or None if it never started."""
+        ...
+
+    def abandon(self, spec: LaunchSpec) -> None:
+        """Make sure an attempt that ``find_handle`` did not find never runs its command."""
+        ...
+
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         """Up to ``limit`` bytes of the attempt's log from ``offset`` (b"" at the end)."""
         ...

@@ -38,6 +38,16 @@ SHIM_MODULE = "gpupool.executors.shim"
 _SHIM_FILE = str(Path(shim.__file__).resolve())
 
 
+class _ShimProcess(subprocess.Popen[bytes]):
+    """A shim outlives whoever started it by design, so dropping its Popen while it runs is
+    no resource leak worth a ResourceWarning. It is reaped if it already ended; otherwise it
+    stays a zombie once it ends, until this process exits (the executor never drops it)."""
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.poll()
+
+
 class LocalExecutor:
     """The :class:`~gpupool.executors.base.Executor` for processes on this machine (Linux).
 
@@ -48,7 +58,7 @@ class LocalExecutor:
 
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
-        self._procs: dict[str, subprocess.Popen[bytes]] = {}
+        self._procs: dict[str, _ShimProcess] = {}
         self._lock = threading.Lock()
 
     # -- the protocol ------------------------------------------------------------------
@@ -90,7 +100,7 @@ class LocalExecutor:
         with log, self._lock:
             self._reap_finished()
             try:
-                proc = subprocess.Popen(
+                proc = _ShimProcess(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=spec.workdir,
                     env=env, start_new_session=True, close_fds=True,
                 )
@@ -163,6 +173,17 @@ class LocalExecutor:
             return b""
 
     # -- beyond the protocol -----------------------------------------------------------
+
+    def abandon(self, spec: LaunchSpec) -> None:
+        """Make sure an attempt that ``find_handle`` did not find never runs its command,
+        even if its shim is still starting: leave a SIGTERM stop marker the shim checks
+        before it starts the command."""
+        run_dir = os.path.abspath(spec.run_dir)
+        os.makedirs(run_dir, exist_ok=True)
+        shim.write_json_atomic(
+            os.path.join(run_dir, shim.STOP_FILE),
+            {"signal": int(signal.SIGTERM), "sent_at": time.time()},
+        )
 
     def find_handle(self, spec: LaunchSpec) -> Handle | None:
         """After a restart, the handle of the attempt launched from ``spec``: from

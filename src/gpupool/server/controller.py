@@ -15,7 +15,6 @@ processes that are still running.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -169,6 +168,7 @@ class Controller:
         active = Active(live, job.name, spec, job.attempts, job.failures, handle,
                         job.stop_deadline)
         if handle is None:
+            self.executor.abandon(self._launch_spec(job.id, job.attempts))
             self.scheduler.release(allocation)
             self._requeue(active, "the server stopped before the job started", now)
             return
@@ -181,10 +181,15 @@ class Controller:
                     phase=Phase.RUNNING.value, handle=handle.to_json()))
 
     def _handle_file(self, job: Job) -> Handle | None:
-        path = self._run_dir(job.id, job.attempts) / "handle.json"
-        if not path.exists():
-            return None
-        return Handle.from_json(json.loads(path.read_text()))
+        """The handle of an attempt launched just before a crash (None: never launched)."""
+        return self.executor.find_handle(self._launch_spec(job.id, job.attempts))
+
+    def _launch_spec(self, job_id: int, attempt: int, command: list[str] | None = None,
+                     env: dict[str, str] | None = None, workdir: str | None = None) -> LaunchSpec:
+        run_dir = self._run_dir(job_id, attempt)
+        return LaunchSpec(job_id=str(job_id), attempt=attempt, command=command or ["-"],
+                          env=env or {}, workdir=workdir, log_path=str(run_dir.parent / "log"),
+                          run_dir=str(run_dir))
 
     # -- steps -------------------------------------------------------------------------
 
@@ -383,10 +388,8 @@ class Controller:
         env = launch_env(live.id, active.name, active.attempt, live.queue, gpus_phys,
                          [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
                          alloc.gpu_memory_mib, active.spec.env)
-        run_dir = self._run_dir(live.id, active.attempt)
-        spec = LaunchSpec(job_id=str(live.id), attempt=active.attempt,
-                          command=active.spec.command, env=env, workdir=active.spec.workdir,
-                          log_path=str(run_dir.parent / "log"), run_dir=str(run_dir))
+        spec = self._launch_spec(live.id, active.attempt, list(active.spec.command), env,
+                                 active.spec.workdir)
         try:
             handle = self.executor.launch(spec)
         except LaunchError as exc:

@@ -90,17 +90,18 @@ def run_cycle(
             if shape not in physical:
                 physical[shape] = failed.get(shape) or scheduler.why_not(job.request)
             lack = physical[shape]
-            out.reasons[job.id] = f"{lack}; and {refusal}" if lack else refusal
-            continue
-        reason = failed.get(shape)
-        if reason is None:
-            decision = scheduler.place(job.request)
-            if decision.placed:
-                job.allocation = decision.allocations[0]
-                quota.add(job.queue, job.amount)
-                out.placed.append(job)
-                continue
-            reason = failed[shape] = decision.reason
+            reason = f"{lack}; and {refusal}" if lack else refusal
+        else:
+            known = failed.get(shape)
+            if known is None:
+                decision = scheduler.place(job.request)
+                if decision.placed:
+                    job.allocation = decision.allocations[0]
+                    quota.add(job.queue, job.amount)
+                    out.placed.append(job)
+                    continue
+                known = failed[shape] = decision.reason
+            reason = known
         out.reasons[job.id] = reason
         key = (shape, job.queue, job.priority)
         if preempt_allowed and key not in tried_preempt:

@@ -24,7 +24,8 @@ def launch_env(
     the fraction of the card's memory), CUDA_MPS_ACTIVE_THREAD_PERCENTAGE and
     CUDA_MPS_PINNED_DEVICE_MEM_LIMIT, as the MPS client limits would be set.
     """
-    env = dict(user_env)
+    env = {"PYTHONUNBUFFERED": "1"}  # live logs from Python jobs; the user may override
+    env.update(user_env)
     env.update(
         GPUPOOL_JOB_ID=str(job_id),
         GPUPOOL_JOB_NAME=name,
