@@ -174,7 +174,8 @@ class Controller:
             return
         self.active[job.id] = active
         alive = self.executor.adopt(handle)
-        log.info("job %s: %s after restart", job.id, "re-adopted" if alive else "ended meanwhile")
+        self._event(job.id, Phase.RUNNING, "server restarted: process re-adopted" if alive
+                    else "server restarted: the process ended while the server was down", now)
         if job.phase == Phase.STARTING.value:
             with self.db.session() as s:
                 s.execute(update(Job).where(Job.id == job.id).values(

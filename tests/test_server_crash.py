@@ -1,0 +1,79 @@
+"""kill -9 of the server loses nothing: queued jobs stay queued, running ones are re-adopted,
+jobs that ended while it was down get their real exit code, and nothing runs twice."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from server_harness import Server, backend_params, make_server, wait_for
+
+PY = sys.executable
+JOBS = 20
+FINAL = {"succeeded", "failed", "cancelled"}
+
+
+def worker(marker: Path, seconds: float, code: int, gate: Path | None = None) -> list[str]:
+    """Appends to ``marker`` (so running twice shows), sleeps, optionally waits for ``gate``."""
+    script = (
+        "import sys,time,pathlib\n"
+        f"with open({str(marker)!r}, 'a') as f: f.write('ran\\n')\n"
+        f"time.sleep({seconds})\n"
+        f"gate = {str(gate) if gate else ''!r}\n"
+        "while gate and not pathlib.Path(gate).exists(): time.sleep(0.05)\n"
+        f"sys.exit({code})\n"
+    )
+    return [PY, "-c", script]
+
+
+@pytest.fixture(params=backend_params())
+def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+    yield from make_server(request.param, tmp_path, "4xA100-80GB")
+
+
+def gpus_never_oversubscribed(client) -> bool:  # type: ignore[no-untyped-def]
+    for node in client.get("/nodes").json():
+        for gpu in node["gpus"]:
+            assert gpu["allocated_milli"] <= 1000, node
+    return True
+
+
+def test_kill_9_with_20_jobs_queued_or_running(server: Server, tmp_path: Path) -> None:
+    expected: dict[str, tuple[str, int, Path]] = {}
+    with server.client() as c:
+        for i in range(JOBS):
+            code = 1 if i % 3 == 0 else 0
+            marker = tmp_path / f"marker-{i}"
+            seconds = 0.4 + (i % 5) * 0.5
+            response = c.post(
+                "/jobs",
+                json={"command": worker(marker, seconds, code), "gpus": 0.5, "name": f"crash-{i}"},
+            )
+            assert response.status_code == 201
+            job_id = response.json()["id"]
+            expected[job_id] = ("succeeded" if code == 0 else "failed", code, marker)
+        wait_for(lambda: sum(j["phase"] == "running" for j in c.get("/jobs").json()) >= 6)
+        gpus_never_oversubscribed(c)
+    server.kill9()
+    time.sleep(2.5)  # some jobs finish while nobody watches, others keep running
+    server.start()
+    with server.client() as c:
+
+        def all_final() -> bool:
+            gpus_never_oversubscribed(c)
+            return all(j["phase"] in FINAL for j in c.get("/jobs").json())
+
+        wait_for(all_final, timeout=90, interval=0.3)
+        for job_id, (phase, code, marker) in expected.items():
+            view = c.get(f"/jobs/{job_id}").json()
+            assert view["phase"] == phase, view
+            assert view["exit_code"] == code, view
+            assert marker.read_text() == "ran\n", f"job {job_id} ran more or less than once"
+            finals = [e for e in view["events"] if e["phase"] in FINAL]
+            assert len(finals) == 1, view["events"]
+        queues = c.get("/queues").json()
+        assert queues[0]["used_gpus"] == 0 and queues[0]["running"] == 0
