@@ -44,6 +44,7 @@ from gpupool.server.settings import Settings
 log = logging.getLogger("gpupool.controller")
 
 ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
+STEP_COALESCE_S = 0.005
 
 
 @dataclass
@@ -88,6 +89,10 @@ class Controller:
         self.pending: dict[int, LiveJob] = {}
         self.active: dict[int, Active] = {}
         self._max_seen = 0
+        self._dirty = True
+        """Capacity or quota changed since the last cycle: every pending job is reconsidered.
+        Otherwise only new jobs are: old ones could not fit before and still cannot."""
+        self._fresh: list[LiveJob] = []
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._lock = threading.Lock()
@@ -100,7 +105,11 @@ class Controller:
     def models(self) -> tuple[str, ...]:
         return self.state.models
 
-    def wake(self) -> None:
+    def wake(self, capacity_changed: bool = False) -> None:
+        """Run a step soon. ``capacity_changed`` (quota edits) makes it reconsider every
+        pending job, not only new ones."""
+        if capacity_changed:
+            self._dirty = True
         self._wake.set()
 
     def start(self) -> None:
@@ -120,6 +129,8 @@ class Controller:
             except Exception:  # the loop must survive any one bad step
                 log.exception("scheduler loop step failed")
             self._wake.wait(self.settings.tick_seconds)
+            # Coalesce a burst of submits into one step (costs at most a few ms of latency).
+            time.sleep(STEP_COALESCE_S)
             self._wake.clear()
 
     def step(self) -> None:
@@ -211,8 +222,9 @@ class Controller:
             except (Invalid, RequestError) as exc:
                 self._finish(job_id, Phase.FAILED, None, str(exc), time.time())
                 continue
-            self.pending[job_id] = LiveJob(job_id, queue, priority, created, request,
-                                           spec.grace_period_s)
+            live = LiveJob(job_id, queue, priority, created, request, spec.grace_period_s)
+            self.pending[job_id] = live
+            self._fresh.append(live)
 
     def _handle_cancels(self, now: float) -> None:
         with self.db.session() as s:
@@ -252,6 +264,7 @@ class Controller:
                     self._event(job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
                 continue
             del self.active[job_id]
+            self._dirty = True
             assert active.live.allocation is not None
             self.scheduler.release(active.live.allocation)
             active.live.allocation = None
@@ -280,6 +293,7 @@ class Controller:
 
     def _requeue(self, active: Active, message: str, now: float) -> None:
         live = active.live
+        self._dirty = True
         live.stopping = None
         live.allocation = None
         live.reason = ""
@@ -319,11 +333,20 @@ class Controller:
 
     def _schedule(self, now: float) -> None:
         if not self.pending:
+            self._fresh = []
             return
         started = time.perf_counter()
         running = [a.live for a in self.active.values()]
-        outcome = run_cycle(self.scheduler, self.quota_book(), list(self.pending.values()),
-                            running, budget_s=0.25)
+        if self._dirty:
+            candidates = list(self.pending.values())
+        else:
+            candidates = [j for j in self._fresh if j.id in self.pending]
+        self._dirty = False
+        self._fresh = []
+        outcome = run_cycle(self.scheduler, self.quota_book(), candidates, running,
+                            budget_s=0.25)
+        if outcome.evaluated < len(candidates):
+            self._dirty = True  # the time budget ran out: finish on the next step
         self.last_cycle_seconds = time.perf_counter() - started
         for victim, preemptor in outcome.preemptions:
             self._stop(self.active[victim.id], "preempt", now)
@@ -361,6 +384,7 @@ class Controller:
                 del self.pending[live.id]
                 if result is None:  # cancelled meanwhile
                     self.scheduler.release(alloc)
+                    self._dirty = True
                     live.allocation = None
                     continue
                 attempt, name, raw, failures = result
@@ -396,6 +420,7 @@ class Controller:
         except LaunchError as exc:
             del self.active[live.id]
             self.scheduler.release(alloc)
+            self._dirty = True
             live.allocation = None
             self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
             return

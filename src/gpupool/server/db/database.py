@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,14 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite allows one writer; its busy handler *sleeps* between retries, which caps
+        # throughput under concurrent requests. An in-process lock hands over at once.
+        self._write_lock: threading.Lock | None = threading.Lock() if self.is_sqlite else None
 
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A session whose transaction commits on success and rolls back on error."""
-        with self._sessions() as session, session.begin():
+        with self._write_lock or nullcontext(), self._sessions() as session, session.begin():
             yield session
 
     def migrate(self) -> None:

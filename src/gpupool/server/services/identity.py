@@ -27,20 +27,33 @@ class Principal:
     admin: bool
 
 
+_CACHE_SECONDS = 10.0
+_cache: dict[str, tuple[float, Principal]] = {}
+
+
 def authenticate(db: Database, token: str | None) -> Principal:
-    """The principal owning ``token``; Unauthorized when missing or unknown."""
+    """The principal owning ``token``; Unauthorized when missing or unknown. Known tokens
+    are remembered for a few seconds (tokens are never revoked today)."""
     if not token:
         raise Unauthorized("missing API token: send 'Authorization: Bearer <token>'")
+    digest = token_digest(token)
+    hit = _cache.get(digest)
+    if hit is not None and hit[0] > time.monotonic():
+        return hit[1]
     with db.session() as s:
         row = s.execute(
             select(User.id, User.name, Team.id, Team.name, User.admin)
             .join(Token, Token.user_id == User.id)
             .join(Team, Team.id == User.team_id)
-            .where(Token.token_hash == token_digest(token))
+            .where(Token.token_hash == digest)
         ).first()
     if row is None:
         raise Unauthorized("invalid API token")
-    return Principal(row[0], row[1], row[2], row[3], bool(row[4]))
+    principal = Principal(row[0], row[1], row[2], row[3], bool(row[4]))
+    if len(_cache) > 10_000:
+        _cache.clear()
+    _cache[digest] = (time.monotonic() + _CACHE_SECONDS, principal)
+    return principal
 
 
 def bootstrap(db: Database, token_file: Path, default_quota_milli: int) -> str | None:

@@ -1,0 +1,366 @@
+"""Job commands: ``gpupool run | submit | ps | logs | describe | cancel | nodes | queues``
+(and, through ``admin_cmd``, ``gpupool admin ...``). All of them talk to a server through the
+SDK; see ``client_opts`` for the shared options, errors and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from pydantic import ValidationError
+
+from gpupool.cli import admin_cmd
+from gpupool.cli import jobs_render as render
+from gpupool.cli.client_opts import (
+    Json,
+    Token,
+    Url,
+    connect,
+    err,
+    fail,
+    handled,
+    out,
+    print_json,
+    validation_line,
+)
+from gpupool.schemas.jobs import JobSpec, JobView, Phase
+from gpupool.sdk import Client
+
+ACTIVE = (Phase.PENDING, Phase.STARTING, Phase.RUNNING)
+Ref = Annotated[str, typer.Argument(help="Job id, or name (the newest job of that name).")]
+Wait = Annotated[
+    bool, typer.Option("--wait", help="Block until the job ends; exit with its exit code.")
+]
+# Options of `run` that differ from the JobSpec field they fill, for error messages.
+OPTION_OF = {"command": "command", "grace_period_s": "--grace-period"}
+
+
+def register(app: typer.Typer) -> None:
+    """Add the job, cluster and admin commands to ``app``."""
+    app.command(name="run", context_settings={"allow_interspersed_args": False})(run)
+    app.command(name="submit")(submit)
+    app.command(name="ps")(ps)
+    app.command(name="logs")(logs)
+    app.command(name="describe")(describe)
+    app.command(name="cancel")(cancel)
+    app.command(name="nodes")(nodes)
+    app.command(name="queues")(queues)
+    app.add_typer(admin_cmd.app, name="admin")
+
+
+def run(
+    command: Annotated[
+        list[str] | None,
+        typer.Argument(help="The program and its arguments, after the options (or after --)."),
+    ] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(metavar="N", help="Whole GPUs (1, 2, ...) or a share of one GPU (0.5)."),
+    ] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option(metavar="SIZE", help="GPU memory, e.g. 20GiB (alone: a share of one GPU)."),
+    ] = None,
+    gpu_model: Annotated[
+        str | None, typer.Option(metavar="MODEL", help="Only this GPU model, e.g. A100.")
+    ] = None,
+    cpu: Annotated[str | None, typer.Option(metavar="CORES", help="CPU cores to reserve.")] = None,
+    memory: Annotated[
+        str | None, typer.Option(metavar="SIZE", help="Memory to reserve, e.g. 16GiB.")
+    ] = None,
+    queue: Annotated[
+        str | None, typer.Option(metavar="QUEUE", help="Queue (default: your team's).")
+    ] = None,
+    priority: Annotated[
+        str | None, typer.Option(metavar="P", help="-1000..1000; higher first.")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="Job name (default: from the server).")
+    ] = None,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", "-e", metavar="NAME=VALUE", help="NAME=VALUE for the job (repeat)."),
+    ] = None,
+    workdir: Annotated[
+        str | None,
+        typer.Option(metavar="DIR", help="Working directory (default: the current one)."),
+    ] = None,
+    restart: Annotated[
+        str | None, typer.Option(metavar="POLICY", help="never or on-failure.")
+    ] = None,
+    max_retries: Annotated[
+        str | None, typer.Option(metavar="N", help="Retries with on-failure.")
+    ] = None,
+    grace_period: Annotated[
+        str | None,
+        typer.Option(metavar="SECONDS", help="Seconds between SIGTERM and SIGKILL on cancel."),
+    ] = None,
+    wait: Wait = False,
+    json_out: Json = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Submit a command as a job and print its id.
+
+    Example: gpupool run --gpus 0.5 --memory 16GiB -- python train.py --lr 3e-4
+    """
+    if not command:
+        raise fail("give the command to run, e.g. gpupool run --gpus 1 -- python train.py")
+    fields: dict[str, Any] = {
+        "command": command,
+        "env": _env(env or []),
+        "workdir": os.path.abspath(workdir or os.getcwd()),
+    }
+    given = {
+        "gpus": gpus,
+        "gpu_memory": gpu_memory,
+        "gpu_model": gpu_model,
+        "cpu": cpu,
+        "memory": memory,
+        "queue": queue,
+        "priority": priority,
+        "name": name,
+        "restart": restart,
+        "max_retries": max_retries,
+        "grace_period_s": grace_period,
+    }
+    fields.update({k: v for k, v in given.items() if v is not None})
+    try:
+        spec = JobSpec.model_validate(fields)
+    except ValidationError as exc:
+        raise fail(_option_errors(exc)) from None
+    _submit(spec, wait, json_out, url, token)
+
+
+def submit(
+    file: Annotated[Path, typer.Argument(help="YAML file with JobSpec fields.")],
+    wait: Wait = False,
+    json_out: Json = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Submit the job described in a YAML file.
+
+    The file holds the fields of `gpupool run` in snake_case: command (a list), gpus,
+    gpu_memory, gpu_model, cpu, memory, queue, priority, name, env, workdir, restart,
+    max_retries, grace_period_s. Unknown fields are rejected.
+
+    A relative workdir is taken from the file's directory; none means the current directory.
+    """
+    spec = load_spec(file)
+    _submit(spec, wait, json_out, url, token)
+
+
+def load_spec(file: Path) -> JobSpec:
+    """The JobSpec in a YAML file; exit 2 with one line naming the file, and the line or the
+    field, when it cannot be read, parsed or validated."""
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        raise fail(f"{file}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise fail(f"{file}: {_yaml_problem(exc)}") from None
+    if not isinstance(data, dict):
+        kind = "nothing" if data is None else f"a {type(data).__name__}"
+        raise fail(f"{file}: expected a mapping of job fields (command: [...], ...), found {kind}")
+    env = data.get("env")
+    if isinstance(env, dict):  # YAML reads `OMP_NUM_THREADS: 4` as a number
+        data["env"] = {
+            k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+            for k, v in env.items()
+        }
+    workdir = data.get("workdir")
+    if workdir is None:
+        data["workdir"] = os.getcwd()
+    elif isinstance(workdir, str):
+        data["workdir"] = os.path.abspath(os.path.join(file.parent, os.path.expanduser(workdir)))
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise fail(validation_line(exc, str(file))) from None
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or "not valid YAML"
+    if mark is None:
+        return f"not valid YAML: {' '.join(str(exc).split())}"
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem} (not valid YAML)"
+
+
+def _env(pairs: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise fail(f"--env {pair!r}: expected NAME=VALUE, e.g. --env OMP_NUM_THREADS=4")
+        env[key] = value
+    return env
+
+
+def _option_errors(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors():
+        msg = str(error["msg"]).removeprefix("Value error, ")
+        msg = msg[:1].lower() + msg[1:]
+        loc = [str(p) for p in error["loc"]]
+        if not loc:
+            problems.append(msg)
+            continue
+        option = OPTION_OF.get(loc[0], "--" + loc[0].replace("_", "-"))
+        if len(loc) > 1:  # --env NAME=...
+            option += " " + ".".join(loc[1:])
+        problems.append(f"{option}: {msg}")
+    return "; ".join(problems)
+
+
+def _submit(spec: JobSpec, wait: bool, json_out: bool, url: str | None, token: str | None) -> None:
+    with connect(url, token) as client, handled():
+        view = client.submit(spec)
+        if json_out and not wait:
+            print_json(view)
+        if not json_out:
+            typer.echo(view.id)
+        if not wait:
+            return
+        final = _wait(client, view)
+    if json_out:
+        print_json(final)
+    err.print(_final_line(final), soft_wrap=True, markup=False)
+    raise typer.Exit(code=exit_code(final))
+
+
+def _wait(client: Client, view: JobView) -> JobView:
+    try:
+        return client.wait(view.id)
+    except KeyboardInterrupt:
+        note = f"stopped waiting; job {view.id} goes on (stop it: gpupool cancel {view.id})"
+        err.print(note, markup=False)
+        raise typer.Exit(code=130) from None
+
+
+def exit_code(view: JobView) -> int:
+    """The exit status of a job that ended, as ``sbatch --wait`` would give it: 0 when it
+    succeeded, its exit code (128+N when killed by signal N) when it failed, else 1."""
+    if view.phase is Phase.SUCCEEDED:
+        return 0
+    code = view.exit_code
+    if view.phase is Phase.FAILED and code is not None and code != 0:
+        return 128 - code if code < 0 else min(code, 255)
+    return 1
+
+
+def _final_line(view: JobView) -> str:
+    line = f"job {view.id} ({view.name}) {view.phase.value}"
+    if view.exit_code is not None and view.phase is not Phase.SUCCEEDED:
+        line += f" with exit code {view.exit_code}"
+    if view.reason and view.phase is not Phase.SUCCEEDED:
+        line += f": {view.reason}"
+    return line
+
+
+def ps(
+    all_phases: Annotated[
+        bool, typer.Option("--all", "-a", help="Also jobs that ended (default: active only).")
+    ] = False,
+    all_teams: Annotated[
+        bool, typer.Option("--all-teams", help="Jobs of every team, not only yours.")
+    ] = False,
+    phase: Annotated[Phase | None, typer.Option(help="Only jobs in this phase.")] = None,
+    queue: Annotated[str | None, typer.Option(help="Only jobs in this queue.")] = None,
+    json_out: Json = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """List jobs, newest first: pending, starting and running ones unless --all or --phase."""
+    with connect(url, token) as client, handled():
+        if phase is not None or all_phases:
+            jobs = client.jobs(phase=phase, queue=queue, all_teams=all_teams)
+        else:
+            jobs = [j for p in ACTIVE for j in client.jobs(p, queue, all_teams=all_teams)]
+            jobs.sort(key=lambda j: int(j.id) if j.id.isdigit() else 0, reverse=True)
+    if json_out:
+        print_json(jobs)
+        return
+    empty = "no jobs" if phase or all_phases else "no active jobs (gpupool ps --all shows ended)"
+    render.print_table(out, render.jobs_table(jobs), empty)
+
+
+def logs(
+    job: Ref,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
+    ] = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Print a job's output (stdout and stderr together)."""
+    with connect(url, token) as client, handled():
+        if follow:
+            for text in client.follow_logs(job):
+                _write(text)
+            return
+        job_id, offset = client.job(job).id, 0
+        while True:
+            chunk = client.logs(job_id, offset)
+            _write(chunk.data)
+            if chunk.complete or not chunk.data or chunk.offset == offset:
+                return
+            offset = chunk.offset
+
+
+def _write(text: str) -> None:
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `gpupool logs JOB | head`: stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(code=0) from None
+
+
+def describe(job: Ref, json_out: Json = False, url: Url = None, token: Token = None) -> None:
+    """Show one job: phase, why it waits, where it runs, what it asked for, its history."""
+    with connect(url, token) as client, handled():
+        view = client.job(job)
+    if json_out:
+        print_json(view)
+    else:
+        out.print(render.describe(view))
+
+
+def cancel(job: Ref, json_out: Json = False, url: Url = None, token: Token = None) -> None:
+    """Cancel a job: a pending one at once, a running one after SIGTERM and its grace period."""
+    with connect(url, token) as client, handled():
+        view = client.cancel(job)
+    if json_out:
+        print_json(view)
+    elif view.phase.final:
+        typer.echo(f"job {view.id} {view.phase.value}")
+    else:
+        typer.echo(f"job {view.id} is stopping (it was {view.phase.value})")
+
+
+def nodes(json_out: Json = False, url: Url = None, token: Token = None) -> None:
+    """Nodes and their GPUs: model, memory, what is allocated and to which jobs."""
+    with connect(url, token) as client, handled():
+        found = client.nodes()
+    if json_out:
+        print_json(found)
+    else:
+        render.print_table(out, render.nodes_table(found), "no nodes")
+
+
+def queues(json_out: Json = False, url: Url = None, token: Token = None) -> None:
+    """Queues: quota, borrow limit, GPUs in use and borrowed, pending and running jobs."""
+    with connect(url, token) as client, handled():
+        found = client.queues()
+    if json_out:
+        print_json(found)
+    else:
+        render.print_table(out, render.queues_table(found), "no queues")

@@ -1,0 +1,261 @@
+"""How jobs, nodes, queues, teams and users look in a terminal (Rich). Pure formatting: no
+requests, no exits."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from rich.console import Console, Group
+from rich.markup import escape
+from rich.table import Table
+from rich.text import Text
+
+from gpupool.schemas.admin import TeamView, UserView
+from gpupool.schemas.cluster import NodeView, QueueView
+from gpupool.schemas.jobs import JobSpec, JobView, Phase, Placement
+
+PHASE_STYLE = {
+    Phase.PENDING: "yellow",
+    Phase.STARTING: "cyan",
+    Phase.RUNNING: "green",
+    Phase.SUCCEEDED: "dim green",
+    Phase.FAILED: "red",
+    Phase.CANCELLED: "dim",
+}
+REASON_WIDTH = 48
+
+
+def mib(value: int) -> str:
+    """``81920`` -> ``80GiB``; ``512`` -> ``512MiB``."""
+    for unit, size in (("TiB", 1 << 20), ("GiB", 1 << 10)):
+        if value >= size:
+            return f"{value / size:.3g}{unit}"
+    return f"{value}MiB"
+
+
+def share(milli: int) -> str:
+    return f"{milli / 1000:g}"
+
+
+def gpus(spec: JobSpec) -> str:
+    """What the job asks of GPUs in a few characters: ``2``, ``0.5``, ``20GiB``, ``-``."""
+    if spec.gpus == 0 and spec.gpu_memory is None:
+        return "-"
+    parts = [f"{spec.gpus:g}"] if spec.gpus else []
+    if spec.gpu_memory is not None:
+        parts.append(mib(spec.gpu_memory))
+    text = "/".join(parts)
+    return f"{text} {spec.gpu_model}" if spec.gpu_model else text
+
+
+def placement(place: Placement | None) -> str:
+    if place is None:
+        return ""
+    if not place.gpus:
+        return place.node
+    return f"{place.node}:{','.join(str(g) for g in place.gpus)}"
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def age(at: datetime, now: datetime | None = None) -> str:
+    """Time since ``at`` (naive times are UTC) as ``42s``, ``5m``, ``3h``, ``2d``."""
+    seconds = max(0, int(((now or datetime.now(UTC)) - _aware(at)).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def local_time(at: datetime) -> str:
+    return _aware(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+
+
+def shorten(text: str, width: int = REASON_WIDTH) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def phase_text(view: JobView) -> Text:
+    return Text(view.phase.value, style=PHASE_STYLE[view.phase])
+
+
+def _why(view: JobView) -> str:
+    if view.reason:
+        return view.reason
+    if view.phase is Phase.FAILED and view.exit_code is not None:
+        return f"exit code {view.exit_code}"
+    return ""
+
+
+def jobs_table(jobs: Sequence[JobView], now: datetime | None = None) -> Table:
+    """One row per job: id, name, queue, phase, GPUs asked, where, age, short reason."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("ID", "NAME", "QUEUE", "PHASE", "GPUS", "NODE:GPUS", "AGE"):
+        table.add_column(column, no_wrap=True, justify="right" if column == "ID" else "left")
+    table.add_column("REASON", no_wrap=True, overflow="ellipsis")
+    for view in jobs:
+        table.add_row(
+            view.id,
+            escape(shorten(view.name, 24)),
+            escape(view.queue),
+            phase_text(view),
+            escape(gpus(view.spec)),
+            escape(placement(view.placement)),
+            age(view.created_at, now),
+            escape(shorten(_why(view))),
+        )
+    return table
+
+
+def describe(view: JobView) -> Group:
+    """Everything about one job; a pending job's reason comes right under its phase."""
+    spec = view.spec
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold", no_wrap=True)
+    head.add_column()
+    title = f"job {view.id}  {escape(view.name)}"
+    who = f"team {escape(view.team)}, user {escape(view.user)}, queue {escape(view.queue)}"
+    head.add_row("job", Text.from_markup(f"[bold]{title}[/]  ({who}, priority {view.priority})"))
+    phase = phase_text(view)
+    phase.append(f"  (submitted {age(view.created_at)} ago)", style="default")
+    head.add_row("phase", phase)
+    if view.phase is Phase.PENDING:
+        waiting = view.reason or "waiting for the next scheduling pass"
+        head.add_row(Text("waiting", style="bold yellow"), Text(waiting, style="bold yellow"))
+    elif view.reason:
+        head.add_row("reason", Text(view.reason))
+    if view.placement is not None:
+        head.add_row("placed", Text(_placement_line(view.placement)))
+    if view.exit_code is not None or view.attempts > 1:
+        code = "-" if view.exit_code is None else str(view.exit_code)
+        head.add_row("exit", Text(f"code {code}, attempts {view.attempts}"))
+    if view.started_at is not None:
+        head.add_row("started", local_time(view.started_at))
+    if view.ended_at is not None:
+        head.add_row("ended", local_time(view.ended_at))
+    head.add_row("command", Text(shlex.join(spec.command)))
+    head.add_row("asks", Text(_asks(spec)))
+    if spec.env:
+        head.add_row("env", Text(" ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())))
+    head.add_row("workdir", Text(spec.workdir or "(the server's)"))
+    restart = spec.restart
+    if spec.restart == "on-failure":
+        restart += f" (at most {spec.max_retries} retries)"
+    head.add_row("restart", Text(f"{restart}; grace period {spec.grace_period_s:g} s"))
+    history = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
+    history.add_column("TIME", no_wrap=True)
+    history.add_column("PHASE", no_wrap=True)
+    history.add_column("MESSAGE")
+    for event in view.events:
+        style = PHASE_STYLE[event.phase]
+        history.add_row(
+            local_time(event.at), Text(event.phase.value, style=style), Text(event.message)
+        )
+    parts: list[Table | Text] = [head]
+    if view.events:
+        parts += [Text("\nhistory", style="bold"), history]
+    return Group(*parts)
+
+
+def _placement_line(place: Placement) -> str:
+    if not place.gpus:
+        return f"node {place.node} (no GPU)"
+    each = [share(place.gpu_milli) + " GPU"] if place.gpu_milli else []
+    if place.gpu_memory_mib:
+        each.append(mib(place.gpu_memory_mib) + " GPU memory")
+    detail = f" ({', '.join(each)} on each)" if each else ""
+    listed = ",".join(str(g) for g in place.gpus)
+    return f"node {place.node}, GPU {listed}{detail}"
+
+
+def _asks(spec: JobSpec) -> str:
+    asks = []
+    if spec.gpus:
+        asks.append(f"{spec.gpus:g} GPU" if spec.gpus >= 1 else f"{spec.gpus:g} of a GPU")
+    if spec.gpu_memory is not None:
+        asks.append(f"{mib(spec.gpu_memory)} GPU memory")
+    if spec.gpu_model:
+        asks.append(f"model {spec.gpu_model}")
+    asks.append(f"{spec.cpu:g} CPU" if spec.cpu else "no CPU reserved")
+    asks.append(f"{mib(spec.memory)} memory" if spec.memory else "no memory reserved")
+    return ", ".join(asks)
+
+
+def nodes_table(nodes: Sequence[NodeView]) -> Table:
+    """One row per GPU (one for a node without GPUs), the node's CPU and memory on its first."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("NODE", "CPU", "MEMORY", "GPU", "MODEL", "GPU MEM", "ALLOCATED"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("JOBS", overflow="fold")
+    for node in nodes:
+        cpu = f"{share(node.cpu_allocated_milli)}/{share(node.cpu_milli)}"
+        memory = f"{mib(node.memory_allocated_mib)}/{mib(node.memory_mib)}"
+        first = [escape(node.name) + ("" if node.source == "nvml" else f" ({node.source})")]
+        first += [cpu, memory]
+        if not node.gpus:
+            table.add_row(*first, "-", "", "", "", "", end_section=True)
+        for i, gpu in enumerate(node.gpus):
+            lead = first if i == 0 else ["", "", ""]
+            used = f"{share(gpu.allocated_milli)} · {mib(gpu.allocated_memory_mib)}"
+            style = "green" if gpu.allocated_milli == 0 else ""
+            table.add_row(
+                *lead,
+                str(gpu.index),
+                escape(gpu.model),
+                mib(gpu.memory_mib),
+                Text(used, style=style),
+                ",".join(gpu.jobs),
+                end_section=i == len(node.gpus) - 1,
+            )
+    return table
+
+
+def queues_table(queues: Sequence[QueueView]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    columns = ("QUEUE", "TEAM", "QUOTA", "BORROW LIMIT", "USED", "BORROWED", "PENDING", "RUNNING")
+    for column in columns:
+        table.add_column(column, no_wrap=True, justify="left" if column in columns[:2] else "right")
+    for q in queues:
+        table.add_row(
+            escape(q.name),
+            escape(q.team),
+            f"{q.quota_gpus:g}",
+            f"{q.borrow_limit_gpus:g}",
+            f"{q.used_gpus:g}",
+            f"{q.borrowed_gpus:g}",
+            str(q.pending),
+            str(q.running),
+        )
+    return table
+
+
+def teams_table(teams: Sequence[TeamView]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("TEAM", no_wrap=True)
+    table.add_column("QUOTA GPUS", justify="right")
+    table.add_column("BORROW LIMIT GPUS", justify="right")
+    for t in teams:
+        table.add_row(escape(t.name), f"{t.quota_gpus:g}", f"{t.borrow_limit_gpus:g}")
+    return table
+
+
+def users_table(users: Sequence[UserView]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("USER", "TEAM", "ADMIN"):
+        table.add_column(column, no_wrap=True)
+    for u in users:
+        table.add_row(escape(u.name), escape(u.team), "yes" if u.admin else "")
+    return table
+
+
+def print_table(console: Console, table: Table, empty: str) -> None:
+    """The table, or ``empty`` (dim) when it has no rows."""
+    if table.row_count:
+        console.print(table)
+    else:
+        console.print(empty, style="dim")

@@ -1,0 +1,223 @@
+"""What the sync and async clients share: the requests of each endpoint, turning answers into
+models, and turning failures into one-line ApiErrors. No I/O here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, TypeAdapter, ValidationError
+
+from gpupool.schemas.admin import (
+    TeamCreate,
+    TeamUpdate,
+    TeamView,
+    TokenCreate,
+    TokenView,
+    UserCreate,
+    UserView,
+    WhoAmI,
+)
+from gpupool.schemas.cluster import NodeView, QueueView
+from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.sdk.errors import ApiError
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
+API = "/api/v1"
+# A log read that returns at least this much is probably not the end: read again at once.
+FULL_CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Call(Generic[T]):
+    """One HTTP request and how to read its 2xx answer."""
+
+    method: str
+    path: str
+    parse: Callable[[Any], T]
+    params: dict[str, str] = field(default_factory=dict)
+    body: Any = None
+
+
+def _one(model: type[M]) -> Callable[[Any], M]:
+    return model.model_validate
+
+
+def _many(model: type[M]) -> Callable[[Any], list[M]]:
+    adapter = TypeAdapter(list[model])  # type: ignore[valid-type]
+
+    def parse(data: Any) -> list[M]:
+        result: list[M] = adapter.validate_python(data)
+        return result
+
+    return parse
+
+
+def job_id(ref: str | int) -> str | None:
+    """The job id when ``ref`` is one (an int or a string of digits), else None (a name)."""
+    if isinstance(ref, int):
+        return str(ref)
+    ref = ref.strip()
+    return ref if ref.isdigit() else None
+
+
+def newest_named(name: str, found: list[JobView]) -> JobView:
+    """The newest job of a by-name lookup (the server lists newest first)."""
+    if not found:
+        raise ApiError(404, f"no job named {name!r}")
+    return max(found, key=lambda j: int(j.id) if j.id.isdigit() else -1)
+
+
+def whoami() -> Call[WhoAmI]:
+    return Call("GET", f"{API}/whoami", _one(WhoAmI))
+
+
+def submit(spec: JobSpec | Mapping[str, Any]) -> Call[JobView]:
+    """Validates a mapping locally first (pydantic ValidationError naming the field)."""
+    if not isinstance(spec, JobSpec):
+        spec = JobSpec.model_validate(dict(spec))
+    body = spec.model_dump(mode="json", exclude_unset=True)
+    return Call("POST", f"{API}/jobs", _one(JobView), body=body)
+
+
+def jobs(
+    phase: Phase | str | None = None,
+    queue: str | None = None,
+    name: str | None = None,
+    all_teams: bool = False,
+) -> Call[list[JobView]]:
+    params: dict[str, str] = {}
+    if phase is not None:
+        params["phase"] = Phase(phase).value
+    if queue is not None:
+        params["queue"] = queue
+    if name is not None:
+        params["name"] = name
+    if all_teams:
+        params["all_teams"] = "true"
+    return Call("GET", f"{API}/jobs", _many(JobView), params=params)
+
+
+def job(job_id: str) -> Call[JobView]:
+    return Call("GET", f"{API}/jobs/{job_id}", _one(JobView))
+
+
+def cancel(job_id: str) -> Call[JobView]:
+    return Call("POST", f"{API}/jobs/{job_id}/cancel", _one(JobView))
+
+
+def logs(job_id: str, offset: int) -> Call[LogChunk]:
+    params = {"offset": str(offset)}
+    return Call("GET", f"{API}/jobs/{job_id}/logs", _one(LogChunk), params=params)
+
+
+def nodes() -> Call[list[NodeView]]:
+    return Call("GET", f"{API}/nodes", _many(NodeView))
+
+
+def queues() -> Call[list[QueueView]]:
+    return Call("GET", f"{API}/queues", _many(QueueView))
+
+
+def teams() -> Call[list[TeamView]]:
+    return Call("GET", f"{API}/teams", _many(TeamView))
+
+
+def create_team(name: str, quota_gpus: float, borrow_limit_gpus: float) -> Call[TeamView]:
+    body = TeamCreate(name=name, quota_gpus=quota_gpus, borrow_limit_gpus=borrow_limit_gpus)
+    return Call("POST", f"{API}/teams", _one(TeamView), body=body.model_dump(mode="json"))
+
+
+def update_team(
+    name: str, quota_gpus: float | None, borrow_limit_gpus: float | None
+) -> Call[TeamView]:
+    body = TeamUpdate(quota_gpus=quota_gpus, borrow_limit_gpus=borrow_limit_gpus)
+    path = f"{API}/teams/{quote(name, safe='')}"
+    return Call("PATCH", path, _one(TeamView), body=body.model_dump(mode="json", exclude_none=True))
+
+
+def users() -> Call[list[UserView]]:
+    return Call("GET", f"{API}/users", _many(UserView))
+
+
+def create_user(name: str, team: str, admin: bool) -> Call[UserView]:
+    body = UserCreate(name=name, team=team, admin=admin)
+    return Call("POST", f"{API}/users", _one(UserView), body=body.model_dump(mode="json"))
+
+
+def create_token(user: str) -> Call[TokenView]:
+    body = TokenCreate(user=user)
+    return Call("POST", f"{API}/tokens", _one(TokenView), body=body.model_dump(mode="json"))
+
+
+def request(client: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
+    """The httpx request of ``call`` (a body is sent as JSON only when there is one)."""
+    return client.build_request(call.method, call.path, params=call.params or None, json=call.body)
+
+
+def read(call: Call[T], response: httpx.Response) -> T:
+    """The parsed 2xx answer; ApiError for any other status or an answer that does not fit
+    the contract (a client and server of different versions)."""
+    if not response.is_success:
+        raise ApiError(response.status_code, error_message(response))
+    try:
+        return call.parse(response.json())
+    except ValueError as exc:  # bad JSON, or pydantic's ValidationError (a ValueError)
+        problem = _problem(exc)
+        raise ApiError(
+            response.status_code,
+            f"unexpected answer from the server to {call.method} {call.path}: {problem} "
+            "(are the client and the server the same gpupool version?)",
+        ) from None
+
+
+def error_message(response: httpx.Response) -> str:
+    """One line from an error answer: ``detail`` as a string, FastAPI's list of validation
+    problems as ``body.gpus: <msg>; ...``, else the status and the start of the body."""
+    try:
+        detail = response.json().get("detail")
+    except (ValueError, AttributeError):
+        detail = None
+    if isinstance(detail, str) and detail.strip():
+        return _first_line(detail)
+    if isinstance(detail, list) and detail:
+        problems = []
+        for item in detail:
+            if isinstance(item, dict):
+                loc = ".".join(str(p) for p in item.get("loc", ()))
+                msg = str(item.get("msg", "invalid"))
+                problems.append(f"{loc}: {msg}" if loc else msg)
+            else:
+                problems.append(str(item))
+        return _first_line("; ".join(problems))
+    text = _first_line(response.text)[:200]
+    reason = response.reason_phrase or "error"
+    return f"HTTP {response.status_code} {reason}" + (f": {text}" if text else "")
+
+
+def transport_error(url: str, source: str, exc: httpx.TransportError, timeout: float) -> ApiError:
+    """ApiError(0, ...) for a request that got no answer, with a hint where one helps."""
+    if isinstance(exc, httpx.TimeoutException):
+        return ApiError(0, f"the gpupool server at {url} did not answer within {timeout:g} s")
+    reason = _first_line(str(exc)) or type(exc).__name__
+    hint = ""
+    if source.endswith("server.json"):
+        hint = " (is `gpupool up` still running on this machine?)"
+    return ApiError(0, f"cannot reach the gpupool server at {url}: {reason}{hint}")
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return " ".join(lines[0].split()) if lines else ""
+
+
+def _problem(exc: ValueError) -> str:
+    if isinstance(exc, ValidationError) and exc.errors():
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"])
+        return f"{loc}: {first['msg']}" if loc else first["msg"]
+    return _first_line(str(exc))

@@ -1,0 +1,319 @@
+"""Python clients of the gpupool REST API: ``Client`` (blocking) and ``AsyncClient`` (asyncio)
+with the same methods.
+
+A job reference (``ref``) is a job id (an int or a string of digits) or a job name, which
+means the newest job of that name visible to the caller. Every failed request raises
+ApiError with a one-line message (status 0 when the server could not be reached); a job
+spec or admin body that breaks the contract raises pydantic's ValidationError before any
+request is sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+import httpx
+
+from gpupool.schemas.admin import TeamView, TokenView, UserView, WhoAmI
+from gpupool.schemas.cluster import NodeView, QueueView
+from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.sdk import _wire as wire
+from gpupool.sdk.config import ServerConfig, discover
+from gpupool.sdk.errors import ApiError
+
+T = TypeVar("T")
+DEFAULT_TIMEOUT = 30.0
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str | None,
+        token: str | None,
+        config: ServerConfig | None,
+        timeout: float,
+    ) -> None:
+        self.config = config or discover(url, token)
+        self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {self.config.token}"}
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def _unreachable(self, exc: httpx.TransportError) -> ApiError:
+        return wire.transport_error(self.config.url, self.config.source, exc, self.timeout)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    def _check_deadline(view: JobView, deadline: float | None, timeout: float | None) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {view.id} is still {view.phase.value} after {timeout:g} s")
+
+
+class Client(_Base):
+    """A blocking client. ``Client()`` finds the server by ``discover()``; pass ``url`` and
+    ``token`` (or a ready ``config``) to choose. Use it as a context manager, or ``close()``
+    it, to release its connections. ``transport`` is for tests (``httpx.MockTransport``)."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        config: ServerConfig | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, token, config, timeout)
+        self._http = httpx.Client(
+            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _do(self, call: wire.Call[T]) -> T:
+        try:
+            response = self._http.send(wire.request(self._http, call))
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        return wire.read(call, response)
+
+    def _id(self, ref: str | int) -> str:
+        found = wire.job_id(ref)
+        return found if found is not None else self.job(ref).id
+
+    def whoami(self) -> WhoAmI:
+        """Who the token belongs to: user, team, admin."""
+        return self._do(wire.whoami())
+
+    def submit(self, spec: JobSpec | Mapping[str, Any]) -> JobView:
+        """Submit a job; the answer is the new job (normally pending)."""
+        return self._do(wire.submit(spec))
+
+    def jobs(
+        self,
+        phase: Phase | str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        all_teams: bool = False,
+    ) -> list[JobView]:
+        """Jobs visible to the caller, newest first, filtered by what is given."""
+        return self._do(wire.jobs(phase, queue, name, all_teams))
+
+    def job(self, ref: str | int) -> JobView:
+        """One job with its events; ApiError(404) when no job matches ``ref``."""
+        found = wire.job_id(ref)
+        if found is not None:
+            return self._do(wire.job(found))
+        name = str(ref).strip()
+        latest = wire.newest_named(name, self.jobs(name=name))
+        return self._do(wire.job(latest.id))
+
+    def cancel(self, ref: str | int) -> JobView:
+        """Ask for the job to stop; a running job may take its grace period to end."""
+        return self._do(wire.cancel(self._id(ref)))
+
+    def logs(self, ref: str | int, offset: int = 0) -> LogChunk:
+        """The job's output from ``offset``; read again from ``chunk.offset`` for more."""
+        return self._do(wire.logs(self._id(ref), offset))
+
+    def follow_logs(self, ref: str | int, poll: float = 0.3) -> Iterator[str]:
+        """Non-empty pieces of output as they come, until the job ended and all was read."""
+        job_id, offset = self._id(ref), 0
+        while True:
+            chunk = self._do(wire.logs(job_id, offset))
+            offset = chunk.offset
+            if chunk.data:
+                yield chunk.data
+            if chunk.complete:
+                return
+            if len(chunk.data) < wire.FULL_CHUNK:
+                time.sleep(poll)
+
+    def wait(self, ref: str | int, timeout: float | None = None, poll: float = 0.3) -> JobView:
+        """The job once its phase is final; TimeoutError after ``timeout`` seconds."""
+        job_id, deadline = self._id(ref), self._deadline(timeout)
+        while True:
+            view = self._do(wire.job(job_id))
+            if view.phase.final:
+                return view
+            self._check_deadline(view, deadline, timeout)
+            time.sleep(poll)
+
+    def nodes(self) -> list[NodeView]:
+        """Every node with its GPUs, what is allocated and to which jobs."""
+        return self._do(wire.nodes())
+
+    def queues(self) -> list[QueueView]:
+        """The queues visible to the caller with quota, use and counts."""
+        return self._do(wire.queues())
+
+    def teams(self) -> list[TeamView]:
+        return self._do(wire.teams())
+
+    def create_team(
+        self, name: str, quota_gpus: float = 0, borrow_limit_gpus: float = 0
+    ) -> TeamView:
+        """Admin only: a team (and its queue) with a guaranteed quota and a borrow limit."""
+        return self._do(wire.create_team(name, quota_gpus, borrow_limit_gpus))
+
+    def update_team(
+        self, name: str, quota_gpus: float | None = None, borrow_limit_gpus: float | None = None
+    ) -> TeamView:
+        """Admin only: change what is given, keep the rest."""
+        return self._do(wire.update_team(name, quota_gpus, borrow_limit_gpus))
+
+    def users(self) -> list[UserView]:
+        """Admin only."""
+        return self._do(wire.users())
+
+    def create_user(self, name: str, team: str, admin: bool = False) -> UserView:
+        """Admin only."""
+        return self._do(wire.create_user(name, team, admin))
+
+    def create_token(self, user: str) -> TokenView:
+        """Admin only: a new token for ``user``; its plaintext is in this answer only."""
+        return self._do(wire.create_token(user))
+
+
+class AsyncClient(_Base):
+    """The asyncio twin of ``Client``: the same methods as coroutines (``follow_logs`` is an
+    async iterator). Use ``async with``, or ``await aclose()``."""
+
+    def __init__(
+        self,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        config: ServerConfig | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        super().__init__(url, token, config, timeout)
+        self._http = httpx.AsyncClient(
+            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def _do(self, call: wire.Call[T]) -> T:
+        try:
+            response = await self._http.send(wire.request(self._http, call))
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        return wire.read(call, response)
+
+    async def _id(self, ref: str | int) -> str:
+        found = wire.job_id(ref)
+        return found if found is not None else (await self.job(ref)).id
+
+    async def whoami(self) -> WhoAmI:
+        return await self._do(wire.whoami())
+
+    async def submit(self, spec: JobSpec | Mapping[str, Any]) -> JobView:
+        return await self._do(wire.submit(spec))
+
+    async def jobs(
+        self,
+        phase: Phase | str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
+        all_teams: bool = False,
+    ) -> list[JobView]:
+        return await self._do(wire.jobs(phase, queue, name, all_teams))
+
+    async def job(self, ref: str | int) -> JobView:
+        found = wire.job_id(ref)
+        if found is not None:
+            return await self._do(wire.job(found))
+        name = str(ref).strip()
+        latest = wire.newest_named(name, await self.jobs(name=name))
+        return await self._do(wire.job(latest.id))
+
+    async def cancel(self, ref: str | int) -> JobView:
+        return await self._do(wire.cancel(await self._id(ref)))
+
+    async def logs(self, ref: str | int, offset: int = 0) -> LogChunk:
+        return await self._do(wire.logs(await self._id(ref), offset))
+
+    async def follow_logs(self, ref: str | int, poll: float = 0.3) -> AsyncIterator[str]:
+        job_id, offset = await self._id(ref), 0
+        while True:
+            chunk = await self._do(wire.logs(job_id, offset))
+            offset = chunk.offset
+            if chunk.data:
+                yield chunk.data
+            if chunk.complete:
+                return
+            if len(chunk.data) < wire.FULL_CHUNK:
+                await asyncio.sleep(poll)
+
+    async def wait(
+        self, ref: str | int, timeout: float | None = None, poll: float = 0.3
+    ) -> JobView:
+        job_id, deadline = await self._id(ref), self._deadline(timeout)
+        while True:
+            view = await self._do(wire.job(job_id))
+            if view.phase.final:
+                return view
+            self._check_deadline(view, deadline, timeout)
+            await asyncio.sleep(poll)
+
+    async def nodes(self) -> list[NodeView]:
+        return await self._do(wire.nodes())
+
+    async def queues(self) -> list[QueueView]:
+        return await self._do(wire.queues())
+
+    async def teams(self) -> list[TeamView]:
+        return await self._do(wire.teams())
+
+    async def create_team(
+        self, name: str, quota_gpus: float = 0, borrow_limit_gpus: float = 0
+    ) -> TeamView:
+        return await self._do(wire.create_team(name, quota_gpus, borrow_limit_gpus))
+
+    async def update_team(
+        self, name: str, quota_gpus: float | None = None, borrow_limit_gpus: float | None = None
+    ) -> TeamView:
+        return await self._do(wire.update_team(name, quota_gpus, borrow_limit_gpus))
+
+    async def users(self) -> list[UserView]:
+        return await self._do(wire.users())
+
+    async def create_user(self, name: str, team: str, admin: bool = False) -> UserView:
+        return await self._do(wire.create_user(name, team, admin))
+
+    async def create_token(self, user: str) -> TokenView:
+        return await self._do(wire.create_token(user))
