@@ -9,8 +9,8 @@ fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 echo "== ruff"
 .venv/bin/ruff check src tests bench
-echo "== mypy (core, plugins, sim)"
-.venv/bin/mypy src/gpupool/core src/gpupool/plugins src/gpupool/sim
+echo "== mypy (strict, the whole package)"
+.venv/bin/mypy src/gpupool
 echo "== import-linter (layers of ARCHITECTURE.md)"
 .venv/bin/lint-imports
 echo "== pytest"

@@ -5,6 +5,7 @@ answer or a server failure, 130: interrupted)."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Annotated, Any
@@ -18,6 +19,8 @@ from gpupool.sdk import ApiError, Client, ConfigError
 
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out.width = 200  # piped (`gpupool ps | grep ...`): do not cut tables at 80 columns
 
 Url = Annotated[
     str | None,

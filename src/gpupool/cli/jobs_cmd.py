@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml
+import yaml  # type: ignore[import-untyped]
 from pydantic import ValidationError
 
 from gpupool.cli import admin_cmd
@@ -31,6 +31,7 @@ from gpupool.schemas.jobs import JobSpec, JobView, Phase
 from gpupool.sdk import Client
 
 ACTIVE = (Phase.PENDING, Phase.STARTING, Phase.RUNNING)
+PHASES = ", ".join(p.value for p in Phase)
 Ref = Annotated[str, typer.Argument(help="Job id, or name (the newest job of that name).")]
 Wait = Annotated[
     bool, typer.Option("--wait", help="Block until the job ends; exit with its exit code.")
@@ -145,11 +146,9 @@ def submit(
 ) -> None:
     """Submit the job described in a YAML file.
 
-    The file holds the fields of `gpupool run` in snake_case: command (a list), gpus,
-    gpu_memory, gpu_model, cpu, memory, queue, priority, name, env, workdir, restart,
-    max_retries, grace_period_s. Unknown fields are rejected.
+    Fields as in `gpupool run`, snake_case: command (a list), gpus, gpu_memory, cpu, memory, ...
 
-    A relative workdir is taken from the file's directory; none means the current directory.
+    Unknown fields are rejected. A relative workdir is relative to the file; none: the cwd.
     """
     spec = load_spec(file)
     _submit(spec, wait, json_out, url, token)
@@ -258,10 +257,10 @@ def exit_code(view: JobView) -> int:
 
 def _final_line(view: JobView) -> str:
     line = f"job {view.id} ({view.name}) {view.phase.value}"
+    if view.reason and view.reason != view.phase.value:
+        return f"{line}: {view.reason}"
     if view.exit_code is not None and view.phase is not Phase.SUCCEEDED:
-        line += f" with exit code {view.exit_code}"
-    if view.reason and view.phase is not Phase.SUCCEEDED:
-        line += f": {view.reason}"
+        return f"{line} with exit code {view.exit_code}"
     return line
 
 
@@ -272,13 +271,17 @@ def ps(
     all_teams: Annotated[
         bool, typer.Option("--all-teams", help="Jobs of every team, not only yours.")
     ] = False,
-    phase: Annotated[Phase | None, typer.Option(help="Only jobs in this phase.")] = None,
+    phase: Annotated[
+        str | None, typer.Option(metavar="PHASE", help=f"Only jobs in this phase: {PHASES}.")
+    ] = None,
     queue: Annotated[str | None, typer.Option(help="Only jobs in this queue.")] = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """List jobs, newest first: pending, starting and running ones unless --all or --phase."""
+    if phase is not None and phase not in PHASES.split(", "):
+        raise fail(f"--phase {phase!r}: choose one of {PHASES}")
     with connect(url, token) as client, handled():
         if phase is not None or all_phases:
             jobs = client.jobs(phase=phase, queue=queue, all_teams=all_teams)
@@ -343,7 +346,7 @@ def cancel(job: Ref, json_out: Json = False, url: Url = None, token: Token = Non
     elif view.phase.final:
         typer.echo(f"job {view.id} {view.phase.value}")
     else:
-        typer.echo(f"job {view.id} is stopping (it was {view.phase.value})")
+        typer.echo(f"cancel requested for job {view.id} (it was {view.phase.value})")
 
 
 def nodes(json_out: Json = False, url: Url = None, token: Token = None) -> None:

@@ -85,7 +85,7 @@ def phase_text(view: JobView) -> Text:
 
 
 def _why(view: JobView) -> str:
-    if view.reason:
+    if view.reason and view.reason != view.phase.value:
         return view.reason
     if view.phase is Phase.FAILED and view.exit_code is not None:
         return f"exit code {view.exit_code}"
@@ -94,21 +94,30 @@ def _why(view: JobView) -> str:
 
 def jobs_table(jobs: Sequence[JobView], now: datetime | None = None) -> Table:
     """One row per job: id, name, queue, phase, GPUs asked, where, age, short reason."""
-    table = Table(box=None, pad_edge=False, header_style="bold")
-    for column in ("ID", "NAME", "QUEUE", "PHASE", "GPUS", "NODE:GPUS", "AGE"):
-        table.add_column(column, no_wrap=True, justify="right" if column == "ID" else "left")
-    table.add_column("REASON", no_wrap=True, overflow="ellipsis")
-    for view in jobs:
-        table.add_row(
+    rows = [
+        (
             view.id,
-            escape(shorten(view.name, 24)),
-            escape(view.queue),
-            phase_text(view),
-            escape(gpus(view.spec)),
-            escape(placement(view.placement)),
+            shorten(view.name, 24),
+            view.queue,
+            view.phase.value,
+            gpus(view.spec),
+            placement(view.placement),
             age(view.created_at, now),
-            escape(shorten(_why(view))),
         )
+        for view in jobs
+    ]
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for i, column in enumerate(("ID", "NAME", "QUEUE", "PHASE", "GPUS", "NODE:GPUS", "AGE")):
+        width = max([len(column), *(len(row[i]) for row in rows)])
+        table.add_column(
+            column, no_wrap=True, justify="right" if column == "ID" else "left", min_width=width
+        )
+    table.add_column("REASON", no_wrap=True, overflow="ellipsis")
+    for view, row in zip(jobs, rows, strict=True):
+        style = PHASE_STYLE[view.phase]
+        cells = [escape(cell) for cell in row]
+        cells[3] = f"[{style}]{cells[3]}[/]"
+        table.add_row(*cells, escape(shorten(_why(view))))
     return table
 
 
@@ -118,7 +127,7 @@ def describe(view: JobView) -> Group:
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold", no_wrap=True)
     head.add_column()
-    title = f"job {view.id}  {escape(view.name)}"
+    title = f"{view.id} · {escape(view.name)}"
     who = f"team {escape(view.team)}, user {escape(view.user)}, queue {escape(view.queue)}"
     head.add_row("job", Text.from_markup(f"[bold]{title}[/]  ({who}, priority {view.priority})"))
     phase = phase_text(view)
@@ -127,7 +136,7 @@ def describe(view: JobView) -> Group:
     if view.phase is Phase.PENDING:
         waiting = view.reason or "waiting for the next scheduling pass"
         head.add_row(Text("waiting", style="bold yellow"), Text(waiting, style="bold yellow"))
-    elif view.reason:
+    elif view.reason and view.reason != view.phase.value:
         head.add_row("reason", Text(view.reason))
     if view.placement is not None:
         head.add_row("placed", Text(_placement_line(view.placement)))
@@ -143,7 +152,7 @@ def describe(view: JobView) -> Group:
     if spec.env:
         head.add_row("env", Text(" ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())))
     head.add_row("workdir", Text(spec.workdir or "(the server's)"))
-    restart = spec.restart
+    restart: str = spec.restart
     if spec.restart == "on-failure":
         restart += f" (at most {spec.max_retries} retries)"
     head.add_row("restart", Text(f"{restart}; grace period {spec.grace_period_s:g} s"))
@@ -165,12 +174,14 @@ def describe(view: JobView) -> Group:
 def _placement_line(place: Placement) -> str:
     if not place.gpus:
         return f"node {place.node} (no GPU)"
-    each = [share(place.gpu_milli) + " GPU"] if place.gpu_milli else []
+    each = []
+    if 0 < place.gpu_milli < 1000:
+        each.append(f"a {share(place.gpu_milli)} share")
     if place.gpu_memory_mib:
-        each.append(mib(place.gpu_memory_mib) + " GPU memory")
-    detail = f" ({', '.join(each)} on each)" if each else ""
+        each.append(f"{mib(place.gpu_memory_mib)} of GPU memory")
+    detail = f" ({', '.join(each)})" if each else ""
     listed = ",".join(str(g) for g in place.gpus)
-    return f"node {place.node}, GPU {listed}{detail}"
+    return f"node {place.node}, GPU{'s' if len(place.gpus) > 1 else ''} {listed}{detail}"
 
 
 def _asks(spec: JobSpec) -> str:
@@ -201,8 +212,10 @@ def nodes_table(nodes: Sequence[NodeView]) -> Table:
             table.add_row(*first, "-", "", "", "", "", end_section=True)
         for i, gpu in enumerate(node.gpus):
             lead = first if i == 0 else ["", "", ""]
-            used = f"{share(gpu.allocated_milli)} · {mib(gpu.allocated_memory_mib)}"
-            style = "green" if gpu.allocated_milli == 0 else ""
+            used = share(gpu.allocated_milli) if gpu.allocated_milli else "free"
+            if gpu.allocated_memory_mib:
+                used += f" · {mib(gpu.allocated_memory_mib)}"
+            style = "green" if not gpu.allocated_milli and not gpu.allocated_memory_mib else ""
             table.add_row(
                 *lead,
                 str(gpu.index),

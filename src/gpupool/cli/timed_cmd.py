@@ -53,17 +53,8 @@ def run_timed_mode(
         raise typer.Exit(code=2) from None
     title = f"{label}, timed mode" + (f", arrivals {speedup:g}x faster" if speedup != 1 else "")
     table = Table(title=title)
-    for name in (
-        "policy",
-        "seed",
-        "started",
-        "never",
-        "delay mean s",
-        "p50 s",
-        "p95 s",
-        "GPU-hours",
-        "peak alloc%",
-    ):
+    for name in ("policy", "seed", "started", "never", "delay mean s", "p50 s", "p95 s",
+                 "GPU-hours", "peak alloc%"):
         table.add_column(name, justify="left" if name == "policy" else "right")
     for r in results:
         table.add_row(

@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import cast
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Table, bindparam, insert, select, update
 
 from gpupool.schemas.jobs import JobEvent as JobEventView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement
@@ -77,8 +78,9 @@ def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) ->
 # Built once: the submit path is hot, and SQLAlchemy's per-call statement building costs
 # more than the insert itself.
 _SELECT_TEAM = select(Team.id, Team.name).where(Team.name == bindparam("name"))
-_INSERT_JOB = insert(Job.__table__).returning(Job.__table__.c.id)
-_INSERT_EVENT = insert(JobEvent.__table__)
+_JOBS = cast(Table, Job.__table__)
+_INSERT_JOB = insert(_JOBS).returning(_JOBS.c.id)
+_INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
 
 
 def submit(

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The main job, for now: compare the placement policies on the built-in synthetic trace,
+# Compare the placement policies on the built-in synthetic trace,
 # print the table and write the plot and JSON under out/. Creates .venv on first run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
