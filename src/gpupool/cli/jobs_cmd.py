@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-import yaml  # type: ignore[import-untyped]
+import yaml
 from pydantic import ValidationError
 
 from gpupool.cli import admin_cmd
