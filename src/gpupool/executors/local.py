@@ -104,7 +104,7 @@ class LocalExecutor:
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=spec.workdir,
                     env=env, start_new_session=True, close_fds=True,
                 )
-            except OSError as exc:
+            except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv/env
                 raise LaunchError(
                     f"{what}: cannot start the shim with interpreter {self.python!r}: {exc}"
                 ) from exc

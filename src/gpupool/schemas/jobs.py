@@ -58,9 +58,15 @@ class JobSpec(BaseModel):
             raise ValueError("gpu_memory: only for a single GPU or a share of one")
         if not self.command[0]:
             raise ValueError("command: the program name is empty")
-        for key in self.env:
-            if not key or "=" in key:
+        for key, value in self.env.items():
+            if not key or "=" in key or "\0" in key:
                 raise ValueError(f"env: invalid variable name {key!r}")
+            if "\0" in value:
+                raise ValueError(f"env: the value of {key} contains a NUL byte")
+        if any("\0" in arg for arg in self.command):
+            raise ValueError("command: an argument contains a NUL byte")
+        if self.workdir is not None and ("\0" in self.workdir or not self.workdir):
+            raise ValueError("workdir: not a valid path")
         return self
 
     @property

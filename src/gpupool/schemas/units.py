@@ -31,6 +31,8 @@ def parse_mib(value: str | int | float) -> int:
         if value < 0:
             raise ValueError("a size cannot be negative")
         return int(value)
+    if not isinstance(value, str):
+        raise ValueError("expected a size such as 16GiB or 512MiB")
     match = _PATTERN.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a size such as 16GiB or 512MiB")

@@ -417,7 +417,9 @@ class Controller:
                                  active.spec.workdir)
         try:
             handle = self.executor.launch(spec)
-        except LaunchError as exc:
+        except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
+            if not isinstance(exc, LaunchError):
+                log.exception("job %s: launch failed", live.id)
             del self.active[live.id]
             self.scheduler.release(alloc)
             self._dirty = True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Path, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from gpupool.schemas.admin import (
@@ -23,7 +23,7 @@ from gpupool.server.api.deps import Caller, Ctx
 from gpupool.server.services import admin, cluster, jobs
 
 router = APIRouter(prefix="/api/v1")
-JobId = Annotated[int, "job id"]
+JobId = Annotated[int, Path(ge=1, le=2**62, description="job id")]
 
 
 @router.get("/whoami", response_model=WhoAmI)
@@ -55,21 +55,21 @@ def list_jobs(
 
 
 @router.get("/jobs/{job_id}", response_model=JobView)
-def get_job(job_id: int, ctx: Ctx, caller: Caller) -> JobView:
+def get_job(job_id: JobId, ctx: Ctx, caller: Caller) -> JobView:
     return jobs.get_job(ctx.db, caller, job_id)
 
 
 @router.post("/jobs/{job_id}/cancel", response_model=JobView)
-def cancel_job(job_id: int, ctx: Ctx, caller: Caller) -> JobView:
+def cancel_job(job_id: JobId, ctx: Ctx, caller: Caller) -> JobView:
     return jobs.cancel(ctx.db, caller, job_id, ctx.controller.wake)
 
 
 @router.get("/jobs/{job_id}/logs", response_model=LogChunk)
 def job_logs(
-    job_id: int,
+    job_id: JobId,
     ctx: Ctx,
     caller: Caller,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**62)] = 0,
     limit: Annotated[int, Query(ge=1, le=16 << 20)] = 1 << 20,
 ) -> LogChunk:
     return jobs.read_logs(ctx.db, caller, job_id, ctx.settings.runs_dir, offset, limit)

@@ -193,12 +193,12 @@ def read_logs(
     view = get_job(db, principal, job_id)
     path = runs_dir / str(job_id) / "log"
     data = b""
-    if path.exists():
+    size = path.stat().st_size if path.exists() else 0
+    if offset < size:
         with path.open("rb") as handle:
             handle.seek(offset)
             data = handle.read(limit)
     end = offset + len(data)
-    size = path.stat().st_size if path.exists() else 0
     return LogChunk(
         data=data.decode("utf-8", errors="replace"),
         offset=end,
