@@ -147,3 +147,28 @@ def test_cancel_pending_and_running(server: Server, tmp_path: Path) -> None:
         wait_for(lambda: phase(c, running) == "cancelled")
         again = c.post(f"/jobs/{running}/cancel")
         assert again.status_code == 409
+
+
+def test_admin_token_file_is_private_and_tokens_are_stored_hashed(server: Server) -> None:
+    token_file = server.home / "admin.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    with server.client() as admin:
+        admin.post("/users", json={"name": "bob", "team": "default"})
+        bob = admin.post("/tokens", json={"user": "bob"}).json()["token"]
+    if server.database_url:
+        import psycopg
+
+        from server_harness import PG_DSN
+
+        schema = server.database_url.rsplit("%3D", 1)[1]
+        with psycopg.connect(PG_DSN) as conn:
+            rows = conn.execute(f"SELECT token_hash FROM {schema}.tokens").fetchall()
+    else:
+        import sqlite3
+
+        with sqlite3.connect(server.home / "gpupool.db") as conn:
+            rows = conn.execute("SELECT token_hash FROM tokens").fetchall()
+    stored = {r[0] for r in rows}
+    assert len(stored) == 2
+    assert server.token not in stored and bob not in stored
+    assert all(len(h) == 64 for h in stored)  # SHA-256 hex digests only
