@@ -2,8 +2,8 @@
 
 Steps:
 
-1. order pending jobs: work inside its queue's quota first, then higher priority, then
-   first come first served;
+1. order pending jobs: jobs that victims were preempted for first, then work inside its
+   queue's quota, then higher priority, then first come first served;
 2. refuse jobs that would pass their queue's quota + borrowing limit (with the reason);
 3. place the rest with the core Scheduler; a request shape that failed is not tried again
    in the same cycle (it would fail the same way), which keeps a cycle over thousands of
@@ -40,6 +40,9 @@ class LiveJob:
     started_at: float = 0.0
     stopping: str | None = None
     reason: str = ""
+    nominated: bool = False
+    """Victims were preempted for this job: it goes first until it is placed, so the capacity
+    they free is not taken by a job ordered before it."""
 
     @property
     def amount(self) -> int:
@@ -69,6 +72,7 @@ def run_cycle(
     order = sorted(
         pending,
         key=lambda j: (
+            0 if j.nominated else 1,
             0 if quota.within_quota(j.queue, j.amount) else 1,
             -j.priority,
             j.created_at,
@@ -96,6 +100,7 @@ def run_cycle(
             if known is None:
                 decision = scheduler.place(job.request)
                 if decision.placed:
+                    job.nominated = False
                     job.allocation = decision.allocations[0]
                     quota.add(job.queue, job.amount)
                     out.placed.append(job)
@@ -108,6 +113,7 @@ def run_cycle(
             tried_preempt.add(key)
             victims = find_victims(scheduler, quota, job, running)
             if victims:
+                job.nominated = True
                 for victim in victims:
                     victim.stopping = "preempt"
                     out.preemptions.append((victim, job))
