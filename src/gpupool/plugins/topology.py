@@ -33,9 +33,7 @@ def member_capacity(state: ClusterState, request: Request) -> IntArray:
     if request.num_gpus:
         if request.is_sharing:
             # max(.., 1): a request may ask for GPU memory only (gpu_milli 0)
-            per_gpu = np.where(
-                state.gpu_left >= 0, state.gpu_left // max(request.gpu_milli, 1), 0
-            )
+            per_gpu = np.where(state.gpu_left >= 0, state.gpu_left // max(request.gpu_milli, 1), 0)
             if request.gpu_memory_mib:
                 per_gpu = np.minimum(per_gpu, state.gpu_mem_left // request.gpu_memory_mib)
             gpus = per_gpu.sum(axis=1)

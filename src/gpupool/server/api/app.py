@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 
 from gpupool import __version__
 from gpupool.server.api.deps import AppContext
 from gpupool.server.api.routes import router
 from gpupool.server.services.errors import ServiceError
+from gpupool.web import static_dir
 
 
 def _field(loc: tuple[object, ...] | list[object]) -> str:
@@ -48,4 +50,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
         problems = [f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
         return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
+    # The web console (static files of gpupool.web) takes every path the API does not: it is
+    # mounted last so /api/v1, /healthz and /docs match first.
+    app.mount("/", StaticFiles(directory=static_dir(), html=True), name="console")
     return app
