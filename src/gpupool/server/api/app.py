@@ -14,6 +14,7 @@ from gpupool import __version__
 from gpupool.server.api.deps import AppContext
 from gpupool.server.api.routes import router
 from gpupool.server.services.errors import ServiceError
+from gpupool.server.services.simulation import SimulationRunner
 from gpupool.web import static_dir
 
 
@@ -33,6 +34,8 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
             if run_loop:
                 ctx.controller.stop()
 
+    if ctx.sim is None:
+        ctx.sim = SimulationRunner(ctx.settings.home / "traces")
     app = FastAPI(title="gpupool", version=__version__, lifespan=lifespan)
     app.state.ctx = ctx
     app.include_router(router)

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 from gpupool.server.controller import Controller
 from gpupool.server.db.database import Database
 from gpupool.server.services.identity import Principal, authenticate
+from gpupool.server.services.simulation import SimulationRunner
 from gpupool.server.settings import Settings
 
 
@@ -18,6 +19,7 @@ class AppContext:
     settings: Settings
     db: Database
     controller: Controller
+    sim: SimulationRunner | None = None
 
 
 async def context(request: Request) -> AppContext:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from gpupool.schemas.admin import (
@@ -19,8 +19,10 @@ from gpupool.schemas.admin import (
 )
 from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
-from gpupool.server.api.deps import Caller, Ctx
-from gpupool.server.services import admin, cluster, jobs
+from gpupool.schemas.sim import SimRunCreate, SimRunView, TraceFile
+from gpupool.server.api.deps import AppContext, Caller, Ctx
+from gpupool.server.services import admin, cluster, jobs, simulation
+from gpupool.server.services.simulation import SimulationRunner
 
 router = APIRouter(prefix="/api/v1")
 JobId = Annotated[int, Path(ge=1, le=2**62, description="job id")]
@@ -117,3 +119,36 @@ def list_users(ctx: Ctx, caller: Caller) -> list[UserView]:
 @router.post("/tokens", response_model=TokenView, status_code=status.HTTP_201_CREATED)
 def create_token(body: TokenCreate, ctx: Ctx, caller: Caller) -> TokenView:
     return admin.create_token(ctx.db, caller, body.user)
+
+
+def _sim(ctx: AppContext) -> SimulationRunner:
+    assert ctx.sim is not None
+    return ctx.sim
+
+
+@router.get("/sim/traces", response_model=list[TraceFile])
+def list_traces(ctx: Ctx, caller: Caller) -> list[TraceFile]:
+    """Node and pod lists (openb CSV format) in the data dir's ``traces`` folder."""
+    return simulation.list_traces(_sim(ctx).folder)
+
+
+@router.put("/sim/traces/{name}", response_model=TraceFile, status_code=status.HTTP_201_CREATED)
+async def upload_trace(name: str, request: Request, ctx: Ctx, caller: Caller) -> TraceFile:
+    """Store a CSV sent as the raw request body, after checking every row."""
+    data = await request.body()
+    return await run_in_threadpool(simulation.save_trace, _sim(ctx).folder, name, data)
+
+
+@router.post("/sim/runs", response_model=SimRunView, status_code=status.HTTP_202_ACCEPTED)
+def start_sim(body: SimRunCreate, ctx: Ctx, caller: Caller) -> SimRunView:
+    return _sim(ctx).submit(body)
+
+
+@router.get("/sim/runs", response_model=list[SimRunView])
+def list_sims(ctx: Ctx, caller: Caller) -> list[SimRunView]:
+    return _sim(ctx).list()
+
+
+@router.get("/sim/runs/{run_id}", response_model=SimRunView)
+def get_sim(run_id: str, ctx: Ctx, caller: Caller) -> SimRunView:
+    return _sim(ctx).get(run_id)
