@@ -365,6 +365,143 @@ def test_pages_fit_a_phone_width_window(server: Server, browser: Any, tmp_path: 
         (tmp_path / "gate").touch()
 
 
+SIM_NODES = "sn,cpu_milli,memory_mib,gpu,model\n" + "".join(
+    f"sim-node-{i},32000,131072,4,T4\n" for i in range(4)
+)
+SIM_POD_HEADER = (
+    "name,cpu_milli,memory_mib,num_gpu,gpu_milli,gpu_spec,qos,pod_phase,"
+    "creation_time,deletion_time,scheduled_time\n"
+)
+SIM_SHARES = [
+    (1, 250),
+    (1, 500),
+    (1, 300),
+    (1, 1000),
+    (1, 200),
+    (1, 400),
+    (1, 500),
+    (1, 600),
+    (0, 0),
+]
+
+
+def sim_pods(count: int = 40) -> str:
+    rows = []
+    for i in range(count):
+        gpus, milli = SIM_SHARES[i % len(SIM_SHARES)]
+        spec = "T4" if gpus else ""
+        times = f"{i},{i + 3600},{i}"
+        rows.append(f"sim-pod-{i:02d},2000,4096,{gpus},{milli},{spec},LS,Running,{times}\n")
+    return SIM_POD_HEADER + "".join(rows)
+
+
+@needs_browser
+def test_simulator_uploads_traces_runs_policies_and_plots(
+    server: Server, page: Any, browser: Any, tmp_path: Path
+) -> None:
+    nodes = tmp_path / "sim-nodes.csv"
+    nodes.write_text(SIM_NODES)
+    pods = tmp_path / "sim-pods.csv"
+    pods.write_text(sim_pods())
+    bad = tmp_path / "sim-bad.csv"
+    bad.write_text(SIM_NODES.replace("sim-node-1,32000", "sim-node-1,lots"))
+
+    sign_in(page, server, server.token)
+    page.get_by_role("link", name="Simulator").click()
+    expect(page.locator("h1")).to_have_text("Simulator")
+    expect(page.get_by_role("link", name="Simulator")).to_have_attribute("aria-current", "page")
+
+    # Uploads: a good node list is stored; a bad file is refused with the API's row and
+    # column, and is not listed; the pod list goes up next.
+    upload = page.get_by_label("Upload trace files")
+    status = page.get_by_test_id("upload-status")
+    traces = page.get_by_test_id("sim-traces")
+    upload.set_input_files(str(nodes))
+    expect(status).to_contain_text("Stored sim-nodes.csv: node list, 4 rows.")
+    upload.set_input_files(str(bad))
+    expect(status).to_contain_text(
+        "sim-bad.csv was not stored: body: sim-bad.csv, row 3, column 'cpu_milli'"
+    )
+    expect(traces.locator("tr[data-trace='sim-bad.csv']")).to_have_count(0)
+    upload.set_input_files(str(pods))
+    expect(status).to_contain_text("Stored sim-pods.csv: pod list, 40 rows.")
+    expect(traces.locator("tr[data-trace='sim-nodes.csv']")).to_contain_text("node list")
+    expect(traces.locator("tr[data-trace='sim-pods.csv']")).to_contain_text("40")
+
+    # Both files, fgd and random (bestfit unticked), two seeds; run and follow it.
+    page.get_by_label("Trace files", exact=True).check()
+    page.get_by_label("Node list").select_option("sim-nodes.csv")
+    page.get_by_label("Pod list").select_option("sim-pods.csv")
+    expect(page.get_by_label("bestfit", exact=True)).to_be_checked()
+    expect(page.get_by_label("fgd", exact=True)).to_be_checked()
+    page.get_by_label("bestfit", exact=True).uncheck()
+    page.get_by_label("random", exact=True).check()
+    page.get_by_label("Seeds").fill("42, 7")
+    page.get_by_role("button", name="Run", exact=True).click()
+    page.wait_for_url(re.compile(r"#/sim\?run=\d+$"))
+    run_id = page.url.rsplit("=", 1)[1]
+    run_status = page.get_by_test_id("sim-run-status")
+    expect(run_status).to_have_attribute("data-status", "done")
+    expect(run_status).to_contain_text("Done: 4 replays")
+
+    chart = page.get_by_test_id("sim-chart")
+    expect(chart.locator("path.sim-line")).to_have_count(2)
+    expect(chart.locator("path.sim-line[data-policy='fgd']")).to_have_count(1)
+    expect(chart.locator("path.sim-line[data-policy='random']")).to_have_count(1)
+    expect(page.get_by_test_id("sim-ideal")).to_have_count(1)
+    expect(chart).to_contain_text("Unallocated GPUs (%)")
+    expect(page.get_by_test_id("sim-legend")).to_contain_text("ideal")
+    rows = page.get_by_test_id("sim-table").locator("tbody tr")
+    expect(rows).to_have_count(2)
+    # In the page's policy order, as they were sent.
+    expect(rows.nth(0)).to_have_attribute("data-policy", "random")
+    expect(rows.nth(1)).to_have_attribute("data-policy", "fgd")
+    expect(page.get_by_test_id("sim-result")).to_contain_text("4 nodes, 16 GPUs, 40 tasks")
+    expect(page.get_by_test_id("sim-runs").locator(f"tr[data-run='{run_id}']")).to_contain_text(
+        "random, fgd"
+    )
+    # The chart's line follows the API's numbers: the result is the API's.
+    with server.client() as c:
+        result = c.get(f"/sim/runs/{run_id}").json()["result"]
+    assert list(result["policies"]) == ["random", "fgd"]
+    at_90 = result["policies"]["fgd"]["unallocated_gpu_pct"]["90"]
+    if at_90 is not None:
+        expect(rows.nth(1).locator("td").nth(1)).to_have_text(f"{at_90:.1f}")
+    shot(page, "10-simulator")
+
+    # A run opened from its link (as from the list) shows again with its settings, on a
+    # phone-width window too, without sideways scrolling.
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=1)
+    phone = context.new_page()
+    phone.set_default_timeout(WAIT_MS)
+    errors: list[str] = []
+    phone.on("pageerror", lambda exc: errors.append(str(exc)))
+    phone.on(
+        "console",
+        lambda msg: (
+            msg.type == "error"
+            and not msg.text.startswith("Failed to load resource")
+            and errors.append(msg.text)
+        ),
+    )
+    try:
+        sign_in(phone, server, server.token)
+        goto(phone, server, f"/sim?run={run_id}")
+        expect(phone.get_by_test_id("sim-chart").locator("path.sim-line")).to_have_count(2)
+        expect(phone.get_by_test_id("sim-table").locator("tbody tr")).to_have_count(2)
+        expect(phone.get_by_label("Seeds")).to_have_value("42, 7")
+        expect(phone.get_by_label("random", exact=True)).to_be_checked()
+        expect(phone.get_by_label("bestfit", exact=True)).not_to_be_checked()
+        width = phone.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"/sim is {width} px wide in a 390 px window"
+        box = phone.get_by_test_id("sim-chart").bounding_box()
+        assert box is not None and 300 <= box["width"] <= 390
+        shot(phone, "phone-07-simulator")
+    finally:
+        context.close()
+    assert not errors, f"JavaScript errors in the console: {errors}"
+
+
 def teardown_module() -> None:
     # Keep the artefacts folder tidy when the browser tests were skipped.
     if ARTIFACTS.exists() and not any(ARTIFACTS.iterdir()):

@@ -12,6 +12,7 @@ import * as job from "./views/job.js";
 import * as jobs from "./views/jobs.js";
 import * as queues from "./views/queues.js";
 import * as signin from "./views/signin.js";
+import * as sim from "./views/sim.js";
 import * as submit from "./views/submit.js";
 
 const ROUTES = [
@@ -20,6 +21,7 @@ const ROUTES = [
   { pattern: /^\/jobs$/, view: jobs, nav: "jobs" },
   { pattern: /^\/jobs\/(\d+)$/, view: job, nav: "jobs" },
   { pattern: /^\/submit$/, view: submit, nav: "submit" },
+  { pattern: /^\/sim$/, view: sim, nav: "sim" },
 ];
 const DEFAULT_ROUTE = "#/cluster";
 
