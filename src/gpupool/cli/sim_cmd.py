@@ -59,7 +59,11 @@ def sim(
     nodes: Path | None = typer.Option(None, "--nodes", help="Node list CSV (openb format)."),
     pods: Path | None = typer.Option(None, "--pods", help="Pod list CSV (openb format)."),
     policy: list[str] | None = typer.Option(
-        None, "--policy", "-p", help=f"Policy to compare (repeat). One of: {', '.join(POLICIES)}."
+        None,
+        "--policy",
+        "-p",
+        help=f"Policy to compare (repeat). One of: {', '.join(POLICIES)}. "
+        "Default: the six FGD-study policies and gpupool.",
     ),
     seed: list[int] | None = typer.Option(None, "--seed", "-s", help="Seed (repeat). Default 42."),
     tune: float = typer.Option(1.3, help="Tune total GPU demand to this multiple of capacity."),
@@ -77,7 +81,7 @@ def sim(
 
     Without --nodes/--pods it uses a built-in synthetic trace shaped after Alibaba's openb.
     """
-    policies = list(policy or FGD_STUDY_POLICIES)
+    policies = list(policy or (*FGD_STUDY_POLICIES, "gpupool"))
     for name in policies:
         if name not in POLICIES:
             raise fail(f"unknown policy {name!r}; choose from: {', '.join(POLICIES)}")

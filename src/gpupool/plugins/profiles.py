@@ -15,7 +15,11 @@ bestfit     bestfit         tightest
 fgd         fgd             fgd
 binpack     binpack         tightest
 spread      spread          tightest
+gpupool     gpupool         gpupool
 ==========  ==============  ===========
+
+``gpupool`` (gpupool_policy.py) learns the workload online; ``gpupool-file`` is the same
+policy handed the file's target workload, as FGD is (for studies only, not in POLICIES).
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from gpupool.plugins.baseline_scores import (
 from gpupool.plugins.fgd import FgdScore
 from gpupool.plugins.fit import FitFilter
 from gpupool.plugins.gpu_pick import RandomGpu, TightestGpu
+from gpupool.plugins.gpupool_policy import GpupoolScore
 from gpupool.plugins.topology import PriorityQueueSort, TopologyScore
 
 POLICIES: tuple[str, ...] = (
@@ -50,8 +55,12 @@ POLICIES: tuple[str, ...] = (
     "fgd",
     "binpack",
     "spread",
+    "gpupool",
 )
-"""Every policy name ``build_profile`` accepts."""
+"""Every policy name offered to users (``build_profile`` also accepts STUDY_VARIANTS)."""
+
+STUDY_VARIANTS: tuple[str, ...] = ("gpupool-file",)
+"""Policies for studies only: ``gpupool`` handed the file's target workload."""
 
 FGD_STUDY_POLICIES: tuple[str, ...] = POLICIES[:6]
 """The six policies of the FGD paper's comparison, in its order."""
@@ -98,14 +107,20 @@ def build_profile(policy: str, state: ClusterState, context: PolicyContext) -> P
             frag = FragmentationModel(state.models, context.workload)
         fgd = FgdScore(state, frag)
         score, picker = fgd, fgd
+    elif policy in ("gpupool", "gpupool-file"):
+        prior = None
+        if policy == "gpupool-file":
+            prior = context.workload or (context.frag.workload if context.frag else None)
+            if prior is None:
+                raise UnknownPolicyError("policy 'gpupool-file' needs a target workload")
+        own = GpupoolScore(state, prior)
+        score, picker = own, own
     elif policy == "binpack":
         score = BinpackScore()
     elif policy == "spread":
         score = SpreadScore()
     else:
-        raise UnknownPolicyError(
-            f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}"
-        )
+        raise UnknownPolicyError(f"unknown policy {policy!r}; choose one of: {', '.join(POLICIES)}")
     topology = TopologyScore(context.topology_keys)
     return Profile(
         name=policy,
