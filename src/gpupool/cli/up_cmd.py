@@ -33,7 +33,7 @@ def up(
     database_url: str | None = typer.Option(
         None, help="Database URL (default SQLite in the data dir; or $GPUPOOL_DATABASE_URL)."
     ),
-    policy: str | None = typer.Option(None, help="Placement policy (default bestfit)."),
+    policy: str | None = typer.Option(None, help="Placement policy (default gpupool)."),
     tick: float = typer.Option(0.5, help="Seconds between scheduler passes when idle."),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1, SQLite state, this machine's GPUs."""
@@ -68,7 +68,12 @@ def up(
         db.migrate()
     except Exception as exc:  # a wrong URL or an unreachable server: say which
         raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
-    controller = Controller(settings, db, LocalExecutor(), inventory)
+    from gpupool.plugins.profiles import UnknownPolicyError
+
+    try:
+        controller = Controller(settings, db, LocalExecutor(), inventory)
+    except UnknownPolicyError as exc:
+        raise _fail(str(exc)) from None
     controller.recover()
     gpus = sum(len(n.gpus) for n in inventory.nodes)
     token = bootstrap(db, settings.token_file, gpus * 1000)

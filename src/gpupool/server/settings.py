@@ -26,7 +26,7 @@ class Settings:
     port: int = DEFAULT_PORT
     database_url: str = ""
     fake_gpus: str = ""
-    policy: str = "bestfit"
+    policy: str = "gpupool"
     tick_seconds: float = 0.5
     node_name: str = ""
 
@@ -37,7 +37,7 @@ class Settings:
             "home": default_home(),
             "database_url": os.environ.get("GPUPOOL_DATABASE_URL", ""),
             "fake_gpus": os.environ.get("GPUPOOL_FAKE_GPUS", ""),
-            "policy": os.environ.get("GPUPOOL_POLICY", "bestfit"),
+            "policy": os.environ.get("GPUPOOL_POLICY", "gpupool"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(str(values["home"])).expanduser()

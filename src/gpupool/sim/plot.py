@@ -23,6 +23,7 @@ POLICY_STYLE = {
     "fgd": ("tab:red", "-"),
     "binpack": ("tab:brown", "--"),
     "spread": ("tab:pink", "--"),
+    "gpupool": ("black", "-"),
 }
 
 
