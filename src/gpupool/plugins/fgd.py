@@ -13,7 +13,6 @@ last score of every node is kept and only nodes whose version changed are re-sco
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from gpupool.core.frag import FragmentationModel, NodeKey, TaskShape
 from gpupool.core.framework import CycleState
 from gpupool.core.request import MILLI_PER_GPU, Request
 from gpupool.plugins.gpu_pick import TightestGpu, best_connected
+from gpupool.plugins.node_values import NodeValuesByShape
 
 
 def sigmoid_score(delta_milli: float) -> int:
@@ -32,12 +32,6 @@ def sigmoid_score(delta_milli: float) -> int:
     return int(100.0 / (1.0 + math.exp(x)))
 
 
-@dataclass(slots=True)
-class _ShapeCache:
-    scores: IntArray
-    versions: IntArray
-
-
 class FgdScore:
     """FGD as a score plugin and as the GPU picker for the node it chose."""
 
@@ -45,8 +39,7 @@ class FgdScore:
 
     def __init__(self, state: ClusterState, frag: FragmentationModel) -> None:
         self._frag = frag
-        self._n = state.num_nodes
-        self._caches: dict[TaskShape, _ShapeCache] = {}
+        self._caches = NodeValuesByShape(state.num_nodes, np.int64)
         self._memo: dict[tuple[TaskShape, NodeKey], tuple[int, frozenset[int]]] = {}
         self._fallback = TightestGpu()
 
@@ -54,20 +47,10 @@ class FgdScore:
         self, state: ClusterState, request: Request, cycle: CycleState, nodes: IntArray
     ) -> IntArray:
         shape = TaskShape.of(request)
-        cache = self._caches.get(shape)
-        if cache is None:
-            cache = _ShapeCache(
-                np.zeros(self._n, dtype=np.int64), np.full(self._n, -1, dtype=np.int64)
-            )
-            self._caches[shape] = cache
-        versions = state.version[nodes]
-        stale = nodes[cache.versions[nodes] != versions]
-        if len(stale):
-            scores = cache.scores
-            for node in stale.tolist():
-                scores[node] = self._evaluate(shape, state.node_key(node))[0]
-            cache.versions[stale] = state.version[stale]
-        return cache.scores[nodes]
+        return np.asarray(
+            self._caches.values(state, shape, nodes, lambda key: self._evaluate(shape, key)[0]),
+            dtype=np.int64,
+        )
 
     def _evaluate(self, shape: TaskShape, key: NodeKey) -> tuple[int, frozenset[int]]:
         """(best score, the free-share values of the GPUs that reach it) for one node state."""

@@ -25,7 +25,6 @@ for all candidate nodes at once with numpy.
 from __future__ import annotations
 
 from bisect import bisect_right
-from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -35,6 +34,7 @@ from gpupool.core.frag import TargetWorkload, TaskShape
 from gpupool.core.framework import CycleState
 from gpupool.core.request import MILLI_PER_GPU, Request
 from gpupool.plugins.gpu_pick import best_connected
+from gpupool.plugins.node_values import NodeValuesByShape
 from gpupool.plugins.workload_model import WorkloadLearner, WorkloadModel
 
 FloatArray = npt.NDArray[np.float64]
@@ -47,12 +47,6 @@ STRAND_WEIGHT = 1.0
 SCARCITY_WEIGHT = 1.0
 MAX_SCORE_STEPS = 1000
 """Scores lie in [-MAX_SCORE_STEPS, 0], so a weighted topology bonus still dominates."""
-
-
-@dataclass(slots=True)
-class _ShapeCache:
-    delta: FloatArray
-    versions: IntArray
 
 
 class GpupoolScore:
@@ -113,7 +107,7 @@ class GpupoolScore:
         ]
         self._tables.append([float(w) for w in model.prices.waste])
         self._none_fit = [float(h) for h in range(MILLI_PER_GPU)] + [0.0]
-        self._caches: dict[TaskShape, _ShapeCache] = {}
+        self._caches = NodeValuesByShape(self._n, np.float64)
         self._memo: dict[tuple[TaskShape, NodeKey], tuple[float, tuple[int, ...]]] = {}
         self._node_memo: dict[NodeKey, float] = {}
 
@@ -134,18 +128,10 @@ class GpupoolScore:
         """Expected milli-GPU of waste that placing ``request`` on each of ``nodes`` adds
         (lower is better; for a share, on the node's best GPU)."""
         shape = TaskShape.of(request)
-        cache = self._caches.get(shape)
-        if cache is None:
-            cache = _ShapeCache(np.zeros(self._n), np.full(self._n, -1, dtype=np.int64))
-            self._caches[shape] = cache
-        versions = state.version[nodes]
-        stale = nodes[cache.versions[nodes] != versions]
-        if len(stale):
-            delta = cache.delta
-            for node in stale.tolist():
-                delta[node] = self._evaluate(shape, state.node_key(node))[0]
-            cache.versions[stale] = state.version[stale]
-        total = cache.delta[nodes] + self._strand_delta(state, request, nodes)
+        delta = self._caches.values(
+            state, shape, nodes, lambda key: self._evaluate(shape, key)[0]
+        )
+        total = delta + self._strand_delta(state, request, nodes)
         if request.num_gpus and self._pinned:
             pressure = self._pressure(state)[state.model_id[nodes] + 1]
             total = total + pressure * (self._scarcity_weight * request.total_gpu_milli)
