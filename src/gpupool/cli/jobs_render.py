@@ -140,6 +140,8 @@ def describe(view: JobView) -> Group:
         head.add_row("reason", Text(view.reason))
     if view.placement is not None:
         head.add_row("placed", Text(_placement_line(view.placement)))
+    if view.enforcement is not None:
+        head.add_row("enforcement", Text(enforcement_line(view)))
     if view.exit_code is not None or view.attempts > 1:
         code = "-" if view.exit_code is None else str(view.exit_code)
         head.add_row("exit", Text(f"code {code}, attempts {view.attempts}"))
@@ -169,6 +171,22 @@ def describe(view: JobView) -> Group:
     if view.events:
         parts += [Text("\nhistory", style="bold"), history]
     return Group(*parts)
+
+
+def enforcement_line(view: JobView) -> str:
+    """The mechanism holding the job to its share, with the per-GPU limits it enforces."""
+    text = view.enforcement or ""
+    place = view.placement
+    if view.enforcement == "interposer" and place is not None:
+        limits = []
+        if view.gpu_memory_limit_mib or place.gpu_memory_mib:
+            limit = view.gpu_memory_limit_mib or place.gpu_memory_mib
+            limits.append(f"GPU memory limit {limit} MiB")
+        if 0 < place.gpu_milli < 1000:
+            limits.append(f"compute fraction {share(place.gpu_milli)}")
+        if limits:
+            text += f" (per GPU: {', '.join(limits)})"
+    return text
 
 
 def _placement_line(place: Placement) -> str:
@@ -203,13 +221,15 @@ def nodes_table(nodes: Sequence[NodeView]) -> Table:
     for column in ("NODE", "CPU", "MEMORY", "GPU", "MODEL", "GPU MEM", "ALLOCATED"):
         table.add_column(column, no_wrap=True)
     table.add_column("JOBS", overflow="fold")
+    table.add_column("SHARES ENFORCED BY", no_wrap=True)
     for node in nodes:
         cpu = f"{share(node.cpu_allocated_milli)}/{share(node.cpu_milli)}"
         memory = f"{mib(node.memory_allocated_mib)}/{mib(node.memory_mib)}"
         first = [escape(node.name) + ("" if node.source == "nvml" else f" ({node.source})")]
         first += [cpu, memory]
+        enforced = ",".join(node.mechanisms) or "none"
         if not node.gpus:
-            table.add_row(*first, "-", "", "", "", "", end_section=True)
+            table.add_row(*first, "-", "", "", "", "", "", end_section=True)
         for i, gpu in enumerate(node.gpus):
             lead = first if i == 0 else ["", "", ""]
             used = share(gpu.allocated_milli) if gpu.allocated_milli else "free"
@@ -223,6 +243,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> Table:
                 mib(gpu.memory_mib),
                 Text(used, style=style),
                 ",".join(gpu.jobs),
+                enforced if i == 0 else "",
                 end_section=i == len(node.gpus) - 1,
             )
     return table

@@ -68,10 +68,21 @@ def up(
         db.migrate()
     except Exception as exc:  # a wrong URL or an unreachable server: say which
         raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
+    from gpupool.interposer.build import available
     from gpupool.plugins.profiles import UnknownPolicyError
 
+    # GPU shares are enforced by the interposer when it builds here (cached under the data
+    # dir); otherwise they are not enforced, and `gpupool up` says so.
+    enforced, where = available(settings.home / "lib")
     try:
-        controller = Controller(settings, db, LocalExecutor(), inventory)
+        controller = Controller(
+            settings,
+            db,
+            LocalExecutor(),
+            inventory,
+            interposer=where if enforced else None,
+            interposer_missing="" if enforced else where,
+        )
     except UnknownPolicyError as exc:
         raise _fail(str(exc)) from None
     controller.recover()
@@ -84,6 +95,11 @@ def up(
         f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
         highlight=False,
     )
+    if enforced:
+        err.print(f"GPU shares enforced by the interposer {where}", highlight=False)
+    else:
+        why = " ".join(where.split())
+        err.print(f"GPU shares NOT enforced (interposer unavailable: {why})", highlight=False)
     if inventory.source == "none":
         err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
     if token is not None:

@@ -23,6 +23,9 @@ class NodeView(BaseModel):
     gpus: list[GpuView]
     labels: dict[str, str] = Field(default_factory=dict)
     source: str = Field(description="nvml or fake")
+    mechanisms: list[str] = Field(
+        default_factory=list, description='GPU-share enforcement offered, e.g. ["interposer"].'
+    )
 
 
 class QueueView(BaseModel):

@@ -111,6 +111,14 @@ class JobView(BaseModel):
     placement: Placement | None = None
     attempts: int = 0
     exit_code: int | None = None
+    enforcement: str | None = Field(
+        default=None,
+        description='How the GPU share is enforced: "interposer", "whole GPU", or "none (...)" '
+        "saying why not; null for CPU jobs and jobs not started.",
+    )
+    gpu_memory_limit_mib: int | None = Field(
+        default=None, description="Per-GPU memory limit of a running share (describe only)."
+    )
     created_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None

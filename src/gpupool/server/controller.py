@@ -30,6 +30,7 @@ from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import Request, RequestError
 from gpupool.core.scheduler import Scheduler
 from gpupool.executors.base import Executor, Handle, LaunchError, LaunchSpec, Outcome
+from gpupool.interposer import job_env, sharefile
 from gpupool.plugins.profiles import PolicyContext, build_profile
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.cycle import LiveJob, run_cycle
@@ -45,6 +46,11 @@ log = logging.getLogger("gpupool.controller")
 
 ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
 STEP_COALESCE_S = 0.005
+SHARE_FILE = "gpushare"
+"""The interposer's share file, in the attempt's run dir (docs/design/gpu-sharing.md)."""
+INTERPOSER = "interposer"
+WHOLE_GPU = "whole GPU"
+ENFORCEMENT_WIDTH = 200
 
 
 @dataclass
@@ -77,9 +83,19 @@ def to_request(job_id: int, spec: JobSpec, queue: str, models: tuple[str, ...]) 
 
 class Controller:
     def __init__(
-        self, settings: Settings, db: Database, executor: Executor, inventory: LocalInventory
+        self,
+        settings: Settings,
+        db: Database,
+        executor: Executor,
+        inventory: LocalInventory,
+        interposer: str | None = None,
+        interposer_missing: str = "not built",
     ) -> None:
+        """``interposer``: the path of ``libgpushare.so`` when GPU shares are enforced with it
+        on this machine's nodes; else None, and ``interposer_missing`` says why not."""
         self.settings = settings
+        self.interposer = interposer
+        self.interposer_missing = " ".join(interposer_missing.split()) or "unknown reason"
         self.db = db
         self.executor = executor
         self.inventory = inventory
@@ -155,6 +171,7 @@ class Controller:
                 node.gpus = [{"model": g.model, "memory_mib": g.memory_mib} for g in spec.gpus]
                 node.labels = dict(spec.labels)
                 node.source = self.inventory.source
+                node.mechanisms = self.mechanisms
                 node.updated_at = now
                 s.merge(node)
             rows = s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all()
@@ -172,6 +189,7 @@ class Controller:
             self._finish(job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
             if handle is not None:
                 self.executor.kill(handle)
+            self._drop_share_file(job.id, job.attempts)
             return
         live = LiveJob(job.id, job.queue, job.priority, job.created_at, request,
                        spec.grace_period_s, allocation, job.started_at or now,
@@ -181,6 +199,7 @@ class Controller:
         if handle is None:
             self.executor.abandon(self._launch_spec(job.id, job.attempts))
             self.scheduler.release(allocation)
+            self._drop_share_file(job.id, job.attempts)
             self._requeue(active, "the server stopped before the job started", now)
             return
         self.active[job.id] = active
@@ -191,6 +210,43 @@ class Controller:
             with self.db.session() as s:
                 s.execute(update(Job).where(Job.id == job.id).values(
                     phase=Phase.RUNNING.value, handle=handle.to_json()))
+
+    @property
+    def mechanisms(self) -> list[str]:
+        """The share-enforcement mechanisms this machine's nodes offer."""
+        return [INTERPOSER] if self.interposer else []
+
+    def _share_file(self, job_id: int, attempt: int) -> Path:
+        return self._run_dir(job_id, attempt) / SHARE_FILE
+
+    def _drop_share_file(self, job_id: int, attempt: int) -> None:
+        """Release the attempt's interposer accounting (no-op without a share file)."""
+        try:
+            sharefile.remove(self._share_file(job_id, attempt))
+        except OSError:
+            log.warning("job %s: cannot remove its share file", job_id, exc_info=True)
+
+    def _enforce(
+        self, live: LiveJob, attempt: int, env: dict[str, str], user_env: dict[str, str]
+    ) -> str | None:
+        """Set up how the attempt's GPU share is enforced; return what to record on the job.
+        With the interposer: create the share file and add its variables to ``env``."""
+        alloc = live.allocation
+        assert alloc is not None
+        if not alloc.gpus:
+            return None
+        if alloc.gpu_milli >= 1000 and not alloc.gpu_memory_mib:
+            return WHOLE_GPU
+        if not self.interposer:
+            text = f"none (interposer unavailable: {self.interposer_missing})"
+            return text if len(text) <= ENFORCEMENT_WIDTH else (
+                text[: ENFORCEMENT_WIDTH - 2] + "…)")
+        path = self._share_file(live.id, attempt)
+        limit = int(env.get("GPUPOOL_GPU_MEMORY_LIMIT_MIB", "0") or 0)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sharefile.create(path, limit_mib=limit)
+        env.update(job_env(self.interposer, path, user_env.get("LD_PRELOAD")))
+        return INTERPOSER
 
     def _handle_file(self, job: Job) -> Handle | None:
         """The handle of an attempt launched just before a crash (None: never launched)."""
@@ -268,6 +324,7 @@ class Controller:
             assert active.live.allocation is not None
             self.scheduler.release(active.live.allocation)
             active.live.allocation = None
+            self._drop_share_file(job_id, active.attempt)
             self._ended(active, outcome, now)
 
     def _ended(self, active: Active, outcome: Outcome, now: float) -> None:
@@ -299,7 +356,7 @@ class Controller:
         live.reason = ""
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.PENDING.value, node=None, gpus=None, handle=None,
+                phase=Phase.PENDING.value, node=None, gpus=None, handle=None, enforcement=None,
                 stop_requested=None, stop_deadline=None, reason=message,
                 failures=active.failures))
             s.add(JobEvent(job_id=live.id, at=now, phase=Phase.PENDING.value, message=message))
@@ -413,15 +470,17 @@ class Controller:
         env = launch_env(live.id, active.name, active.attempt, live.queue, gpus_phys,
                          [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
                          alloc.gpu_memory_mib, active.spec.env)
-        spec = self._launch_spec(live.id, active.attempt, list(active.spec.command), env,
-                                 active.spec.workdir)
         try:
+            enforcement = self._enforce(live, active.attempt, env, active.spec.env)
+            spec = self._launch_spec(live.id, active.attempt, list(active.spec.command), env,
+                                     active.spec.workdir)
             handle = self.executor.launch(spec)
         except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
             if not isinstance(exc, LaunchError):
                 log.exception("job %s: launch failed", live.id)
             del self.active[live.id]
             self.scheduler.release(alloc)
+            self._drop_share_file(live.id, active.attempt)
             self._dirty = True
             live.allocation = None
             self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
@@ -429,6 +488,6 @@ class Controller:
         active.handle = handle
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.RUNNING.value, handle=handle.to_json()))
+                phase=Phase.RUNNING.value, handle=handle.to_json(), enforcement=enforcement))
             s.add(JobEvent(job_id=live.id, at=time.time(), phase=Phase.RUNNING.value,
                            message=f"running (pid {handle.pid})"))

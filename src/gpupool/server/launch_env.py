@@ -7,6 +7,12 @@ from collections.abc import Mapping, Sequence
 from gpupool.core.cluster import GpuSpec
 
 
+def gpu_memory_limit_mib(gpu_milli: int, gpu_memory_mib: int, card_mib: int) -> int:
+    """A job's per-GPU memory limit: the asked GPU memory, else its fraction of the card's
+    (0: none known)."""
+    return gpu_memory_mib or (int(card_mib * (gpu_milli / 1000)) if card_mib else 0)
+
+
 def launch_env(
     job_id: int,
     name: str,
@@ -39,7 +45,7 @@ def launch_env(
     fraction = gpu_milli / 1000
     env["GPUPOOL_GPU_FRACTION"] = f"{fraction:g}"
     card_mib = min((g.memory_mib for g in gpu_specs), default=0)
-    limit = gpu_memory_mib or (int(card_mib * fraction) if card_mib else 0)
+    limit = gpu_memory_limit_mib(gpu_milli, gpu_memory_mib, card_mib)
     if limit:
         env["GPUPOOL_GPU_MEMORY_LIMIT_MIB"] = str(limit)
     if gpu_milli < 1000:

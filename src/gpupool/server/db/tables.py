@@ -69,6 +69,9 @@ class Job(Base):
     created_at: Mapped[float] = mapped_column(Float)
     started_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enforcement: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """How the running attempt's GPU share is enforced: "interposer", "whole GPU", or
+    "none (...)" saying why not; null for CPU jobs and jobs never started."""
 
     __table_args__ = (
         Index("ix_jobs_phase", "phase"),
@@ -95,3 +98,5 @@ class Node(Base):
     labels: Mapped[dict[str, Any]] = mapped_column(JSON)
     source: Mapped[str] = mapped_column(String(16))
     updated_at: Mapped[float] = mapped_column(Float)
+    mechanisms: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    """GPU-sharing enforcement mechanisms the node offers, e.g. ["interposer"]."""

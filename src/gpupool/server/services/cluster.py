@@ -60,6 +60,7 @@ def list_nodes(db: Database, principal: Principal) -> list[NodeView]:
             ],
             labels=dict(n.labels),
             source=n.source,
+            mechanisms=list(n.mechanisms or []),
         )
         for n in nodes
     ]

@@ -17,7 +17,8 @@ from sqlalchemy import Table, bindparam, insert, select, update
 from gpupool.schemas.jobs import JobEvent as JobEventView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, JobEvent, Team, User
+from gpupool.server.db.tables import Job, JobEvent, Node, Team, User
+from gpupool.server.launch_env import gpu_memory_limit_mib
 from gpupool.server.services.errors import Conflict, Forbidden, Invalid, NotFound
 from gpupool.server.services.identity import Principal
 
@@ -63,6 +64,7 @@ def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) ->
         placement=placement,
         attempts=job.attempts,
         exit_code=job.exit_code,
+        enforcement=job.enforcement,
         created_at=datetime.fromtimestamp(job.created_at, UTC),
         started_at=_dt(job.started_at),
         ended_at=_dt(job.ended_at),
@@ -166,7 +168,15 @@ def get_job(db: Database, principal: Principal, job_id: int) -> JobView:
         events = s.scalars(
             select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
         ).all()
-        return job_view(row[0], row[1], row[2], events)
+        view = job_view(row[0], row[1], row[2], events)
+        job = row[0]
+        if job.gpus and job.node is not None:
+            cards = s.scalar(select(Node.gpus).where(Node.name == job.node)) or []
+            sizes = [int(cards[g]["memory_mib"]) for g in job.gpus if g < len(cards)]
+            view.gpu_memory_limit_mib = gpu_memory_limit_mib(
+                job.gpu_milli, job.gpu_memory_mib, min(sizes, default=0)
+            ) or None
+        return view
 
 
 def cancel(db: Database, principal: Principal, job_id: int, wake: Wake) -> JobView:
