@@ -19,7 +19,6 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,15 +28,14 @@ from gpupool.core.cluster import ClusterError, ClusterState
 from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import Request, RequestError
 from gpupool.core.scheduler import Scheduler
-from gpupool.executors.base import Executor, Handle, LaunchError, LaunchSpec, Outcome
-from gpupool.interposer import job_env, sharefile
+from gpupool.executors.base import Executor, Handle, LaunchError, Outcome
 from gpupool.plugins.profiles import PolicyContext, build_profile
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.cycle import LiveJob, run_cycle
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Node, Team
 from gpupool.server.inventory import LocalInventory
-from gpupool.server.launch_env import launch_env
+from gpupool.server.launcher import Launcher
 from gpupool.server.services.errors import Invalid
 from gpupool.server.services.jobs import resolve_gpu_model
 from gpupool.server.settings import Settings
@@ -46,11 +44,6 @@ log = logging.getLogger("gpupool.controller")
 
 ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
 STEP_COALESCE_S = 0.005
-SHARE_FILE = "gpushare"
-"""The interposer's share file, in the attempt's run dir (docs/design/gpu-sharing.md)."""
-INTERPOSER = "interposer"
-WHOLE_GPU = "whole GPU"
-ENFORCEMENT_WIDTH = 200
 
 
 @dataclass
@@ -94,14 +87,14 @@ class Controller:
         """``interposer``: the path of ``libgpushare.so`` when GPU shares are enforced with it
         on this machine's nodes; else None, and ``interposer_missing`` says why not."""
         self.settings = settings
-        self.interposer = interposer
-        self.interposer_missing = " ".join(interposer_missing.split()) or "unknown reason"
         self.db = db
         self.executor = executor
         self.inventory = inventory
         self.state = ClusterState(inventory.nodes)
         context = PolicyContext(rng=np.random.default_rng(0))
         self.scheduler = Scheduler(self.state, build_profile(settings.policy, self.state, context))
+        self.launcher = Launcher(settings.runs_dir, executor, inventory, self.state,
+                                 interposer, interposer_missing)
         self.pending: dict[int, LiveJob] = {}
         self.active: dict[int, Active] = {}
         self._max_seen = 0
@@ -171,7 +164,7 @@ class Controller:
                 node.gpus = [{"model": g.model, "memory_mib": g.memory_mib} for g in spec.gpus]
                 node.labels = dict(spec.labels)
                 node.source = self.inventory.source
-                node.mechanisms = self.mechanisms
+                node.mechanisms = self.launcher.mechanisms
                 node.updated_at = now
                 s.merge(node)
             rows = s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all()
@@ -180,7 +173,8 @@ class Controller:
 
     def _recover_active(self, job: Job, now: float) -> None:
         spec = JobSpec.model_validate(job.spec)
-        handle = Handle.from_json(job.handle) if job.handle else self._handle_file(job)
+        handle = (Handle.from_json(job.handle) if job.handle
+                  else self.launcher.find_handle(job.id, job.attempts))
         try:
             request = to_request(job.id, spec, job.queue, self.models)
             node = self.state.index[job.node or ""]
@@ -189,7 +183,7 @@ class Controller:
             self._finish(job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
             if handle is not None:
                 self.executor.kill(handle)
-            self._drop_share_file(job.id, job.attempts)
+            self.launcher.drop_share_file(job.id, job.attempts)
             return
         live = LiveJob(job.id, job.queue, job.priority, job.created_at, request,
                        spec.grace_period_s, allocation, job.started_at or now,
@@ -197,9 +191,9 @@ class Controller:
         active = Active(live, job.name, spec, job.attempts, job.failures, handle,
                         job.stop_deadline)
         if handle is None:
-            self.executor.abandon(self._launch_spec(job.id, job.attempts))
+            self.launcher.abandon(job.id, job.attempts)
             self.scheduler.release(allocation)
-            self._drop_share_file(job.id, job.attempts)
+            self.launcher.drop_share_file(job.id, job.attempts)
             self._requeue(active, "the server stopped before the job started", now)
             return
         self.active[job.id] = active
@@ -210,54 +204,6 @@ class Controller:
             with self.db.session() as s:
                 s.execute(update(Job).where(Job.id == job.id).values(
                     phase=Phase.RUNNING.value, handle=handle.to_json()))
-
-    @property
-    def mechanisms(self) -> list[str]:
-        """The share-enforcement mechanisms this machine's nodes offer."""
-        return [INTERPOSER] if self.interposer else []
-
-    def _share_file(self, job_id: int, attempt: int) -> Path:
-        return self._run_dir(job_id, attempt) / SHARE_FILE
-
-    def _drop_share_file(self, job_id: int, attempt: int) -> None:
-        """Release the attempt's interposer accounting (no-op without a share file)."""
-        try:
-            sharefile.remove(self._share_file(job_id, attempt))
-        except OSError:
-            log.warning("job %s: cannot remove its share file", job_id, exc_info=True)
-
-    def _enforce(
-        self, live: LiveJob, attempt: int, env: dict[str, str], user_env: dict[str, str]
-    ) -> str | None:
-        """Set up how the attempt's GPU share is enforced; return what to record on the job.
-        With the interposer: create the share file and add its variables to ``env``."""
-        alloc = live.allocation
-        assert alloc is not None
-        if not alloc.gpus:
-            return None
-        if alloc.gpu_milli >= 1000 and not alloc.gpu_memory_mib:
-            return WHOLE_GPU
-        if not self.interposer:
-            text = f"none (interposer unavailable: {self.interposer_missing})"
-            return text if len(text) <= ENFORCEMENT_WIDTH else (
-                text[: ENFORCEMENT_WIDTH - 2] + "…)")
-        path = self._share_file(live.id, attempt)
-        limit = int(env.get("GPUPOOL_GPU_MEMORY_LIMIT_MIB", "0") or 0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sharefile.create(path, limit_mib=limit)
-        env.update(job_env(self.interposer, path, user_env.get("LD_PRELOAD")))
-        return INTERPOSER
-
-    def _handle_file(self, job: Job) -> Handle | None:
-        """The handle of an attempt launched just before a crash (None: never launched)."""
-        return self.executor.find_handle(self._launch_spec(job.id, job.attempts))
-
-    def _launch_spec(self, job_id: int, attempt: int, command: list[str] | None = None,
-                     env: dict[str, str] | None = None, workdir: str | None = None) -> LaunchSpec:
-        run_dir = self._run_dir(job_id, attempt)
-        return LaunchSpec(job_id=str(job_id), attempt=attempt, command=command or ["-"],
-                          env=env or {}, workdir=workdir, log_path=str(run_dir.parent / "log"),
-                          run_dir=str(run_dir))
 
     # -- steps -------------------------------------------------------------------------
 
@@ -324,7 +270,7 @@ class Controller:
             assert active.live.allocation is not None
             self.scheduler.release(active.live.allocation)
             active.live.allocation = None
-            self._drop_share_file(job_id, active.attempt)
+            self.launcher.drop_share_file(job_id, active.attempt)
             self._ended(active, outcome, now)
 
     def _ended(self, active: Active, outcome: Outcome, now: float) -> None:
@@ -456,31 +402,19 @@ class Controller:
         for live in bound:
             self._launch(self.active[live.id], now)
 
-    def _run_dir(self, job_id: int, attempt: int) -> Path:
-        return self.settings.runs_dir / str(job_id) / str(attempt)
-
     def _launch(self, active: Active, now: float) -> None:
         live = active.live
         alloc = live.allocation
         assert alloc is not None
-        node_name = self.state.names[alloc.node]
-        physical = self.inventory.physical_gpus.get(node_name, ())
-        gpus_phys = [physical[g] if g < len(physical) else g for g in alloc.gpus]
-        node_spec = self.state.specs[alloc.node]
-        env = launch_env(live.id, active.name, active.attempt, live.queue, gpus_phys,
-                         [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
-                         alloc.gpu_memory_mib, active.spec.env)
         try:
-            enforcement = self._enforce(live, active.attempt, env, active.spec.env)
-            spec = self._launch_spec(live.id, active.attempt, list(active.spec.command), env,
-                                     active.spec.workdir)
-            handle = self.executor.launch(spec)
+            handle, enforcement = self.launcher.start(
+                live.id, active.name, active.attempt, live.queue, alloc, active.spec
+            )
         except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
             if not isinstance(exc, LaunchError):
                 log.exception("job %s: launch failed", live.id)
             del self.active[live.id]
             self.scheduler.release(alloc)
-            self._drop_share_file(live.id, active.attempt)
             self._dirty = True
             live.allocation = None
             self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
