@@ -155,3 +155,15 @@ def test_target_workload_rejects_bad_input():
         TargetWorkload((HALF,), (0.5, 0.5))
     with pytest.raises(ValueError):
         TargetWorkload((), ())
+
+
+def test_memo_is_bounded_and_values_stay_correct(monkeypatch):
+    import gpupool.core.frag as frag_module
+
+    monkeypatch.setattr(frag_module, "MEMO_LIMIT", 3)
+    model = FragmentationModel(("A100",), TargetWorkload((TaskShape(0, 1, 500),), (1.0,)))
+    keys = [(0, 1000, (v,)) for v in (100, 200, 300, 400, 600)]
+    values = [model.node_frag(k) for k in keys]
+    assert values == [100.0, 200.0, 300.0, 400.0, 0.0]
+    assert len(model._memo) <= 3
+    assert model.node_frag(keys[0]) == 100.0

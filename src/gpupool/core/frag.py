@@ -15,6 +15,9 @@ from dataclasses import dataclass
 
 from gpupool.core.request import Request
 
+MEMO_LIMIT = 500_000
+"""Entries a memo table keeps before it starts over (values are pure: only speed is lost)."""
+
 NodeKey = tuple[int, int, tuple[int, ...]]
 """(model id, free CPU milli, sorted free milli-GPU per GPU): see ClusterState.node_key."""
 
@@ -118,5 +121,7 @@ class FragmentationModel:
                 continue
             idx = bisect_left(lefts, milli)
             total += p * (prefix[idx] if count - idx >= num else free)
+        if len(self._memo) >= MEMO_LIMIT:
+            self._memo.clear()  # a long-running server must not grow without bound
         self._memo[key] = total
         return total
