@@ -12,6 +12,7 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from gpupool.core.request import Request
 
@@ -19,6 +20,18 @@ MEMO_LIMIT = 500_000
 """Entries a memo table keeps before it starts over (values are pure: only speed is lost)."""
 
 NodeKey = tuple[int, int, tuple[int, ...]]
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+def remember(memo: dict[K, V], key: K, value: V) -> V:
+    """Store ``value`` in a memo table that starts over at MEMO_LIMIT entries (memoised values
+    are pure, so only speed is lost; a long-running server must not grow without bound)."""
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()
+    memo[key] = value
+    return value
 """(model id, free CPU milli, sorted free milli-GPU per GPU): see ClusterState.node_key."""
 
 
@@ -121,7 +134,4 @@ class FragmentationModel:
                 continue
             idx = bisect_left(lefts, milli)
             total += p * (prefix[idx] if count - idx >= num else free)
-        if len(self._memo) >= MEMO_LIMIT:
-            self._memo.clear()  # a long-running server must not grow without bound
-        self._memo[key] = total
-        return total
+        return remember(self._memo, key, total)

@@ -17,7 +17,7 @@ import math
 import numpy as np
 
 from gpupool.core.cluster import ClusterState, IntArray
-from gpupool.core.frag import MEMO_LIMIT, FragmentationModel, NodeKey, TaskShape
+from gpupool.core.frag import FragmentationModel, NodeKey, TaskShape, remember
 from gpupool.core.framework import CycleState
 from gpupool.core.request import MILLI_PER_GPU, Request
 from gpupool.plugins.gpu_pick import TightestGpu, best_connected
@@ -90,10 +90,7 @@ class FgdScore:
             rest.sort()
             after = node_frag((model, cpu_after, tuple(rest)))
             result = (sigmoid_score(after - before), frozenset({MILLI_PER_GPU}))
-        if len(self._memo) >= MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[memo_key] = result
-        return result
+        return remember(self._memo, memo_key, result)
 
     def pick_gpus(
         self, state: ClusterState, request: Request, cycle: CycleState, node: int

@@ -30,7 +30,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gpupool.core.cluster import ClusterState, IntArray
-from gpupool.core.frag import MEMO_LIMIT, TargetWorkload, TaskShape
+from gpupool.core.frag import TargetWorkload, TaskShape, remember
 from gpupool.core.framework import CycleState
 from gpupool.core.request import MILLI_PER_GPU, Request
 from gpupool.plugins.gpu_pick import best_connected
@@ -183,9 +183,7 @@ class GpupoolScore:
         total = 0.0
         for left in lefts:
             total += waste[left]
-        if len(self._node_memo) >= MEMO_LIMIT:
-            self._node_memo.clear()
-        self._node_memo[key] = total
+        remember(self._node_memo, key, total)
         return total
 
     def _evaluate(self, shape: TaskShape, key: NodeKey) -> tuple[float, tuple[int, ...]]:
@@ -223,10 +221,7 @@ class GpupoolScore:
             rest.sort()
             after = self._node_waste((model_id, cpu_after, tuple(rest)))
             result = (after - before, (MILLI_PER_GPU,))
-        if len(self._memo) >= MEMO_LIMIT:
-            self._memo.clear()
-        self._memo[memo_key] = result
-        return result
+        return remember(self._memo, memo_key, result)
 
     # ------------------------------------------------------------------ GPUs
 
