@@ -72,6 +72,9 @@ class Job(Base):
     enforcement: Mapped[str | None] = mapped_column(String(200), nullable=True)
     """How the running attempt's GPU share is enforced: "interposer", "whole GPU", or
     "none (...)" saying why not; null for CPU jobs and jobs never started."""
+    ranks: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    """Multi-node jobs: one ``{"node", "gpus"}`` per node rank while placed (rank 0 is also
+    in ``node``/``gpus``); ``handle`` then holds ``{"ranks": [handle, ...]}``."""
 
     __table_args__ = (
         Index("ix_jobs_phase", "phase"),
