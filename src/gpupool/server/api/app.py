@@ -12,7 +12,9 @@ from fastapi.staticfiles import StaticFiles
 
 from gpupool import __version__
 from gpupool.server.api.deps import AppContext
+from gpupool.server.api.pipeline_routes import router as pipeline_router
 from gpupool.server.api.routes import router
+from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.services.errors import ServiceError
 from gpupool.server.services.simulation import SimulationRunner
 from gpupool.web import static_dir
@@ -24,21 +26,28 @@ def _field(loc: tuple[object, ...] | list[object]) -> str:
 
 
 def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
+    pipelines = PipelineEngine(ctx.settings.home, ctx.db, lambda: ctx.controller.models,
+                               ctx.controller.wake, ctx.settings.tick_seconds)
+
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if run_loop:
             ctx.controller.start()
+            pipelines.start()
         try:
             yield
         finally:
             if run_loop:
+                pipelines.stop()
                 ctx.controller.stop()
 
     if ctx.sim is None:
         ctx.sim = SimulationRunner(ctx.settings.home / "traces")
     app = FastAPI(title="gpupool", version=__version__, lifespan=lifespan)
     app.state.ctx = ctx
+    app.state.pipelines = pipelines
     app.include_router(router)
+    app.include_router(pipeline_router)
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from gpupool.server.db import pipeline_tables  # noqa: F401  (registers the pipeline tables)
 from gpupool.server.db.tables import Base
 
 config = context.config

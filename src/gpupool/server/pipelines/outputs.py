@@ -1,0 +1,70 @@
+"""Collecting a command step's outputs once it succeeded, and where attempts live on disk.
+
+A step writes each value output ``NAME`` to ``$GPUPOOL_OUTPUTS/NAME`` (text; JSON is kept as
+JSON) and each file output to ``$GPUPOOL_OUTPUTS/files/NAME``. The server moves files into
+``<data dir>/pipelines/files/<run>/<step>/NAME`` and hands that path to later steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from gpupool.schemas.pipelines import StepSpec
+
+MAX_VALUE_BYTES = 64 * 1024
+
+
+class OutputError(ValueError):
+    pass
+
+
+def attempt_dir(base: Path, run_id: int, step: str, attempt: int) -> Path:
+    """``base`` is ``<data dir>/pipelines``."""
+    return base / "runs" / str(run_id) / step / str(attempt)
+
+
+def files_dir(base: Path, run_id: int, step: str) -> Path:
+    return base / "files" / str(run_id) / step
+
+
+def parse_value(text: str) -> Any:
+    """A value output: JSON when it parses as a JSON object or array, else the text
+    without its trailing newline."""
+    text = text.rstrip("\n")
+    if text[:1] in ("{", "["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            pass
+    return text
+
+
+def collect(outputs: Path, step: StepSpec, store: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """The declared values and the stored paths of the declared files; OutputError naming
+    the first one missing or too big."""
+    values: dict[str, Any] = {}
+    for name in step.outputs:
+        path = outputs / name
+        if not path.is_file():
+            raise OutputError(f"the step did not write its output {name!r} "
+                              f"(expected the file $GPUPOOL_OUTPUTS/{name})")
+        if path.stat().st_size > MAX_VALUE_BYTES:
+            raise OutputError(f"output {name!r} is over {MAX_VALUE_BYTES // 1024} KiB: "
+                              "pass big data as a file output instead")
+        values[name] = parse_value(path.read_text(encoding="utf-8", errors="replace"))
+    files: dict[str, str] = {}
+    for name in step.files:
+        path = outputs / "files" / name
+        if not path.exists():
+            raise OutputError(f"the step did not write its file {name!r} "
+                              f"(expected $GPUPOOL_OUTPUTS/files/{name})")
+        store.mkdir(parents=True, exist_ok=True)
+        target = store / name
+        if target.exists():
+            shutil.rmtree(target) if target.is_dir() else target.unlink()
+        shutil.move(str(path), str(target))
+        files[name] = str(target)
+    return values, files

@@ -1,0 +1,91 @@
+"""The ``job`` step executor: the step is submitted as a normal gpupool job through the jobs
+service (so it waits in its queue and is placed like any job) and followed by its id.
+
+The job is named ``pl<run>-<step>-<attempt>``: after a crash between submitting and
+recording the id, ``start`` finds it by name instead of submitting twice. Secrets never go
+into the job's spec (the jobs API shows it): the command runs under ``masked_run``, which
+reads them from the attempt's 0600 file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+
+from gpupool.schemas.jobs import JobSpec, Phase
+from gpupool.server.db.database import Database
+from gpupool.server.pipelines.steps import (
+    RUNNING,
+    Attempt,
+    Handle,
+    Status,
+    drop_secrets,
+    prepare_command,
+)
+from gpupool.server.services import jobs
+from gpupool.server.services.errors import Conflict, NotFound, ServiceError
+
+JOB_FILE = "job"
+
+
+def job_name(attempt: Attempt) -> str:
+    return f"pl{attempt.run_id}-{attempt.step.name}-{attempt.number}"[:100]
+
+
+class JobSteps:
+    def __init__(
+        self, db: Database, models: Callable[[], Sequence[str]], wake: Callable[[], None]
+    ) -> None:
+        self.db = db
+        self.models = models
+        self.wake = wake
+
+    def create(self, attempt: Attempt) -> Handle:
+        argv = prepare_command(attempt)
+        res = attempt.step.resources
+        spec = JobSpec(
+            command=argv, name=job_name(attempt), gpus=res.gpus, gpu_memory=res.gpu_memory,
+            gpu_model=res.gpu_model, cpu=res.cpu, memory=res.memory, queue=res.queue,
+            priority=attempt.priority, env=attempt.env,
+            workdir=attempt.workdir or str(attempt.dir), restart="never", max_retries=0,
+            grace_period_s=10,
+        )
+        return {"spec": spec.model_dump(mode="json")}
+
+    def start(self, attempt: Attempt, handle: Handle) -> Handle:
+        name = job_name(attempt)
+        found = jobs.list_jobs(self.db, attempt.principal, name=name, limit=1)
+        if found:
+            job_id = found[0].id
+        else:
+            spec = JobSpec.model_validate(handle["spec"])
+            try:
+                job_id = jobs.submit(self.db, attempt.principal, spec, self.models(),
+                                     self.wake).id
+            except ServiceError as exc:
+                return {**handle, "error": exc.message}
+        (attempt.dir / JOB_FILE).write_text(job_id + "\n")
+        return {**handle, "job_id": job_id}
+
+    def status(self, attempt: Attempt, handle: Handle) -> Status:
+        if "error" in handle:
+            return Status("failed", "error", f"could not submit the job: {handle['error']}")
+        try:
+            view = jobs.get_job(self.db, attempt.principal, int(handle["job_id"]))
+        except NotFound:
+            return Status("failed", "error", f"job {handle['job_id']} is gone")
+        if not view.phase.final:
+            return RUNNING
+        if view.phase == Phase.SUCCEEDED:
+            return Status("succeeded", message=f"job {view.id} succeeded")
+        if view.phase == Phase.CANCELLED:
+            return Status("failed", "error", f"job {view.id} was cancelled ({view.reason})")
+        return Status("failed", "failure", f"job {view.id} failed ({view.reason})")
+
+    def stop(self, attempt: Attempt, handle: Handle) -> None:
+        if "job_id" in handle:
+            with contextlib.suppress(Conflict, NotFound):
+                jobs.cancel(self.db, attempt.principal, int(handle["job_id"]), self.wake)
+
+    def delete(self, attempt: Attempt, handle: Handle) -> None:
+        drop_secrets(attempt)
