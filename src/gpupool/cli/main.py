@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from gpupool import __version__
-from gpupool.cli import jobs_cmd
+from gpupool.cli import jobs_cmd, pipeline_cmd
 from gpupool.cli.sim_cmd import sim
 from gpupool.cli.up_cmd import up
 
@@ -19,6 +19,7 @@ app = typer.Typer(
 app.command(name="sim")(sim)
 app.command(name="up")(up)
 jobs_cmd.register(app)
+app.add_typer(pipeline_cmd.app, name="pipeline")
 
 
 @app.command()

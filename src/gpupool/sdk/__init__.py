@@ -15,5 +15,8 @@ and token are found.
 from gpupool.sdk.client import AsyncClient, Client
 from gpupool.sdk.config import ServerConfig, discover
 from gpupool.sdk.errors import ApiError, ConfigError
+from gpupool.sdk.pipelines import Pipelines
 
-__all__ = ["ApiError", "AsyncClient", "Client", "ConfigError", "ServerConfig", "discover"]
+__all__ = [
+    "ApiError", "AsyncClient", "Client", "ConfigError", "Pipelines", "ServerConfig", "discover",
+]

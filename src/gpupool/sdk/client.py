@@ -24,6 +24,7 @@ from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
 from gpupool.sdk import _wire as wire
 from gpupool.sdk.config import ServerConfig, discover
 from gpupool.sdk.errors import ApiError
+from gpupool.sdk.pipelines import Pipelines
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 30.0
@@ -75,6 +76,8 @@ class Client(_Base):
         self._http = httpx.Client(
             base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport
         )
+        self.pipelines = Pipelines(self._do)
+        """Pipeline runs, schedules and secrets (gpupool.sdk.pipelines)."""
 
     def __enter__(self) -> Client:
         return self

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Path, Query, Request, status
 
 from gpupool.schemas.pipelines import (
     PipelineLogs,
@@ -104,10 +104,10 @@ def list_schedules(ctx: Ctx, caller: Caller) -> list[ScheduleView]:
     return schedules.list_schedules(ctx.db, caller)
 
 
-@router.delete("/pipeline-schedules/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_schedule(name: Name, ctx: Ctx, caller: Caller) -> Response:
+@router.delete("/pipeline-schedules/{name}")
+def delete_schedule(name: Name, ctx: Ctx, caller: Caller) -> dict[str, str]:
     schedules.remove(ctx.db, caller, name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return {"deleted": name}
 
 
 @router.put("/secrets/{name}", response_model=SecretView)
@@ -121,7 +121,7 @@ def list_secrets(caller: Caller, eng: Engine) -> list[SecretView]:
     return eng.store.names(caller)
 
 
-@router.delete("/secrets/{name}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_secret(name: Name, caller: Caller, eng: Engine) -> Response:
+@router.delete("/secrets/{name}")
+def delete_secret(name: Name, caller: Caller, eng: Engine) -> dict[str, str]:
     eng.store.delete(caller, name)
-    return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return {"deleted": name}
