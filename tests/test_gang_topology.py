@@ -226,3 +226,34 @@ def test_gang_of_gpu_memory_only_members_is_steered():
     members3 = tuple(Request(f"n{i}", num_gpus=1, gpu_memory_mib=4096) for i in range(3))
     s = scheduler("binpack", nodes)
     assert [name for name, _ in where(s, s.place_gang(Gang("h", members3)))] == ["big"] * 3
+
+
+def _distinct_cluster():
+    return [
+        racked("a0", "r0", "s0", free=(1000, 1000, 0, 0)),
+        racked("a1", "r0", "s0", free=(1000, 1000, 0, 0)),
+        racked("b0", "r1", "s0"),  # 4 free GPUs: holds a 2 x 2 gang on one node
+        racked("c0", "r2", "s0", free=(1000, 1000, 0, 0)),
+    ]
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "gpupool", "fgd", "spread"])
+def test_distinct_node_gang_puts_each_member_on_its_own_node_in_one_rack(policy):
+    """A 2-node x 2-GPU job: never both members on b0 (it would fit), and the two nodes of
+    rack r0 (the tightest rack holding two distinct nodes) rather than spreading racks."""
+    s = scheduler(policy, _distinct_cluster())
+    members = tuple(gpu(2, name=f"g-{i}") for i in range(2))
+    got = where(s, s.place_gang(Gang("g", members, distinct_nodes=True)))
+    assert sorted(name for name, _ in got) == ["a0", "a1"]
+    assert all(gpus == (0, 1) for _, gpus in got)
+
+
+def test_distinct_node_gang_fails_whole_when_too_few_nodes_and_says_why():
+    s = scheduler("bestfit", _distinct_cluster())
+    before = s.state.gpu_left.copy()
+    # Five 2-GPU members, four nodes: b0 could hold a second one, but not in this gang.
+    members = tuple(gpu(2, name=f"g-{i}") for i in range(5))
+    decision = s.place_gang(Gang("g", members, distinct_nodes=True))
+    assert not decision.placed
+    assert "one-task-per-node gang" in decision.reason
+    assert (s.state.gpu_left == before).all()

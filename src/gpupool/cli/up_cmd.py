@@ -40,12 +40,12 @@ def up(
     # The server stack is imported here so that other commands start fast.
     import uvicorn
 
+    from gpupool.executors.inventory import InventoryError, local_inventory
     from gpupool.executors.local import LocalExecutor
     from gpupool.server.api.app import create_app
     from gpupool.server.api.deps import AppContext
     from gpupool.server.controller import Controller
     from gpupool.server.db.database import Database
-    from gpupool.server.inventory import InventoryError, local_inventory
     from gpupool.server.services.identity import bootstrap
     from gpupool.server.settings import Settings
 

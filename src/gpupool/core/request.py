@@ -92,10 +92,13 @@ class Request:
 
 @dataclass(frozen=True, slots=True)
 class Gang:
-    """Tasks that are placed all together or not at all (a distributed job)."""
+    """Tasks that are placed all together or not at all (a distributed job).
+    ``distinct_nodes``: every member on a node of its own (one member per machine, as a
+    multi-node job's node ranks need)."""
 
     name: str
     members: tuple[Request, ...] = field(default_factory=tuple)
+    distinct_nodes: bool = False
 
     def __post_init__(self) -> None:
         if not self.members:

@@ -151,11 +151,21 @@ class Scheduler:
             raise
 
     def _run(self, members: Sequence[Request], cycle: CycleState, statement: Statement) -> Decision:
+        distinct = cycle.gang is not None and cycle.gang.distinct_nodes
         for request in members:
             mask = self._filter(request, cycle)
+            taken_fits = False
+            if distinct and cycle.placed:
+                used = [a.node for a in cycle.placed]
+                taken_fits = bool(mask[used].any())
+                mask = mask.copy()
+                mask[used] = False
             nodes = np.flatnonzero(mask)
             if len(nodes) == 0:
                 fragments = self._explain(request, cycle) if cycle.explain else []
+                if taken_fits:
+                    fragments = [f"only {len(cycle.placed)} node(s) can each take one task "
+                                 "of this one-task-per-node gang"]
                 statement.discard()
                 reason = unplaced_reason(request, fragments)
                 if cycle.gang is not None and len(members) > 1:

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 class LaunchSpec:
     """What to run. ``env`` is added to the server's environment (it already holds
     CUDA_VISIBLE_DEVICES and the share variables); ``log_path`` receives stdout and stderr
-    together; ``run_dir`` is a directory the executor owns for this attempt (pid, exit code)."""
+    together; ``run_dir`` is a directory the executor owns for this attempt (pid, exit code);
+    ``node`` is the scheduler node it must run on (executors spanning machines use it)."""
 
     job_id: str
     attempt: int
@@ -25,6 +26,7 @@ class LaunchSpec:
     workdir: str | None = None
     log_path: str = ""
     run_dir: str = ""
+    node: str = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +53,12 @@ class Handle:
 class Outcome:
     """How an attempt ended. ``exit_code`` is the process's code (negative: killed by that
     signal); ``lost`` is True when the process vanished without recording its end (then
-    ``exit_code`` is None)."""
+    ``exit_code`` is None); ``reason`` says why when the executor knows (e.g. "node n1 lost")."""
 
     exit_code: int | None
     ended_at: float
     lost: bool = False
+    reason: str = ""
 
 
 class LaunchError(RuntimeError):
@@ -91,6 +94,14 @@ class Executor(Protocol):
 
     def abandon(self, spec: LaunchSpec) -> None:
         """Make sure an attempt that ``find_handle`` did not find never runs its command."""
+        ...
+
+    def node_address(self, node: str) -> str:
+        """The address other nodes reach ``node`` at (MASTER_ADDR of distributed jobs)."""
+        ...
+
+    def free_port(self, node: str) -> int:
+        """A TCP port free on ``node`` right now (MASTER_PORT of distributed jobs)."""
         ...
 
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:

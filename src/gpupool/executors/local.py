@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -56,8 +57,11 @@ class LocalExecutor:
     while this instance lives; after a restart they belong to init, which reaps them.
     """
 
-    def __init__(self, python: str = sys.executable) -> None:
+    def __init__(self, python: str = sys.executable, die_with_parent: bool = False) -> None:
+        """``die_with_parent``: attempts are killed when this process dies (a node agent's
+        processes must not outlive their node's membership); by default they survive it."""
         self.python = python
+        self.die_with_parent = die_with_parent
         self._procs: dict[str, _ShimProcess] = {}
         self._lock = threading.Lock()
 
@@ -96,6 +100,8 @@ class LocalExecutor:
         except OSError as exc:
             raise LaunchError(f"{what}: cannot prepare {run_dir!r} / {log_path!r}: {exc}") from exc
         env = {**os.environ, **spec.env, RUN_DIR_ENV: run_dir}
+        if self.die_with_parent:
+            env[shim.PARENT_PID_ENV] = str(os.getpid())
         argv = [self.python, "-I", _SHIM_FILE, run_dir, "--", *spec.command]
         with log, self._lock:
             self._reap_finished()
@@ -109,7 +115,8 @@ class LocalExecutor:
                     f"{what}: cannot start the shim with interpreter {self.python!r}: {exc}"
                 ) from exc
             self._procs[run_dir] = proc
-        handle = Handle(spec.job_id, spec.attempt, proc.pid, run_dir, log_path, time.time())
+        handle = Handle(spec.job_id, spec.attempt, proc.pid, run_dir, log_path, time.time(),
+                        spec.node)
         try:
             shim.write_json_atomic(os.path.join(run_dir, HANDLE_FILE), handle.to_json())
         except OSError as exc:
@@ -200,7 +207,17 @@ class LocalExecutor:
         except (OSError, ValueError):
             return None
         log_path = os.path.abspath(spec.log_path or os.path.join(run_dir, DEFAULT_LOG))
-        return Handle(spec.job_id, spec.attempt, pid, run_dir, log_path, started_at)
+        return Handle(spec.job_id, spec.attempt, pid, run_dir, log_path, started_at, spec.node)
+
+    def node_address(self, node: str) -> str:
+        """Every node of this executor is this machine: the loopback address."""
+        return "127.0.0.1"
+
+    def free_port(self, node: str) -> int:
+        """A TCP port free on 127.0.0.1 now (the kernel's pick; free until someone binds it)."""
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
 
     # -- helpers -----------------------------------------------------------------------
 

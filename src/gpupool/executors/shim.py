@@ -16,6 +16,10 @@ left a ``stop`` marker in RUN_DIR, which means the executor signalled the whole 
 command already got its own SIGTERM (so a job is never told twice). A ``stop`` marker present
 at start-up means the attempt was stopped before it began: the command is not started.
 
+With ``GPUPOOL_SHIM_PARENT_PID`` set to the pid of the process that started it, the shim
+kills the whole group (itself included, nothing recorded) as soon as that process is gone:
+a node agent's attempts die with it, as they would with the machine.
+
 When the command ends, whatever it left behind in the group is SIGKILLed, so a finished
 attempt holds no GPU. The shim then exits with the command's code (128+N for signal N).
 
@@ -42,6 +46,8 @@ CHILD_PID_FILE = "child.pid"
 NOT_FOUND = 127
 NOT_EXECUTABLE = 126
 USAGE = 2
+PARENT_PID_ENV = "GPUPOOL_SHIM_PARENT_PID"
+PARENT_CHECK_S = 0.5
 
 
 def write_atomic(path: str, data: bytes) -> None:
@@ -143,9 +149,21 @@ class _Shim:
             child.send_signal(signal.SIGTERM)
         with contextlib.suppress(OSError):
             write_atomic(self.path(CHILD_PID_FILE), f"{child.pid}\n".encode())
-        code = child.wait()
+        code = self.wait(child)
         self.kill_leftovers()
         return self.finish(code)
+
+    def wait(self, child: subprocess.Popen[bytes]) -> int:
+        """The child's exit code; with a parent to watch, the group dies with the parent."""
+        parent = os.environ.get(PARENT_PID_ENV, "")
+        if not parent.isdigit():
+            return child.wait()
+        while True:
+            try:
+                return child.wait(timeout=PARENT_CHECK_S)
+            except subprocess.TimeoutExpired:
+                if os.getppid() != int(parent):
+                    os.killpg(os.getpgrp(), signal.SIGKILL)
 
     def fail(self, code: int, why: str) -> int:
         sys.stderr.write(f"gpupool: cannot start {self.command[0]!r}: {why} (exit {code})\n")

@@ -104,7 +104,8 @@ class TopologyScore:
         if len(gang.members) < 2:
             return
         need = len(gang.members)
-        capacity = np.minimum(member_capacity(state, gang.members[0]), need)
+        capacity = np.minimum(member_capacity(state, gang.members[0]),
+                              1 if gang.distinct_nodes else need)
         levels = [d for d in (_domains(state, key) for key in self.keys) if d]
         scope, level = _scope(levels, capacity, need)
         if scope is None:

@@ -29,7 +29,11 @@ class Phase(StrEnum):
 
 class JobSpec(BaseModel):
     """A job as submitted. ``gpus`` is 0 (none), a fraction below 1 (a share of one GPU), or
-    a whole number of GPUs; ``gpu_memory`` alone asks for a share with that much GPU memory."""
+    a whole number of GPUs; ``gpu_memory`` alone asks for a share with that much GPU memory.
+
+    A distributed job asks for ``nodes`` > 1: a gang placed all or nothing, one member per
+    node, each with ``gpus`` whole GPUs (GPUs per node) and ``procs_per_node`` processes
+    (1 for a launcher such as ``torchrun``; the GPU count for one process per rank)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -47,6 +51,10 @@ class JobSpec(BaseModel):
     restart: Literal["never", "on-failure"] = "never"
     max_retries: int = Field(0, ge=0, le=100)
     grace_period_s: float = Field(30, ge=0, le=3600)
+    nodes: int = Field(default=1, ge=1, le=256, description="Nodes of a distributed job (a gang).")
+    procs_per_node: int = Field(
+        default=1, ge=1, le=64, description="Processes started on each node (ranks per node)."
+    )
 
     @model_validator(mode="after")
     def _check_gpus(self) -> JobSpec:
@@ -63,6 +71,10 @@ class JobSpec(BaseModel):
                 raise ValueError(f"env: invalid variable name {key!r}")
             if "\0" in value:
                 raise ValueError(f"env: the value of {key} contains a NUL byte")
+        if self.nodes > 1 and 0 < self.gpus < 1:
+            raise ValueError("gpus: a multi-node job takes whole GPUs on each node")
+        if self.nodes > 1 and self.gpu_memory is not None:
+            raise ValueError("gpu_memory: not for multi-node jobs (they take whole GPUs)")
         if any("\0" in arg for arg in self.command):
             raise ValueError("command: an argument contains a NUL byte")
         if self.workdir is not None and ("\0" in self.workdir or not self.workdir):
@@ -89,11 +101,21 @@ class JobEvent(BaseModel):
     message: str = ""
 
 
+class RankPlacement(BaseModel):
+    node: str
+    gpus: list[int] = Field(default_factory=list)
+
+
 class Placement(BaseModel):
+    """Where a job runs: its node (rank 0's for multi-node jobs) and, for multi-node jobs,
+    every node rank in ``ranks``."""
+
     node: str
     gpus: list[int] = Field(default_factory=list)
     gpu_milli: int = 0
     gpu_memory_mib: int = 0
+    ranks: list[RankPlacement] = Field(default_factory=list)
+
 
 
 class JobView(BaseModel):

@@ -18,23 +18,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
-from gpupool.core.cluster import ClusterError, ClusterState
+from gpupool.core.cluster import Allocation, ClusterError, ClusterState
 from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import Request, RequestError
 from gpupool.core.scheduler import Scheduler
 from gpupool.executors.base import Executor, Handle, LaunchError, Outcome
+from gpupool.executors.inventory import LocalInventory
 from gpupool.plugins.profiles import PolicyContext, build_profile
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.cycle import LiveJob, run_cycle
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Node, Team
-from gpupool.server.inventory import LocalInventory
 from gpupool.server.launcher import Launcher
 from gpupool.server.services.errors import Invalid
 from gpupool.server.services.jobs import resolve_gpu_model
@@ -48,16 +48,49 @@ STEP_COALESCE_S = 0.005
 
 @dataclass
 class Active:
-    """A job holding resources, with what is needed to finish or restart it."""
+    """A job holding resources, with what is needed to finish or restart it. ``handles``:
+    one per process (rank order; one for a single-node job), empty until launched."""
 
     live: LiveJob
     name: str
     spec: JobSpec
     attempt: int
     failures: int
-    handle: Handle | None = None
+    handles: list[Handle] = field(default_factory=list)
     deadline: float | None = None
     killed: bool = False
+    ended: dict[int, Outcome] = field(default_factory=dict)
+    """Outcomes of the processes that ended, by process index."""
+    failure: tuple[int, Outcome] | None = None
+    """The first process that failed (index, outcome): it decides the job's outcome."""
+
+    def running(self) -> list[Handle]:
+        return [h for i, h in enumerate(self.handles) if i not in self.ended]
+
+    def outcome(self) -> Outcome:
+        """The attempt's outcome once every process ended: the first failure, else 0."""
+        if self.failure is not None:
+            index, first = self.failure
+            if len(self.handles) == 1:
+                return first
+            where = f"rank {index} on {self.handles[index].node}"
+            what = first.reason or ("lost (the process disappeared)" if first.lost
+                                    else f"exit code {first.exit_code}")
+            return Outcome(first.exit_code, first.ended_at, first.lost, f"{where}: {what}")
+        return Outcome(0, max(o.ended_at for o in self.ended.values()))
+
+
+def handles_json(handles: list[Handle]) -> dict[str, Any]:
+    """How handles are stored on the job row (a single process keeps the plain form)."""
+    if len(handles) == 1:
+        return handles[0].to_json()
+    return {"ranks": [h.to_json() for h in handles]}
+
+
+def handles_from_json(data: dict[str, Any]) -> list[Handle]:
+    if "ranks" in data:
+        return [Handle.from_json(h) for h in data["ranks"]]
+    return [Handle.from_json(data)]
 
 
 def to_request(job_id: int, spec: JobSpec, queue: str, models: tuple[str, ...]) -> Request:
@@ -156,6 +189,15 @@ class Controller:
     def recover(self) -> None:
         """Register the nodes, rebuild allocations of running jobs, re-adopt processes."""
         now = time.time()
+        self._register_nodes(now)
+        with self.db.session() as s:
+            rows = s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all()
+        for job in rows:
+            self._recover_active(job, now)
+
+    def _register_nodes(self, now: float) -> None:
+        """Make the nodes table say what the pool has now (departed nodes removed)."""
+        names = {spec.name for spec in self.inventory.nodes}
         with self.db.session() as s:
             for spec in self.inventory.nodes:
                 node = s.get(Node, spec.name) or Node(name=spec.name)
@@ -167,43 +209,54 @@ class Controller:
                 node.mechanisms = self.launcher.mechanisms
                 node.updated_at = now
                 s.merge(node)
-            rows = s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all()
-        for job in rows:
-            self._recover_active(job, now)
+            s.execute(delete(Node).where(Node.name.not_in(names)))
 
     def _recover_active(self, job: Job, now: float) -> None:
         spec = JobSpec.model_validate(job.spec)
-        handle = (Handle.from_json(job.handle) if job.handle
-                  else self.launcher.find_handle(job.id, job.attempts))
+        places = ([(r["node"], tuple(r["gpus"])) for r in job.ranks] if job.ranks
+                  else [(job.node or "", tuple(job.gpus or ()))])
+        nodes = [node for node, _ in places]
+        found: list[Handle | None] = (
+            list(handles_from_json(job.handle)) if job.handle
+            else self.launcher.find_handles(job.id, job.attempts, nodes, spec.procs_per_node))
         try:
             request = to_request(job.id, spec, job.queue, self.models)
-            node = self.state.index[job.node or ""]
-            allocation = self.scheduler.place_on(node, tuple(job.gpus or ()), request)
+            allocations: list[Allocation] = []
+            try:
+                for node, gpus in places:
+                    allocations.append(self.scheduler.place_on(self.state.index[node], gpus,
+                                                               request))
+            except BaseException:
+                for allocation in allocations:
+                    self.scheduler.release(allocation)
+                raise
         except (KeyError, ClusterError, Invalid, RequestError) as exc:
             self._finish(job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
-            if handle is not None:
-                self.executor.kill(handle)
+            self.launcher.abandon(job.id, job.attempts, nodes, spec.procs_per_node, found)
             self.launcher.drop_share_file(job.id, job.attempts)
             return
         live = LiveJob(job.id, job.queue, job.priority, job.created_at, request,
-                       spec.grace_period_s, allocation, job.started_at or now,
-                       job.stop_requested)
-        active = Active(live, job.name, spec, job.attempts, job.failures, handle,
-                        job.stop_deadline)
-        if handle is None:
-            self.launcher.abandon(job.id, job.attempts)
-            self.scheduler.release(allocation)
+                       spec.grace_period_s, tuple(allocations), job.started_at or now,
+                       job.stop_requested, nodes=spec.nodes)
+        active = Active(live, job.name, spec, job.attempts, job.failures,
+                        deadline=job.stop_deadline)
+        if any(h is None for h in found):
+            self.launcher.abandon(job.id, job.attempts, nodes, spec.procs_per_node, found)
+            for allocation in allocations:
+                self.scheduler.release(allocation)
+            live.allocations = ()
             self.launcher.drop_share_file(job.id, job.attempts)
             self._requeue(active, "the server stopped before the job started", now)
             return
+        active.handles = [h for h in found if h is not None]
         self.active[job.id] = active
-        alive = self.executor.adopt(handle)
-        self._event(job.id, Phase.RUNNING, "server restarted: process re-adopted" if alive
+        alive = [self.executor.adopt(h) for h in active.handles]
+        self._event(job.id, Phase.RUNNING, "server restarted: process re-adopted" if any(alive)
                     else "server restarted: the process ended while the server was down", now)
         if job.phase == Phase.STARTING.value:
             with self.db.session() as s:
                 s.execute(update(Job).where(Job.id == job.id).values(
-                    phase=Phase.RUNNING.value, handle=handle.to_json()))
+                    phase=Phase.RUNNING.value, handle=handles_json(active.handles)))
 
     # -- steps -------------------------------------------------------------------------
 
@@ -224,7 +277,8 @@ class Controller:
             except (Invalid, RequestError) as exc:
                 self._finish(job_id, Phase.FAILED, None, str(exc), time.time())
                 continue
-            live = LiveJob(job_id, queue, priority, created, request, spec.grace_period_s)
+            live = LiveJob(job_id, queue, priority, created, request, spec.grace_period_s,
+                           nodes=spec.nodes)
             self.pending[job_id] = live
             self._fresh.append(live)
 
@@ -248,39 +302,56 @@ class Controller:
     def _stop(self, active: Active, why: str, now: float) -> None:
         active.live.stopping = why
         active.deadline = now + active.live.grace_s
-        if active.handle is not None:
-            self.executor.terminate(active.handle)
+        for handle in active.running():
+            self.executor.terminate(handle)
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == active.live.id).values(
                 stop_requested=why, stop_deadline=active.deadline))
 
     def _poll(self, now: float) -> None:
         for job_id, active in list(self.active.items()):
-            if active.handle is None:
+            if not active.handles:
                 continue
-            outcome = self.executor.poll(active.handle)
-            if outcome is None:
+            for index, handle in enumerate(active.handles):
+                if index in active.ended:
+                    continue
+                outcome = self.executor.poll(handle)
+                if outcome is None:
+                    continue
+                active.ended[index] = outcome
+                if active.failure is None and (outcome.lost or outcome.exit_code != 0):
+                    active.failure = (index, outcome)
+            left = active.running()
+            if left:
+                if active.failure is not None and active.live.stopping is None:
+                    # One process of a multi-process job failed: stop the others.
+                    self._stop(active, "gang", now)
+                    self._event(job_id, Phase.RUNNING,
+                                f"{active.outcome().reason}; stopping the other "
+                                f"{len(left)} process(es)", now)
                 if active.deadline is not None and now >= active.deadline and not active.killed:
-                    self.executor.kill(active.handle)
+                    for handle in left:
+                        self.executor.kill(handle)
                     active.killed = True
                     self._event(job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
                 continue
             del self.active[job_id]
             self._dirty = True
-            assert active.live.allocation is not None
-            self.scheduler.release(active.live.allocation)
-            active.live.allocation = None
+            for allocation in active.live.allocations:
+                self.scheduler.release(allocation)
+            active.live.allocations = ()
             self.launcher.drop_share_file(job_id, active.attempt)
-            self._ended(active, outcome, now)
+            self._ended(active, active.outcome(), now)
 
     def _ended(self, active: Active, outcome: Outcome, now: float) -> None:
         code = outcome.exit_code
-        status = "lost (the process disappeared)" if outcome.lost else f"exit code {code}"
+        status = outcome.reason or (
+            "lost (the process disappeared)" if outcome.lost else f"exit code {code}")
         if active.live.stopping == "cancel":
             self._finish(active.live.id, Phase.CANCELLED, code, f"cancelled ({status})", now)
         elif active.live.stopping == "preempt":
             self._requeue(active, f"preempted ({status}); back in the queue", now)
-        elif code == 0:
+        elif code == 0 and not outcome.lost:
             self._finish(active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
         else:
             failures = active.failures + 1
@@ -298,11 +369,12 @@ class Controller:
         live = active.live
         self._dirty = True
         live.stopping = None
-        live.allocation = None
+        live.allocations = ()
         live.reason = ""
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.PENDING.value, node=None, gpus=None, handle=None, enforcement=None,
+                phase=Phase.PENDING.value, node=None, gpus=None, ranks=None, handle=None,
+                enforcement=None,
                 stop_requested=None, stop_deadline=None, reason=message,
                 failures=active.failures))
             s.add(JobEvent(job_id=live.id, at=now, phase=Phase.PENDING.value, message=message))
@@ -372,29 +444,33 @@ class Controller:
         bound: list[LiveJob] = []
         with self.db.session() as s:
             for live in placed:
-                alloc = live.allocation
-                assert alloc is not None
+                alloc = live.allocations[0]
+                ranks = ([{"node": self.state.names[a.node], "gpus": list(a.gpus)}
+                          for a in live.allocations] if len(live.allocations) > 1 else None)
                 result = s.execute(
                     update(Job)
                     .where(Job.id == live.id, Job.phase == Phase.PENDING.value,
                            Job.stop_requested.is_(None))
                     .values(phase=Phase.STARTING.value, node=self.state.names[alloc.node],
                             gpus=list(alloc.gpus), gpu_milli=alloc.gpu_milli,
-                            gpu_memory_mib=alloc.gpu_memory_mib, attempts=Job.attempts + 1,
+                            gpu_memory_mib=alloc.gpu_memory_mib, ranks=ranks,
+                            attempts=Job.attempts + 1,
                             reason="", started_at=now)
                     .returning(Job.attempts, Job.name, Job.spec, Job.failures)
                 ).first()
                 del self.pending[live.id]
                 if result is None:  # cancelled meanwhile
-                    self.scheduler.release(alloc)
+                    for allocation in live.allocations:
+                        self.scheduler.release(allocation)
                     self._dirty = True
-                    live.allocation = None
+                    live.allocations = ()
                     continue
                 attempt, name, raw, failures = result
-                where = f"{self.state.names[alloc.node]} GPUs {list(alloc.gpus)}"
+                where = ", ".join(
+                    f"{self.state.names[a.node]} GPUs {list(a.gpus)}" if a.gpus
+                    else self.state.names[a.node] for a in live.allocations)
                 s.add(JobEvent(job_id=live.id, at=now, phase=Phase.STARTING.value,
-                               message=f"placed on {where}" if alloc.gpus else
-                               f"placed on {self.state.names[alloc.node]}"))
+                               message=f"placed on {where}"))
                 spec = JobSpec.model_validate(raw)
                 live.started_at = now
                 self.active[live.id] = Active(live, name, spec, attempt, failures)
@@ -404,24 +480,25 @@ class Controller:
 
     def _launch(self, active: Active, now: float) -> None:
         live = active.live
-        alloc = live.allocation
-        assert alloc is not None
         try:
-            handle, enforcement = self.launcher.start(
-                live.id, active.name, active.attempt, live.queue, alloc, active.spec
+            handles, enforcement = self.launcher.start(
+                live.id, active.name, active.attempt, live.queue, live.allocations, active.spec
             )
         except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
             if not isinstance(exc, LaunchError):
                 log.exception("job %s: launch failed", live.id)
             del self.active[live.id]
-            self.scheduler.release(alloc)
+            for allocation in live.allocations:
+                self.scheduler.release(allocation)
             self._dirty = True
-            live.allocation = None
+            live.allocations = ()
             self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
             return
-        active.handle = handle
+        active.handles = handles
+        what = (f"pid {handles[0].pid}" if len(handles) == 1 else
+                f"{len(handles)} processes on {len(live.allocations)} nodes")
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.RUNNING.value, handle=handle.to_json(), enforcement=enforcement))
+                phase=Phase.RUNNING.value, handle=handles_json(handles), enforcement=enforcement))
             s.add(JobEvent(job_id=live.id, at=time.time(), phase=Phase.RUNNING.value,
-                           message=f"running (pid {handle.pid})"))
+                           message=f"running ({what})"))

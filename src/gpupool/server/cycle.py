@@ -18,17 +18,19 @@ Steps:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gpupool.core.cluster import Allocation
 from gpupool.core.quota import QuotaBook
-from gpupool.core.request import Request
-from gpupool.core.scheduler import Scheduler
+from gpupool.core.request import Gang, Request
+from gpupool.core.scheduler import Decision, Scheduler
 
 
 @dataclass
 class LiveJob:
-    """A job as the loop tracks it. ``allocation`` is set while it holds resources."""
+    """A job as the loop tracks it. ``allocations`` (one per node rank; one for a
+    single-node job) are set while it holds resources. ``nodes`` > 1 makes it a gang of
+    that many identical ``request`` members, one per node."""
 
     id: int
     queue: str
@@ -36,17 +38,39 @@ class LiveJob:
     created_at: float
     request: Request
     grace_s: float = 30.0
-    allocation: Allocation | None = None
+    allocations: tuple[Allocation, ...] = ()
     started_at: float = 0.0
     stopping: str | None = None
     reason: str = ""
     nominated: bool = False
     """Victims were preempted for this job: it goes first until it is placed, so the capacity
     they free is not taken by a job ordered before it."""
+    nodes: int = 1
 
     @property
     def amount(self) -> int:
-        return self.request.total_gpu_milli
+        return self.request.total_gpu_milli * self.nodes
+
+    @property
+    def allocation(self) -> Allocation | None:
+        """Rank 0's allocation (the only one of a single-node job), or None."""
+        return self.allocations[0] if self.allocations else None
+
+    @property
+    def shape(self) -> tuple[object, ...]:
+        return (*self.request.shape, self.nodes)
+
+    def place(self, scheduler: Scheduler) -> Decision:
+        """Place the job (all members of a gang, or none) on the scheduler's state."""
+        if self.nodes == 1:
+            return scheduler.place(self.request)
+        members = tuple(replace(self.request, name=f"{self.request.name}/{rank}")
+                        for rank in range(self.nodes))
+        return scheduler.place_gang(Gang(self.request.name, members, distinct_nodes=True))
+
+    def fits_somewhere(self, scheduler: Scheduler) -> bool:
+        """Whether enough nodes pass the filters now (a cheap test, not a placement)."""
+        return len(scheduler.feasible_nodes(self.request)) >= self.nodes
 
 
 @dataclass
@@ -87,21 +111,24 @@ def run_cycle(
         if budget_s is not None and time.perf_counter() - started > budget_s:
             break
         out.evaluated += 1
-        shape = job.request.shape
+        shape = job.shape
         refusal = quota.refusal(job.queue, job.amount)
         if refusal is not None:
             # Say first what the cluster lacks (it matters even once quota frees up).
             if shape not in physical:
-                physical[shape] = failed.get(shape) or scheduler.why_not(job.request)
+                physical[shape] = failed.get(shape) or (
+                    scheduler.why_not(job.request) if job.nodes == 1 else
+                    (None if job.fits_somewhere(scheduler) else
+                     f"needs {job.nodes} nodes with {job.request.describe()} each"))
             lack = physical[shape]
             reason = f"{lack}; and {refusal}" if lack else refusal
         else:
             known = failed.get(shape)
             if known is None:
-                decision = scheduler.place(job.request)
+                decision = job.place(scheduler)
                 if decision.placed:
                     job.nominated = False
-                    job.allocation = decision.allocations[0]
+                    job.allocations = decision.allocations
                     quota.add(job.queue, job.amount)
                     out.placed.append(job)
                     continue
@@ -129,7 +156,7 @@ def find_victims(
 ) -> list[LiveJob]:
     """The running jobs to stop so that ``job`` fits, or [] when stopping them would not
     help. The state and the quota book are unchanged on return."""
-    active = [r for r in running if r.allocation is not None and r.stopping is None]
+    active = [r for r in running if r.allocations and r.stopping is None]
     if quota.within_quota(job.queue, job.amount):
         candidates = [
             r for r in active if r.queue != job.queue and quota.borrowed(r.queue) > 0
@@ -142,18 +169,15 @@ def find_victims(
     for victim in candidates:
         if victim.queue != job.queue and quota.borrowed(victim.queue) <= 0:
             continue  # reclaim only takes back what is borrowed
-        assert victim.allocation is not None
-        scheduler.release(victim.allocation)
+        for allocation in victim.allocations:
+            scheduler.release(allocation)
         quota.remove(victim.queue, victim.amount)
         released.append(victim)
-        if quota.refusal(job.queue, job.amount) is None and len(
-            scheduler.feasible_nodes(job.request)
-        ):
+        if quota.refusal(job.queue, job.amount) is None and job.fits_somewhere(scheduler):
             fits = True
             break
     for victim in released:
-        old = victim.allocation
-        assert old is not None
-        victim.allocation = scheduler.place_on(old.node, old.gpus, old.request)
+        victim.allocations = tuple(scheduler.place_on(old.node, old.gpus, old.request)
+                                   for old in victim.allocations)
         quota.add(victim.queue, victim.amount)
     return released if fits else []

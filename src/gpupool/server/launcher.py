@@ -10,9 +10,10 @@ from pathlib import Path
 
 from gpupool.core.cluster import Allocation, ClusterState
 from gpupool.executors.base import Executor, Handle, LaunchSpec
+from gpupool.executors.inventory import LocalInventory
 from gpupool.interposer import job_env, sharefile
 from gpupool.schemas.jobs import JobSpec
-from gpupool.server.inventory import LocalInventory
+from gpupool.server.dist_env import distributed_env
 from gpupool.server.launch_env import launch_env
 
 log = logging.getLogger("gpupool.launcher")
@@ -55,38 +56,75 @@ class Launcher:
     def run_dir(self, job_id: int, attempt: int) -> Path:
         return self.runs_dir / str(job_id) / str(attempt)
 
-    def spec(
-        self,
-        job_id: int,
-        attempt: int,
-        command: list[str] | None = None,
-        env: dict[str, str] | None = None,
-        workdir: str | None = None,
-    ) -> LaunchSpec:
+    def process_run_dir(self, job_id: int, attempt: int, rank: int | None) -> Path:
+        """A process's run dir: the attempt's, or ``rank<N>`` under it for multi-node jobs."""
         run_dir = self.run_dir(job_id, attempt)
-        return LaunchSpec(job_id=str(job_id), attempt=attempt, command=command or ["-"],
-                          env=env or {}, workdir=workdir, log_path=str(run_dir.parent / "log"),
-                          run_dir=str(run_dir))
+        return run_dir if rank is None else run_dir / f"rank{rank}"
+
+    def lookup_specs(
+        self, job_id: int, attempt: int, nodes: list[str], procs_per_node: int
+    ) -> list[LaunchSpec]:
+        """What identifies each process of an attempt (rank order), for lookups after a
+        restart (the command and environment are not needed there)."""
+        gang = len(nodes) > 1
+        specs = []
+        for node_rank, node in enumerate(nodes):
+            for local in range(procs_per_node if gang else 1):
+                rank = node_rank * procs_per_node + local if gang else None
+                specs.append(LaunchSpec(
+                    job_id=str(job_id), attempt=attempt, command=["-"],
+                    log_path=self.log_path(job_id),
+                    run_dir=str(self.process_run_dir(job_id, attempt, rank)), node=node))
+        return specs
 
     def start(
-        self, job_id: int, name: str, attempt: int, queue: str, alloc: Allocation, spec: JobSpec
-    ) -> tuple[Handle, str | None]:
-        """Launch the attempt; return its handle and the enforcement to record on the job.
-        On any failure the share file is released and the exception propagates."""
-        node_name = self.state.names[alloc.node]
-        physical = self.inventory.physical_gpus.get(node_name, ())
-        gpus = [physical[g] if g < len(physical) else g for g in alloc.gpus]
-        node_spec = self.state.specs[alloc.node]
-        env = launch_env(job_id, name, attempt, queue, gpus,
-                         [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
-                         alloc.gpu_memory_mib, spec.env)
+        self, job_id: int, name: str, attempt: int, queue: str,
+        allocations: tuple[Allocation, ...], spec: JobSpec,
+    ) -> tuple[list[Handle], str | None]:
+        """Launch every process of the attempt (one per node rank and local rank); return
+        their handles (rank order) and the enforcement to record on the job. On any failure
+        the processes already started are killed, the share files released, and the
+        exception propagates."""
+        handles: list[Handle] = []
+        enforcement: str | None = None
         try:
-            enforcement = self._enforce(job_id, attempt, alloc, env, spec.env)
-            launch = self.spec(job_id, attempt, list(spec.command), env, spec.workdir)
-            return self.executor.launch(launch), enforcement
+            dist = self._rendezvous(allocations) if len(allocations) > 1 else None
+            for node_rank, alloc in enumerate(allocations):
+                node_name = self.state.names[alloc.node]
+                physical = self.inventory.physical_gpus.get(node_name, ())
+                gpus = [physical[g] if g < len(physical) else g for g in alloc.gpus]
+                node_spec = self.state.specs[alloc.node]
+                base = launch_env(job_id, name, attempt, queue, gpus,
+                                  [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
+                                  alloc.gpu_memory_mib, spec.env)
+                enforcement = self._enforce(job_id, attempt, alloc, base, spec.env)
+                procs = spec.procs_per_node if dist is not None else 1
+                for local_rank in range(procs):
+                    env = dict(base)
+                    if dist is not None:
+                        env.update(distributed_env(dist[0], dist[1], len(allocations),
+                                                   node_rank, procs, local_rank, len(gpus)))
+                    rank = node_rank * procs + local_rank if dist is not None else None
+                    run_dir = self.process_run_dir(job_id, attempt, rank)
+                    launch = LaunchSpec(job_id=str(job_id), attempt=attempt,
+                                        command=list(spec.command), env=env,
+                                        workdir=spec.workdir, log_path=self.log_path(job_id),
+                                        run_dir=str(run_dir), node=node_name)
+                    handles.append(self.executor.launch(launch))
+            return handles, enforcement
         except BaseException:
+            for handle in handles:
+                self.executor.kill(handle)
             self.drop_share_file(job_id, attempt)
             raise
+
+    def _rendezvous(self, allocations: tuple[Allocation, ...]) -> tuple[str, int]:
+        """MASTER_ADDR and a MASTER_PORT free on rank 0's node."""
+        master = self.state.names[allocations[0].node]
+        return self.executor.node_address(master), self.executor.free_port(master)
+
+    def log_path(self, job_id: int) -> str:
+        return str(self.runs_dir / str(job_id) / "log")
 
     def _enforce(
         self, job_id: int, attempt: int, alloc: Allocation, env: dict[str, str],
@@ -119,10 +157,22 @@ class Launcher:
         except OSError:
             log.warning("job %s: cannot remove its share file", job_id, exc_info=True)
 
-    def find_handle(self, job_id: int, attempt: int) -> Handle | None:
-        """The handle of an attempt launched just before a crash (None: never launched)."""
-        return self.executor.find_handle(self.spec(job_id, attempt))
+    def find_handles(
+        self, job_id: int, attempt: int, nodes: list[str], procs_per_node: int
+    ) -> list[Handle | None]:
+        """Per process (rank order), the handle of an attempt launched just before a crash,
+        or None where that process was never launched (then :meth:`abandon` the attempt)."""
+        return [self.executor.find_handle(spec)
+                for spec in self.lookup_specs(job_id, attempt, nodes, procs_per_node)]
 
-    def abandon(self, job_id: int, attempt: int) -> None:
-        """Make sure an attempt that was never found never runs its command."""
-        self.executor.abandon(self.spec(job_id, attempt))
+    def abandon(
+        self, job_id: int, attempt: int, nodes: list[str], procs_per_node: int,
+        found: list[Handle | None] | None = None,
+    ) -> None:
+        """Make sure no process of an attempt that was not wholly found runs its command:
+        never-found processes are abandoned, found ones killed."""
+        for spec in self.lookup_specs(job_id, attempt, nodes, procs_per_node):
+            self.executor.abandon(spec)
+        for handle in found or ():
+            if handle is not None:
+                self.executor.kill(handle)

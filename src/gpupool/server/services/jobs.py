@@ -15,7 +15,7 @@ from typing import cast
 from sqlalchemy import Table, bindparam, insert, select, update
 
 from gpupool.schemas.jobs import JobEvent as JobEventView
-from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement
+from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement, RankPlacement
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Node, Team, User
 from gpupool.server.launch_env import gpu_memory_limit_mib
@@ -50,6 +50,7 @@ def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) ->
             gpus=list(job.gpus or []),
             gpu_milli=job.gpu_milli,
             gpu_memory_mib=job.gpu_memory_mib,
+            ranks=[RankPlacement.model_validate(r) for r in job.ranks or ()],
         )
     return JobView(
         id=str(job.id),
