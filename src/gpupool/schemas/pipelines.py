@@ -49,14 +49,14 @@ class Resources(_Strict):
 
 class Retry(_Strict):
     """``count`` more tries after the first; the n-th retry waits backoff_s * factor**(n-1)
-    (at most max_backoff_s). ``on``: which failures are retried (failure: non-zero exit or
+    (at most max_backoff_s). ``when``: which failures are retried (failure: non-zero exit or
     bad HTTP status; timeout; error: could not start or the process was lost)."""
 
     count: int = Field(0, ge=0, le=100)
     backoff_s: float = Field(0, ge=0, le=3600)
     factor: float = Field(2, ge=1, le=10)
     max_backoff_s: float = Field(600, ge=0, le=86400)
-    on: list[FailureKind] = Field(default=["failure", "timeout", "error"])
+    when: list[FailureKind] = Field(default=["failure", "timeout", "error"])
 
 
 class SecretRef(_Strict):

@@ -274,7 +274,7 @@ class Reconciler:
     def _attempt_failed(self, row: PipelineStep, step: StepSpec, status: Status,
                         now: float) -> None:
         retry = step.retry
-        if status.kind in retry.on and row.attempt <= retry.count:
+        if status.kind in retry.when and row.attempt <= retry.count:
             delay = min(retry.max_backoff_s, retry.backoff_s * retry.factor ** (row.attempt - 1))
             self._save(row, state=StepState.RETRYING.value, next_try_at=now + delay,
                        deadline=None, message=f"attempt {row.attempt} failed ({status.message}); "
