@@ -5,10 +5,17 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+
+if TYPE_CHECKING:
+    from gpupool.executors.base import Executor
+    from gpupool.executors.inventory import LocalInventory
+    from gpupool.server.settings import Settings
 
 DEFAULT_PORT = 8470
 
@@ -35,13 +42,16 @@ def up(
     ),
     policy: str | None = typer.Option(None, help="Placement policy (default gpupool)."),
     tick: float = typer.Option(0.5, help="Seconds between scheduler passes when idle."),
+    ray: str | None = typer.Option(
+        None,
+        help="Pool the nodes of a Ray cluster: its address (host:port), or 'local' to start "
+        "a single-node head on 127.0.0.1 (or $GPUPOOL_RAY). Needs pip install 'gpupool[ray]'.",
+    ),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1, SQLite state, this machine's GPUs."""
     # The server stack is imported here so that other commands start fast.
     import uvicorn
 
-    from gpupool.executors.inventory import InventoryError, local_inventory
-    from gpupool.executors.local import LocalExecutor
     from gpupool.server.api.app import create_app
     from gpupool.server.api.deps import AppContext
     from gpupool.server.controller import Controller
@@ -56,13 +66,11 @@ def up(
         database_url=database_url,
         policy=policy,
         tick_seconds=tick,
+        ray=ray,
     )
     settings.home.mkdir(parents=True, exist_ok=True)
     lock = _lock(settings.home)
-    try:
-        inventory = local_inventory(settings.fake_gpus)
-    except InventoryError as exc:
-        raise _fail(str(exc)) from None
+    executor, inventory, membership = _nodes(settings)
     db = Database(settings.db_url)
     try:
         db.migrate()
@@ -73,15 +81,19 @@ def up(
 
     # GPU shares are enforced by the interposer when it builds here (cached under the data
     # dir); otherwise they are not enforced, and `gpupool up` says so.
-    enforced, where = available(settings.home / "lib")
+    if settings.ray:
+        enforced, where = False, "not deployed to Ray nodes yet"
+    else:
+        enforced, where = available(settings.home / "lib")
     try:
         controller = Controller(
             settings,
             db,
-            LocalExecutor(),
+            executor,
             inventory,
             interposer=where if enforced else None,
             interposer_missing="" if enforced else where,
+            membership=membership,
         )
     except UnknownPolicyError as exc:
         raise _fail(str(exc)) from None
@@ -89,9 +101,10 @@ def up(
     gpus = sum(len(n.gpus) for n in inventory.nodes)
     token = bootstrap(db, settings.token_file, gpus * 1000)
     settings.server_file.write_text(json.dumps({"url": settings.url, "pid": os.getpid()}) + "\n")
-    kind = {"fake": "fake", "nvml": "NVML", "none": "no"}[inventory.source]
+    kind = {"fake": "fake", "nvml": "NVML", "none": "no", "ray": "Ray"}[inventory.source]
+    where_from = f"  {len(inventory.nodes)} Ray node(s)" if settings.ray else ""
     err.print(
-        f"gpupool {settings.url}  data {settings.home}  {gpus} {kind} GPUs  "
+        f"gpupool {settings.url}  data {settings.home}  {gpus} {kind} GPUs{where_from}  "
         f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
         highlight=False,
     )
@@ -115,6 +128,29 @@ def up(
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     finally:
         lock.close()
+
+
+def _nodes(
+    settings: Settings,
+) -> tuple[Executor, LocalInventory, Callable[[], LocalInventory | None] | None]:
+    """(executor, first inventory, membership refresh or None) for this server."""
+    from gpupool.executors.inventory import InventoryError, local_inventory
+
+    if not settings.ray:
+        from gpupool.executors.local import LocalExecutor
+
+        try:
+            return LocalExecutor(), local_inventory(settings.fake_gpus), None
+        except InventoryError as exc:
+            raise _fail(str(exc)) from None
+    from gpupool.executors.ray_executor import RayPool, RayUnavailableError, connect
+
+    try:
+        connect(settings.ray)
+    except RayUnavailableError as exc:
+        raise _fail(str(exc)) from None
+    pool = RayPool(settings.runs_dir)
+    return pool, pool.inventory(), pool.refresh
 
 
 def _lock(home: Path):  # type: ignore[no-untyped-def]

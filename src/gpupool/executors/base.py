@@ -65,6 +65,10 @@ class LaunchError(RuntimeError):
     """The command could not be started (no such program, bad working directory, ...)."""
 
 
+class NodeLostError(LaunchError):
+    """The node left the pool: nothing can start there (the job may go elsewhere)."""
+
+
 class Executor(Protocol):
     def launch(self, spec: LaunchSpec) -> Handle:
         """Start the attempt and return at once. Raises LaunchError with a clear message."""

@@ -82,8 +82,33 @@ def nvml_gpus() -> tuple[GpuSpec, ...]:
         pynvml.nvmlShutdown()
 
 
-def local_inventory(fake_gpus: str = "", node_name: str = "") -> LocalInventory:
-    """This machine as a node. Declared fake GPUs win over NVML."""
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    """``rack=r1,tor=t3`` → {"rack": "r1", "tor": "t3"} (topology labels of a node).
+    Raises InventoryError naming the bad pair."""
+    labels: dict[str, str] = {}
+    for raw in text.split(","):
+        pair = raw.strip()
+        if not pair:
+            continue
+        key, sep, value = pair.partition("=")
+        key, value = key.strip(), value.strip()
+        if not sep or not _LABEL.match(key) or not _LABEL.match(value):
+            raise InventoryError(
+                f"node labels: cannot read {pair!r}; write KEY=VALUE pairs, e.g. rack=r1,tor=t3"
+            )
+        labels[key] = value
+    return labels
+
+
+def local_inventory(
+    fake_gpus: str = "", node_name: str = "", labels: dict[str, str] | None = None
+) -> LocalInventory:
+    """This machine as a node. Declared fake GPUs win over NVML; ``labels`` (topology, e.g.
+    rack) go on every node of the machine."""
+    labels = labels or {}
     cpu = (os.cpu_count() or 1) * 1000
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // (1024 * 1024)
     name = node_name or socket.gethostname() or "local"
@@ -94,7 +119,7 @@ def local_inventory(fake_gpus: str = "", node_name: str = "") -> LocalInventory:
         source = "nvml" if gpus else "none"
     models = sorted({g.model for g in gpus})
     if len(models) <= 1:
-        node = NodeSpec(name, cpu, int(memory), gpus)
+        node = NodeSpec(name, cpu, int(memory), gpus, labels=labels)
         return LocalInventory((node,), {name: tuple(range(len(gpus)))}, source)
     nodes = []
     physical: dict[str, tuple[int, ...]] = {}
@@ -108,6 +133,7 @@ def local_inventory(fake_gpus: str = "", node_name: str = "") -> LocalInventory:
                 int(cpu * share),
                 int(memory * share),
                 tuple(gpus[i] for i in indices),
+                labels=labels,
             )
         )
         physical[node_name] = indices

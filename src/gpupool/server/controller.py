@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,7 @@ from gpupool.core.cluster import Allocation, ClusterError, ClusterState
 from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import Request, RequestError
 from gpupool.core.scheduler import Scheduler
-from gpupool.executors.base import Executor, Handle, LaunchError, Outcome
+from gpupool.executors.base import Executor, Handle, LaunchError, NodeLostError, Outcome
 from gpupool.executors.inventory import LocalInventory
 from gpupool.plugins.profiles import PolicyContext, build_profile
 from gpupool.schemas.jobs import JobSpec, Phase
@@ -116,9 +117,13 @@ class Controller:
         inventory: LocalInventory,
         interposer: str | None = None,
         interposer_missing: str = "not built",
+        membership: Callable[[], LocalInventory | None] | None = None,
     ) -> None:
         """``interposer``: the path of ``libgpushare.so`` when GPU shares are enforced with it
-        on this machine's nodes; else None, and ``interposer_missing`` says why not."""
+        on this machine's nodes; else None, and ``interposer_missing`` says why not.
+        ``membership`` (a pool whose nodes come and go, e.g. Ray): called every step, returns
+        the new inventory when nodes joined or left, else None."""
+        self.membership = membership
         self.settings = settings
         self.db = db
         self.executor = executor
@@ -179,10 +184,48 @@ class Controller:
         """One pass of the loop (also called directly by tests and benchmarks)."""
         with self._lock:
             now = time.time()
+            self._follow_membership(now)
             self._load_pending()
             self._handle_cancels(now)
             self._poll(now)
+            self._follow_membership(now)  # polls may have found a node lost
             self._schedule(now)
+
+    def _follow_membership(self, now: float) -> None:
+        if self.membership is not None:
+            changed = self.membership()
+            if changed is not None:
+                self._apply_inventory(changed, now)
+
+    def _apply_inventory(self, inventory: LocalInventory, now: float) -> None:
+        """Nodes joined or left: rebuild the snapshot and the scheduler on the new node set,
+        carrying over every held allocation whose node is still there (jobs on departed
+        nodes learn it from their processes, which poll as lost)."""
+        if not inventory.nodes:
+            log.warning("the pool has no node left; keeping the last known nodes")
+            return
+        old = self.state
+        state = ClusterState(inventory.nodes)
+        context = PolicyContext(rng=np.random.default_rng(0))
+        scheduler = Scheduler(state, build_profile(self.settings.policy, state, context))
+        for active in self.active.values():
+            kept = []
+            for allocation in active.live.allocations:
+                name = old.names[allocation.node]
+                if name not in state.index:
+                    continue
+                try:
+                    kept.append(scheduler.place_on(state.index[name], allocation.gpus,
+                                                   allocation.request))
+                except ClusterError:
+                    log.warning("job %s: node %s changed; its share is no longer counted",
+                                active.live.id, name)
+            active.live.allocations = tuple(kept)
+        self.state, self.scheduler, self.inventory = state, scheduler, inventory
+        self.launcher.state, self.launcher.inventory = state, inventory
+        self._dirty = True
+        self._register_nodes(now)
+        log.info("pool now has %d node(s): %s", state.num_nodes, ", ".join(state.names))
 
     # -- recovery ----------------------------------------------------------------------
 
@@ -492,7 +535,10 @@ class Controller:
                 self.scheduler.release(allocation)
             self._dirty = True
             live.allocations = ()
-            self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
+            if isinstance(exc, NodeLostError):
+                self._requeue(active, f"could not start: {exc}; back in the queue", now)
+            else:
+                self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
             return
         active.handles = handles
         what = (f"pid {handles[0].pid}" if len(handles) == 1 else

@@ -29,6 +29,9 @@ class Settings:
     policy: str = "gpupool"
     tick_seconds: float = 0.5
     node_name: str = ""
+    ray: str = ""
+    """Empty: this machine only. ``host:port``: the Ray cluster to pool; ``local``: start a
+    single-node Ray head on 127.0.0.1."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -38,6 +41,7 @@ class Settings:
             "database_url": os.environ.get("GPUPOOL_DATABASE_URL", ""),
             "fake_gpus": os.environ.get("GPUPOOL_FAKE_GPUS", ""),
             "policy": os.environ.get("GPUPOOL_POLICY", "gpupool"),
+            "ray": os.environ.get("GPUPOOL_RAY", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(str(values["home"])).expanduser()

@@ -1,0 +1,190 @@
+"""gpupool on a real multi-node Ray cluster on loopback (issue 4).
+
+One cluster for the module: a head (no GPU) and three raylets, each with its own fake GPUs
+and rack label: n1 and n2 in rack r1, n3 in rack r2. One `gpupool up --ray` server on it.
+The node-loss test runs last: it kills a raylet.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ray_cluster import LoopbackCluster, ray_available
+from server_harness import Server, wait_for
+
+pytestmark = pytest.mark.skipif(ray_available() is not None, reason=ray_available() or "")
+
+WORKERS = {"n1": "r1", "n2": "r1", "n3": "r2"}
+
+ENV_PROBE = (
+    "import os; print('probe', os.environ.get('GPUPOOL_NODE_NAME'), "
+    "os.environ['CUDA_VISIBLE_DEVICES'], flush=True)"
+)
+
+ALL_REDUCE = """
+import os, socket
+import torch
+import torch.distributed as dist
+keys = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR",
+        "MASTER_PORT", "CUDA_VISIBLE_DEVICES", "GPUPOOL_NODE_NAME")
+env = {k: os.environ[k] for k in keys}
+dist.init_process_group("gloo", init_method="env://")
+t = torch.tensor([float(dist.get_rank() + 1)])
+dist.all_reduce(t)
+print("allreduce", " ".join(f"{k}={v}" for k, v in env.items()), f"sum={t.item():g}",
+      f"rank={dist.get_rank()}", f"world={dist.get_world_size()}", flush=True)
+dist.destroy_process_group()
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LoopbackCluster]:
+    c = LoopbackCluster()
+    try:
+        c.start_head()
+        for name, rack in WORKERS.items():
+            c.add_node(name, "2xA100-80GB", f"rack={rack}")
+        yield c
+    finally:
+        c.stop()
+
+
+@pytest.fixture(scope="module")
+def server(cluster: LoopbackCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    home = tmp_path_factory.mktemp("ray") / "home"
+    home.mkdir()
+    s = Server(home, "", "", extra_args=("--ray", cluster.address))
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+
+
+def submit(c: httpx.Client, **spec: object) -> str:
+    response = c.post("/jobs", json=spec)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+def job(c: httpx.Client, job_id: str) -> dict:
+    return c.get(f"/jobs/{job_id}").json()
+
+
+def final(c: httpx.Client, job_id: str, timeout: float = 90) -> dict:
+    return wait_for(lambda: (j := job(c, job_id))["phase"] in
+                    ("succeeded", "failed", "cancelled") and j, timeout=timeout)
+
+
+def log_text(c: httpx.Client, job_id: str) -> str:
+    return c.get(f"/jobs/{job_id}/logs", params={"limit": 1 << 20}).json()["data"]
+
+
+def test_every_ray_node_is_a_gpupool_node_with_its_gpus_and_labels(server: Server) -> None:
+    with server.client() as c:
+        nodes = {n["name"]: n for n in wait_for(lambda: len(c.get("/nodes").json()) == 4
+                                                and c.get("/nodes").json(), timeout=30)}
+    assert set(nodes) == {"head", *WORKERS}
+    for name, rack in WORKERS.items():
+        assert [g["model"] for g in nodes[name]["gpus"]] == ["A100", "A100"]
+        assert nodes[name]["labels"] == {"rack": rack}
+    assert nodes["head"]["gpus"] == []
+
+
+def test_a_task_runs_on_the_node_and_gpus_the_scheduler_chose(server: Server) -> None:
+    with server.client() as c:
+        ids = [submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=1, name=f"probe{i}")
+               for i in range(3)]
+        for job_id in ids:
+            view = final(c, job_id)
+            assert view["phase"] == "succeeded", view
+            placement = view["placement"]
+            assert placement["node"] in WORKERS
+            line = next(x for x in log_text(c, job_id).splitlines() if x.startswith("probe"))
+            # The process ran where gpupool placed it: the node's own environment names it.
+            assert line.split() == ["probe", placement["node"],
+                                    ",".join(map(str, placement["gpus"]))]
+
+
+def test_two_node_gang_gets_consistent_env_and_all_reduces_over_gloo(server: Server) -> None:
+    pytest.importorskip("torch", reason="torch (CPU) is needed for the all-reduce")
+    with server.client() as c:
+        job_id = submit(c, command=[sys.executable, "-c", ALL_REDUCE], gpus=2, nodes=2,
+                        procs_per_node=2, name="allreduce")
+        view = final(c, job_id, timeout=180)
+        text = log_text(c, job_id)
+        assert view["phase"] == "succeeded", (view, text)
+    ranks = view["placement"]["ranks"]
+    assert len(ranks) == 2 and ranks[0]["node"] != ranks[1]["node"]
+    # Topology: both nodes from rack r1 (the rack that holds the whole gang).
+    assert {r["node"] for r in ranks} == {"n1", "n2"}
+    lines = [dict(kv.split("=", 1) for kv in x.split()[1:])
+             for x in text.splitlines() if x.startswith("allreduce ")]
+    assert sorted(int(x["RANK"]) for x in lines) == [0, 1, 2, 3]
+    for x in lines:
+        rank = int(x["RANK"])
+        node_rank = rank // 2
+        assert x["sum"] == "10"  # 1 + 2 + 3 + 4 over the four workers
+        assert (x["rank"], x["world"], x["WORLD_SIZE"]) == (str(rank), "4", "4")
+        assert x["LOCAL_RANK"] == str(rank % 2) and x["LOCAL_WORLD_SIZE"] == "2"
+        assert x["NODE_RANK"] == str(node_rank)
+        assert x["GPUPOOL_NODE_NAME"] == ranks[node_rank]["node"]
+        assert x["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, ranks[node_rank]["gpus"]))
+    assert len({(x["MASTER_ADDR"], x["MASTER_PORT"]) for x in lines}) == 1
+    assert lines[0]["MASTER_ADDR"] == "127.0.0.1"
+
+
+def test_losing_a_node_requeues_its_job_which_completes_elsewhere(
+    server: Server, cluster: LoopbackCluster, tmp_path: Path
+) -> None:
+    marker = tmp_path / "first-attempt-ran"
+    script = (
+        "import os, sys, time\n"
+        f"marker = {str(marker)!r}\n"
+        "if os.environ['GPUPOOL_ATTEMPT'] == '1':\n"
+        "    open(marker, 'w').write(f\"{os.environ['GPUPOOL_NODE_NAME']} {os.getpid()}\")\n"
+        "    time.sleep(600)\n"
+        "print('done on', os.environ.get('GPUPOOL_NODE_NAME'), flush=True)\n"
+    )
+    with server.client() as c:
+        job_id = submit(c, command=[sys.executable, "-c", script], gpus=2, restart="on-failure",
+                        max_retries=2, name="survivor")
+        wait_for(lambda: marker.exists() and marker.read_text(), timeout=60)
+        first = job(c, job_id)["placement"]["node"]
+        node_name, pid = marker.read_text().split()
+        assert node_name == first
+        killed_at = cluster.kill_node(first)
+        view = final(c, job_id, timeout=120)
+        assert view["phase"] == "succeeded", (view["reason"], view["events"])
+        assert view["attempts"] == 2
+        assert view["placement"]["node"] not in (first, "head")
+        messages = [e["message"] for e in view["events"]]
+        lost = next(e for e in view["events"] if "lost" in e["message"])
+        assert f"node {first} lost" in lost["message"] and "retry 1 of 2" in lost["message"], \
+            messages
+        noticed = _seconds(lost["at"]) - killed_at
+        assert noticed < 30, f"node loss acted on after {noticed:.1f} s"
+        nodes = {n["name"] for n in c.get("/nodes").json()}
+        assert first not in nodes
+    # Nothing the lost node ran lives on (its processes die with their agent).
+    wait_for(lambda: not _running(int(pid)), timeout=15)
+
+
+def _running(pid: int) -> bool:
+    """True while the process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _seconds(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
