@@ -7,6 +7,8 @@ The node-loss test runs last: it kills a raylet.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -137,6 +139,53 @@ def test_two_node_gang_gets_consistent_env_and_all_reduces_over_gloo(server: Ser
         assert x["CUDA_VISIBLE_DEVICES"] == ",".join(map(str, ranks[node_rank]["gpus"]))
     assert len({(x["MASTER_ADDR"], x["MASTER_PORT"]) for x in lines}) == 1
     assert lines[0]["MASTER_ADDR"] == "127.0.0.1"
+
+
+def gpupool(server: Server, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gpupool.cli.main", *args], env=server.env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_torchrun_launcher_per_node_from_the_cli_and_describe_shows_ranks(
+    server: Server, tmp_path: Path
+) -> None:
+    """`gpupool run --nodes 2 --gpus-per-node 1 -- torchrun script`: one torchrun per node,
+    configured by the PET_* variables alone, starts one worker per GPU; they all-reduce."""
+    pytest.importorskip("torch", reason="torch (CPU) is needed for torchrun")
+    script = tmp_path / "allreduce.py"
+    script.write_text(ALL_REDUCE)
+    done = gpupool(server, "run", "--nodes", "2", "--gpus-per-node", "1", "--name", "trun",
+                   "--wait", "--json", "--", sys.executable, "-m", "torch.distributed.run",
+                   str(script))
+    assert done.returncode == 0, done.stdout + done.stderr
+    job_id = json.loads(done.stdout)["id"]
+    with server.client() as c:
+        text = log_text(c, job_id)
+        view = job(c, job_id)
+    lines = [x for x in text.splitlines() if x.startswith("allreduce ")]
+    assert len(lines) == 2 and all("sum=3" in x and "world=2" in x for x in lines), text
+    described = gpupool(server, "describe", job_id, timeout=60).stdout
+    ranks = view["placement"]["ranks"]
+    assert f"node rank 0: {ranks[0]['node']}" in described
+    assert f"node rank 1: {ranks[1]['node']}" in described
+    assert "2 nodes × 1 process(es)" in described
+
+
+def test_yaml_gang_and_bad_gang_specs(server: Server, tmp_path: Path) -> None:
+    spec = tmp_path / "job.yaml"
+    spec.write_text("command: [python, -c, 'pass']\nnodes: 2\ngpus_per_node: 0.5\n")
+    bad = gpupool(server, "submit", str(spec), timeout=60)
+    assert bad.returncode == 2 and "whole GPUs" in bad.stderr, bad.stderr
+    spec.write_text("command: [python, -c, 'pass']\nnodes: 3\ngpus_per_node: 2\n"
+                    f"name: wide\nworkdir: {tmp_path}\n")
+    done = gpupool(server, "submit", str(spec), "--json", timeout=60)
+    assert done.returncode == 0, done.stderr
+    job_id = json.loads(done.stdout)["id"]
+    with server.client() as c:
+        # Three 2-GPU workers fit (n1, n2, n3), one per node, across both racks.
+        view = final(c, job_id)
+    assert view["phase"] == "succeeded", view
+    assert sorted(r["node"] for r in view["placement"]["ranks"]) == ["n1", "n2", "n3"]
 
 
 def test_losing_a_node_requeues_its_job_which_completes_elsewhere(

@@ -100,6 +100,21 @@ def run(
         str | None,
         typer.Option(metavar="SECONDS", help="Seconds between SIGTERM and SIGKILL on cancel."),
     ] = None,
+    nodes: Annotated[
+        str | None,
+        typer.Option(metavar="N", help="Distributed job: N nodes, placed all or nothing."),
+    ] = None,
+    gpus_per_node: Annotated[
+        str | None,
+        typer.Option(metavar="N", help="Whole GPUs on each node (same as --gpus)."),
+    ] = None,
+    procs_per_node: Annotated[
+        str | None,
+        typer.Option(
+            metavar="N",
+            help="Processes per node (default 1, e.g. one torchrun per node; or one per GPU).",
+        ),
+    ] = None,
     wait: Wait = False,
     json_out: Json = False,
     url: Url = None,
@@ -108,9 +123,15 @@ def run(
     """Submit a command as a job and print its id.
 
     Example: gpupool run --gpus 0.5 --memory 16GiB -- python train.py --lr 3e-4
+
+    Distributed: gpupool run --nodes 2 --gpus-per-node 4 -- torchrun train.py (every
+    process gets MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK, NODE_RANK, ... and
+    torchrun's PET_* options).
     """
     if not command:
         raise fail("give the command to run, e.g. gpupool run --gpus 1 -- python train.py")
+    if gpus is not None and gpus_per_node is not None:
+        raise fail("give --gpus or --gpus-per-node, not both (they are the same)")
     fields: dict[str, Any] = {
         "command": command,
         "env": _env(env or []),
@@ -128,7 +149,11 @@ def run(
         "restart": restart,
         "max_retries": max_retries,
         "grace_period_s": grace_period,
+        "nodes": nodes,
+        "procs_per_node": procs_per_node,
     }
+    if gpus_per_node is not None:
+        given["gpus"] = gpus_per_node
     fields.update({k: v for k, v in given.items() if v is not None})
     try:
         spec = JobSpec.model_validate(fields)
@@ -168,6 +193,10 @@ def load_spec(file: Path) -> JobSpec:
     if not isinstance(data, dict):
         kind = "nothing" if data is None else f"a {type(data).__name__}"
         raise fail(f"{file}: expected a mapping of job fields (command: [...], ...), found {kind}")
+    if "gpus_per_node" in data:  # the distributed spelling of `gpus`
+        if "gpus" in data:
+            raise fail(f"{file}: give gpus or gpus_per_node, not both (they are the same)")
+        data["gpus"] = data.pop("gpus_per_node")
     env = data.get("env")
     if isinstance(env, dict):  # YAML reads `OMP_NUM_THREADS: 4` as a number
         data["env"] = {

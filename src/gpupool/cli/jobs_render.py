@@ -53,6 +53,8 @@ def gpus(spec: JobSpec) -> str:
 def placement(place: Placement | None) -> str:
     if place is None:
         return ""
+    if len(place.ranks) > 1:
+        return f"{place.node}+{len(place.ranks) - 1}"
     if not place.gpus:
         return place.node
     return f"{place.node}:{','.join(str(g) for g in place.gpus)}"
@@ -190,6 +192,10 @@ def enforcement_line(view: JobView) -> str:
 
 
 def _placement_line(place: Placement) -> str:
+    if len(place.ranks) > 1:
+        return "; ".join(
+            f"node rank {i}: {r.node}" + (f" GPUs {','.join(map(str, r.gpus))}" if r.gpus else "")
+            for i, r in enumerate(place.ranks))
     if not place.gpus:
         return f"node {place.node} (no GPU)"
     each = []
@@ -204,8 +210,11 @@ def _placement_line(place: Placement) -> str:
 
 def _asks(spec: JobSpec) -> str:
     asks = []
+    if spec.nodes > 1:
+        asks.append(f"{spec.nodes} nodes × {spec.procs_per_node} process(es)")
     if spec.gpus:
-        asks.append(f"{spec.gpus:g} GPU" if spec.gpus >= 1 else f"{spec.gpus:g} of a GPU")
+        each = " per node" if spec.nodes > 1 else ""
+        asks.append(f"{spec.gpus:g} GPU{each}" if spec.gpus >= 1 else f"{spec.gpus:g} of a GPU")
     if spec.gpu_memory is not None:
         asks.append(f"{mib(spec.gpu_memory)} GPU memory")
     if spec.gpu_model:
