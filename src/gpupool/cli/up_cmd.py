@@ -78,13 +78,21 @@ def up(
         raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
     from gpupool.interposer.build import available
     from gpupool.plugins.profiles import UnknownPolicyError
+    from gpupool.server.sharing import SharingModeError, detect, startup_lines
 
-    # GPU shares are enforced by the interposer when it builds here (cached under the data
-    # dir); otherwise they are not enforced, and `gpupool up` says so.
+    # GPU shares are enforced by MIG, MPS or the interposer (built here, cached under the
+    # data dir), as the node offers and GPUPOOL_SHARING allows; `gpupool up` says which.
     if settings.ray:
         enforced, where = False, "not deployed to Ray nodes yet"
+    elif settings.sharing.strip().lower() in ("none", "mig"):
+        enforced, where = False, f"GPUPOOL_SHARING={settings.sharing.strip().lower()}"
     else:
         enforced, where = available(settings.home / "lib")
+    try:
+        sharing = detect(settings.sharing, inventory, settings.home, (enforced, where),
+                         settings.mps_control, "Ray" if settings.ray else "")
+    except SharingModeError as exc:
+        raise _fail(str(exc)) from None
     try:
         controller = Controller(
             settings,
@@ -94,6 +102,7 @@ def up(
             interposer=where if enforced else None,
             interposer_missing="" if enforced else where,
             membership=membership,
+            sharing=sharing,
         )
     except UnknownPolicyError as exc:
         raise _fail(str(exc)) from None
@@ -108,11 +117,8 @@ def up(
         f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
         highlight=False,
     )
-    if enforced:
-        err.print(f"GPU shares enforced by the interposer {where}", highlight=False)
-    else:
-        why = " ".join(where.split())
-        err.print(f"GPU shares NOT enforced (interposer unavailable: {why})", highlight=False)
+    for line in startup_lines(sharing):
+        err.print(line, highlight=False, soft_wrap=True)
     if inventory.source == "none":
         err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
     if token is not None:
@@ -127,6 +133,7 @@ def up(
     try:
         uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
     finally:
+        controller.launcher.close()  # also done at the app's shutdown; idempotent
         lock.close()
 
 

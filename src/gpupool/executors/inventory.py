@@ -6,6 +6,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
+from typing import Any
 
 from gpupool.core.cluster import GpuSpec, NodeSpec
 
@@ -80,6 +81,92 @@ def nvml_gpus() -> tuple[GpuSpec, ...]:
         return tuple(gpus)
     finally:
         pynvml.nvmlShutdown()
+
+
+
+@dataclass(frozen=True)
+class MigInstance:
+    """One MIG device (a GPU instance with a compute instance) of a partitioned card.
+
+    ``slices``: the compute slices it holds, out of ``total_slices`` on its card (7 on A100 /
+    H100); ``memory_mib``: its own memory as NVML reports it (a little below the profile's
+    nominal size, e.g. 9,728 MiB for 1g.10gb on an 80 GB A100); ``uuid``: what
+    ``CUDA_VISIBLE_DEVICES`` takes to select it (``MIG-...``)."""
+
+    card: int
+    uuid: str
+    profile: str
+    memory_mib: int
+    slices: int
+    total_slices: int
+
+
+_MIG_PROFILE = re.compile(r"MIG\s+(\S+)\s*$")
+
+
+def mig_profile_name(device_name: str, slices: int, memory_mib: int) -> str:
+    """The profile of a MIG device from its NVML name (``NVIDIA A100-SXM4-80GB MIG 1g.10gb``
+    → ``1g.10gb``), else built from its slices and memory (``1g.9gb``)."""
+    match = _MIG_PROFILE.search(device_name)
+    return match.group(1) if match else f"{slices}g.{memory_mib // 1024}gb"
+
+
+def nvml_mig_instances() -> dict[int, tuple[MigInstance, ...]]:
+    """Per card index in MIG mode, its MIG devices (empty tuple: MIG on, nothing created);
+    cards not in MIG mode are absent. {} without NVML. Never raises for a driver problem: a
+    card whose MIG state cannot be read is treated as not in MIG mode."""
+    try:
+        import pynvml
+    except ImportError:
+        return {}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return {}
+    try:
+        found: dict[int, tuple[MigInstance, ...]] = {}
+        for card in range(pynvml.nvmlDeviceGetCount()):
+            try:
+                found_card = _card_mig(pynvml, card)
+            except pynvml.NVMLError:
+                continue
+            if found_card is not None:
+                found[card] = found_card
+        return found
+    finally:
+        pynvml.nvmlShutdown()
+
+
+def _card_mig(pynvml: Any, card: int) -> tuple[MigInstance, ...] | None:
+    handle = pynvml.nvmlDeviceGetHandleByIndex(card)
+    current, _pending = pynvml.nvmlDeviceGetMigMode(handle)
+    if current != pynvml.NVML_DEVICE_MIG_ENABLE:
+        return None
+    total = 0
+    for profile in range(pynvml.NVML_GPU_INSTANCE_PROFILE_COUNT):
+        try:
+            info = pynvml.nvmlDeviceGetGpuInstanceProfileInfo(handle, profile)
+        except pynvml.NVMLError:
+            continue
+        total = max(total, int(info.sliceCount))
+    instances = []
+    for index in range(pynvml.nvmlDeviceGetMaxMigDeviceCount(handle)):
+        try:
+            mig = pynvml.nvmlDeviceGetMigDeviceHandleByIndex(handle, index)
+        except pynvml.NVMLError:  # an empty slot
+            continue
+        uuid = _text(pynvml.nvmlDeviceGetUUID(mig))
+        attrs = pynvml.nvmlDeviceGetAttributes(mig)
+        memory = int(pynvml.nvmlDeviceGetMemoryInfo(mig).total // (1024 * 1024))
+        slices = int(attrs.computeInstanceSliceCount or attrs.gpuInstanceSliceCount)
+        name = _text(pynvml.nvmlDeviceGetName(mig))
+        instances.append(MigInstance(card, uuid, mig_profile_name(name, slices, memory),
+                                     memory, slices, max(total, slices)))
+    return tuple(instances)
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 _LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$")

@@ -40,6 +40,7 @@ from gpupool.server.launcher import Launcher
 from gpupool.server.services.errors import Invalid
 from gpupool.server.services.jobs import resolve_gpu_model
 from gpupool.server.settings import Settings
+from gpupool.server.sharing.setup import Sharing
 
 log = logging.getLogger("gpupool.controller")
 
@@ -118,11 +119,13 @@ class Controller:
         interposer: str | None = None,
         interposer_missing: str = "not built",
         membership: Callable[[], LocalInventory | None] | None = None,
+        sharing: Sharing | None = None,
     ) -> None:
         """``interposer``: the path of ``libgpushare.so`` when GPU shares are enforced with it
         on this machine's nodes; else None, and ``interposer_missing`` says why not.
         ``membership`` (a pool whose nodes come and go, e.g. Ray): called every step, returns
-        the new inventory when nodes joined or left, else None."""
+        the new inventory when nodes joined or left, else None. ``sharing``: what the nodes
+        offer for enforcing GPU shares (MIG, MPS, interposer); it supersedes ``interposer``."""
         self.membership = membership
         self.settings = settings
         self.db = db
@@ -132,7 +135,7 @@ class Controller:
         context = PolicyContext(rng=np.random.default_rng(0))
         self.scheduler = Scheduler(self.state, build_profile(settings.policy, self.state, context))
         self.launcher = Launcher(settings.runs_dir, executor, inventory, self.state,
-                                 interposer, interposer_missing)
+                                 interposer, interposer_missing, sharing)
         self.pending: dict[int, LiveJob] = {}
         self.active: dict[int, Active] = {}
         self._max_seen = 0
@@ -168,6 +171,7 @@ class Controller:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.launcher.close()  # the server stops: so do its MPS daemons
 
     def _run(self) -> None:
         while not self._halt.is_set():

@@ -13,6 +13,14 @@ def gpu_memory_limit_mib(gpu_milli: int, gpu_memory_mib: int, card_mib: int) -> 
     return gpu_memory_mib or (int(card_mib * (gpu_milli / 1000)) if card_mib else 0)
 
 
+def mps_thread_percentage(gpu_milli: int) -> int | None:
+    """The MPS active thread percentage of a compute share (1..99), or None for no cap (a
+    whole card, or a memory-only share: gpu_milli 0)."""
+    if not 0 < gpu_milli < 1000:
+        return None
+    return max(1, min(99, round(gpu_milli / 10)))
+
+
 def launch_env(
     job_id: int,
     name: str,
@@ -28,7 +36,8 @@ def launch_env(
 
     Shares export GPUPOOL_GPU_FRACTION, GPUPOOL_GPU_MEMORY_LIMIT_MIB (the asked GPU memory, or
     the fraction of the card's memory), CUDA_MPS_ACTIVE_THREAD_PERCENTAGE and
-    CUDA_MPS_PINNED_DEVICE_MEM_LIMIT, as the MPS client limits would be set.
+    CUDA_MPS_PINNED_DEVICE_MEM_LIMIT, as the MPS client limits would be set (no thread
+    percentage for a memory-only share, gpu_milli 0: its compute is not capped).
     """
     env = {"PYTHONUNBUFFERED": "1"}  # live logs from Python jobs; the user may override
     env.update(user_env)
@@ -48,10 +57,11 @@ def launch_env(
     limit = gpu_memory_limit_mib(gpu_milli, gpu_memory_mib, card_mib)
     if limit:
         env["GPUPOOL_GPU_MEMORY_LIMIT_MIB"] = str(limit)
-    if gpu_milli < 1000:
-        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(max(1, round(gpu_milli / 10)))
-        if limit:
-            env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = ",".join(
-                f"{i}={limit}M" for i in range(len(physical_gpus))
-            )
+    percentage = mps_thread_percentage(gpu_milli)
+    if percentage is not None:
+        env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] = str(percentage)
+    if limit and (gpu_milli < 1000 or gpu_memory_mib):
+        env["CUDA_MPS_PINNED_DEVICE_MEM_LIMIT"] = ",".join(
+            f"{i}={limit}M" for i in range(len(physical_gpus))
+        )
     return env

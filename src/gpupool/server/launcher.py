@@ -15,21 +15,26 @@ from gpupool.interposer import job_env, sharefile
 from gpupool.schemas.jobs import JobSpec
 from gpupool.server.dist_env import distributed_env
 from gpupool.server.launch_env import launch_env
+from gpupool.server.sharing.choose import MIG, MPS, Choice, Offer, Share, choose
+from gpupool.server.sharing.mps import MpsError
+from gpupool.server.sharing.setup import Sharing
 
 log = logging.getLogger("gpupool.launcher")
 
 SHARE_FILE = "gpushare"
 """The interposer's share file, in the attempt's run dir (docs/design/gpu-sharing.md)."""
+MIG_CLAIMS = "mig-instances"
+"""The MIG instances (uuid per line) an attempt holds on this machine, in its run dir."""
 INTERPOSER = "interposer"
 WHOLE_GPU = "whole GPU"
-ENFORCEMENT_WIDTH = 200
 
 
 class Launcher:
     """Starts attempts under ``runs_dir/<job>/<attempt>`` (log: ``runs_dir/<job>/log``).
 
-    ``interposer`` is the path of ``libgpushare.so`` when GPU shares are enforced with it;
-    else None, and ``interposer_missing`` says why not.
+    ``sharing``: what the machine offers for enforcing GPU shares (MIG, MPS, interposer;
+    server/sharing). Without it, only the interposer: ``interposer`` is the path of
+    ``libgpushare.so``, else None and ``interposer_missing`` says why not.
     """
 
     def __init__(
@@ -40,18 +45,29 @@ class Launcher:
         state: ClusterState,
         interposer: str | None = None,
         interposer_missing: str = "not built",
+        sharing: Sharing | None = None,
     ) -> None:
         self.runs_dir = runs_dir
         self.executor = executor
         self.inventory = inventory
         self.state = state
-        self.interposer = interposer
-        self.interposer_missing = " ".join(interposer_missing.split()) or "unknown reason"
+        missing = " ".join(interposer_missing.split()) or "unknown reason"
+        self.sharing = sharing or Sharing(Offer(
+            "auto", {}, "not configured", interposer, None if interposer else missing))
+        self._mps_failed: dict[int, str] = {}
+        """Cards whose MPS daemon could not start (until the server restarts), and why."""
+        self._mig_claims: dict[str, tuple[int, int]] = self._load_mig_claims()
+        """MIG instance uuid → (job, attempt) holding it."""
 
     @property
     def mechanisms(self) -> list[str]:
-        """The share-enforcement mechanisms this machine's nodes offer."""
-        return [INTERPOSER] if self.interposer else []
+        """The share-enforcement mechanisms this machine's nodes offer, best first."""
+        return self.sharing.offer.mechanisms()
+
+    def close(self) -> None:
+        """The server stops: stop the MPS daemons it started (running jobs keep theirs until
+        they end: a daemon told to quit waits for its clients)."""
+        self.sharing.close()
 
     def run_dir(self, job_id: int, attempt: int) -> Path:
         return self.runs_dir / str(job_id) / str(attempt)
@@ -97,7 +113,7 @@ class Launcher:
                 base = launch_env(job_id, name, attempt, queue, gpus,
                                   [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
                                   alloc.gpu_memory_mib, spec.env)
-                enforcement = self._enforce(job_id, attempt, alloc, base, spec.env)
+                enforcement = self._enforce(job_id, attempt, alloc, base, spec.env, gpus)
                 procs = spec.procs_per_node if dist is not None else 1
                 for local_rank in range(procs):
                     env = dict(base)
@@ -128,34 +144,90 @@ class Launcher:
 
     def _enforce(
         self, job_id: int, attempt: int, alloc: Allocation, env: dict[str, str],
-        user_env: dict[str, str],
+        user_env: dict[str, str], cards: list[int],
     ) -> str | None:
-        """How the attempt's GPU share is enforced; with the interposer, create the share
-        file and add its variables to ``env``."""
-        if not alloc.gpus:
-            return None
-        if alloc.gpu_milli >= 1000 and not alloc.gpu_memory_mib:
-            return WHOLE_GPU
-        if not self.interposer:
-            text = f"none (interposer unavailable: {self.interposer_missing})"
-            return text if len(text) <= ENFORCEMENT_WIDTH else (
-                text[: ENFORCEMENT_WIDTH - 2] + "…)")
-        path = self.share_file(job_id, attempt)
+        """Enforce the attempt's GPU share on one node with the best mechanism that holds it
+        (sharing/choose.py) and return the text to record on the job; add the mechanism's
+        variables to ``env``. MIG: claim the instance and select it by uuid. MPS: make sure
+        the card's daemon runs (if it cannot start: log, remember, and choose again without
+        it). Interposer (also under MPS, for a per-job memory limit): the share file."""
         limit = int(env.get("GPUPOOL_GPU_MEMORY_LIMIT_MIB", "0") or 0)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sharefile.create(path, limit_mib=limit)
-        env.update(job_env(self.interposer, path, user_env.get("LD_PRELOAD")))
-        return INTERPOSER
+        share = Share(tuple(cards), alloc.gpu_milli, limit, bool(alloc.gpu_memory_mib))
+        choice = self._choose(share)
+        daemons = self.sharing.daemons
+        if choice.mechanism == MPS and daemons is not None:
+            card = cards[0]
+            try:
+                daemons.ensure(card)
+            except MpsError as exc:
+                log.warning("job %s: MPS unavailable on GPU %d, falling back: %s",
+                            job_id, card, exc)
+                self._mps_failed[card] = f"daemon failed: {exc}"
+                choice = self._choose(share)
+            else:
+                env.update(daemons.client_env(card))
+        if choice.mechanism == MIG and choice.instance is not None:
+            self._claim_mig(job_id, attempt, choice.instance.uuid)
+            env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = choice.instance.uuid
+        if choice.mechanism == INTERPOSER or choice.with_interposer:
+            library = self.sharing.offer.interposer
+            assert library is not None  # choose() only picks it when offered
+            path = self.share_file(job_id, attempt)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sharefile.create(path, limit_mib=limit)
+            env.update(job_env(library, path, user_env.get("LD_PRELOAD")))
+            if choice.with_interposer:
+                env["GPUPOOL_LAUNCH_COST_US"] = "0"  # MPS holds the compute share
+        return choice.text
+
+    def _choose(self, share: Share) -> Choice:
+        return choose(share, self.sharing.offer, self._mig_claims.keys(), self._mps_failed)
 
     def share_file(self, job_id: int, attempt: int) -> Path:
         return self.run_dir(job_id, attempt) / SHARE_FILE
 
     def drop_share_file(self, job_id: int, attempt: int) -> None:
-        """Release the attempt's interposer accounting (no-op without a share file)."""
+        """Release what the attempt holds for its share: the interposer's accounting (its
+        share file) and its MIG instances. No-op when it holds neither; call it once the
+        attempt's processes are gone, whatever the outcome."""
         try:
             sharefile.remove(self.share_file(job_id, attempt))
         except OSError:
             log.warning("job %s: cannot remove its share file", job_id, exc_info=True)
+        for uuid in [u for u, held in self._mig_claims.items() if held == (job_id, attempt)]:
+            del self._mig_claims[uuid]
+        try:
+            (self.run_dir(job_id, attempt) / MIG_CLAIMS).unlink(missing_ok=True)
+        except OSError:
+            log.warning("job %s: cannot remove its MIG claims", job_id, exc_info=True)
+
+    release = drop_share_file
+
+    def mig_in_use(self) -> dict[str, tuple[int, int]]:
+        """MIG instance uuid → (job, attempt) for every instance held now."""
+        return dict(self._mig_claims)
+
+    def _claim_mig(self, job_id: int, attempt: int, uuid: str) -> None:
+        """Hold the instance for the attempt; written to its run dir first, so that a server
+        restart knows it is taken (see :meth:`_load_mig_claims`)."""
+        path = self.run_dir(job_id, attempt) / MIG_CLAIMS
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a") as f:
+            f.write(uuid + "\n")
+        self._mig_claims[uuid] = (job_id, attempt)
+
+    def _load_mig_claims(self) -> dict[str, tuple[int, int]]:
+        """The claims left in run dirs by attempts that have not been released (a claims file
+        is deleted on release, so those are attempts still running or not yet recovered)."""
+        claims: dict[str, tuple[int, int]] = {}
+        for path in self.runs_dir.glob(f"*/*/{MIG_CLAIMS}"):
+            try:
+                held = (int(path.parent.parent.name), int(path.parent.name))
+                for uuid in path.read_text().split():
+                    claims[uuid] = held
+            except (OSError, ValueError):
+                log.warning("ignoring unreadable MIG claims %s", path)
+        return claims
 
     def find_handles(
         self, job_id: int, attempt: int, nodes: list[str], procs_per_node: int

@@ -32,6 +32,11 @@ class Settings:
     ray: str = ""
     """Empty: this machine only. ``host:port``: the Ray cluster to pool; ``local``: start a
     single-node Ray head on 127.0.0.1."""
+    sharing: str = "auto"
+    """How GPU shares are enforced (GPUPOOL_SHARING): auto (MIG, else MPS, else the
+    interposer), or one of mig, mps, interposer, none to force it (docs/design/gpu-sharing.md)."""
+    mps_control: str = ""
+    """The ``nvidia-cuda-mps-control`` to use (GPUPOOL_MPS_CONTROL); empty: the one on PATH."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -42,6 +47,8 @@ class Settings:
             "fake_gpus": os.environ.get("GPUPOOL_FAKE_GPUS", ""),
             "policy": os.environ.get("GPUPOOL_POLICY", "gpupool"),
             "ray": os.environ.get("GPUPOOL_RAY", ""),
+            "sharing": os.environ.get("GPUPOOL_SHARING", "auto"),
+            "mps_control": os.environ.get("GPUPOOL_MPS_CONTROL", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(str(values["home"])).expanduser()
