@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -186,6 +187,61 @@ def test_yaml_gang_and_bad_gang_specs(server: Server, tmp_path: Path) -> None:
         view = final(c, job_id)
     assert view["phase"] == "succeeded", view
     assert sorted(r["node"] for r in view["placement"]["ranks"]) == ["n1", "n2", "n3"]
+
+
+def test_cancel_stops_the_process_on_its_node_with_sigterm_first(server: Server) -> None:
+    script = ("import signal, sys, time\n"
+              "def bye(*_):\n"
+              "    print('got SIGTERM', flush=True); sys.exit(0)\n"
+              "signal.signal(signal.SIGTERM, bye)\n"
+              "print('ready', flush=True)\n"
+              "time.sleep(600)\n")
+    with server.client() as c:
+        job_id = submit(c, command=[sys.executable, "-u", "-c", script], gpus=1,
+                        grace_period_s=20, name="polite")
+        wait_for(lambda: "ready" in log_text(c, job_id), timeout=60)
+        assert c.post(f"/jobs/{job_id}/cancel").status_code == 200
+        view = final(c, job_id, timeout=30)
+        assert view["phase"] == "cancelled", view
+        assert "got SIGTERM" in log_text(c, job_id)
+        assert not any("SIGKILL" in e["message"] for e in view["events"])
+
+
+def test_server_restart_readopts_processes_on_ray_nodes(server: Server, tmp_path: Path) -> None:
+    gate = tmp_path / "gate"
+    script = ("import pathlib, time\n"
+              "print('before', flush=True)\n"
+              f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.1)\n"
+              "print('after', flush=True)\n")
+    with server.client() as c:
+        job_id = submit(c, command=[sys.executable, "-c", script], gpus=1, name="adopted")
+        wait_for(lambda: "before" in log_text(c, job_id), timeout=60)
+    server.kill9()
+    server.start()
+    gate.write_text("open")
+    with server.client() as c:
+        view = final(c, job_id, timeout=60)
+        assert view["phase"] == "succeeded", view
+        assert view["attempts"] == 1
+        assert any("re-adopted" in e["message"] for e in view["events"]), view["events"]
+        lines = log_text(c, job_id).splitlines()
+    assert lines.count("before") == 1 and lines.count("after") == 1, lines
+
+
+def test_a_node_that_joins_shows_up_within_seconds(
+    server: Server, cluster: LoopbackCluster
+) -> None:
+    cluster.add_node("n4", "1xT4-16GB", "rack=r2")
+    joined = time.time()
+    with server.client() as c:
+        nodes = wait_for(lambda: {n["name"]: n for n in c.get("/nodes").json()}.get("n4"),
+                         timeout=15)
+        shown = time.time() - joined
+        assert [g["model"] for g in nodes["gpus"]] == ["T4"], nodes
+        assert shown < 10, f"n4 showed after {shown:.1f} s"
+        job_id = submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=1, gpu_model="T4")
+        view = final(c, job_id)
+    assert view["phase"] == "succeeded" and view["placement"]["node"] == "n4", view
 
 
 def test_losing_a_node_requeues_its_job_which_completes_elsewhere(
