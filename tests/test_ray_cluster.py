@@ -293,3 +293,22 @@ def _seconds(iso: str) -> float:
 
     return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
+
+
+def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
+    """`gpupool up --ray local --fake-gpus ...`: a one-node Ray head on 127.0.0.1 that the
+    server starts and stops itself; its fake GPUs come from --fake-gpus."""
+    home = tmp_path / "home"
+    home.mkdir()
+    s = Server(home, "", "1xA100-80GB", extra_args=("--ray", "local"))
+    s.start()
+    try:
+        with s.client() as c:
+            nodes = c.get("/nodes").json()
+            assert len(nodes) == 1 and [g["model"] for g in nodes[0]["gpus"]] == ["A100"]
+            job_id = submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=0.5)
+            view = final(c, job_id)
+        assert view["phase"] == "succeeded", view
+        assert "not deployed to Ray nodes" in (view["enforcement"] or ""), view["enforcement"]
+    finally:
+        s.stop()

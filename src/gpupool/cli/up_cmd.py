@@ -152,6 +152,10 @@ def _nodes(
             raise _fail(str(exc)) from None
     from gpupool.executors.ray_executor import RayPool, RayUnavailableError, connect
 
+    if settings.ray == "local" and settings.fake_gpus:
+        # The local head is a Ray node like any other: it declares its GPUs through the
+        # environment its raylet (and so its agent) inherits.
+        os.environ["GPUPOOL_FAKE_GPUS"] = settings.fake_gpus
     try:
         connect(settings.ray)
     except RayUnavailableError as exc:
