@@ -98,3 +98,65 @@ def test_a_failed_shape_is_not_tried_again_in_the_same_cycle() -> None:
     out = run_cycle(scheduler, quota, pending, [])
     assert out.placed == [] and out.evaluated == 500
     assert len(set(out.reasons.values())) == 1
+
+
+# ---------------------------------------------------------------- multi-node jobs (gangs)
+
+
+def cluster(nodes: int, gpus: int = 2) -> tuple[Scheduler, QuotaBook]:
+    state = ClusterState([NodeSpec(f"n{i}", 64000, 262144, (A100,) * gpus)
+                          for i in range(nodes)])
+    scheduler = Scheduler(state, build_profile("gpupool", state, PolicyContext()))
+    return scheduler, QuotaBook([QueueQuota("a", 8000, 0), QueueQuota("b", 2000, 8000)])
+
+
+def gang(i: int, queue: str, nodes: int, gpus: int = 2, priority: int = 0) -> LiveJob:
+    live = job(i, queue, gpus=gpus, priority=priority)
+    live.nodes = nodes
+    return live
+
+
+def test_a_gang_takes_one_node_per_rank_and_counts_every_rank_in_its_quota() -> None:
+    scheduler, quota = cluster(3)
+    g = gang(1, "a", nodes=3)
+    out = run_cycle(scheduler, quota, [g], [])
+    assert out.placed == [g]
+    assert sorted(a.node for a in g.allocations) == [0, 1, 2]
+    assert quota.usage["a"] == 6000 and g.amount == 6000
+
+
+def test_a_gang_that_does_not_fit_waits_whole_with_its_reason() -> None:
+    scheduler, quota = cluster(2)
+    start(scheduler, quota, job(1, "a", gpus=1))
+    before = scheduler.state.gpu_left.copy()
+    out = run_cycle(scheduler, quota, [gang(2, "a", nodes=2)], [])
+    assert out.placed == []
+    assert np.array_equal(scheduler.state.gpu_left, before)  # nothing half-placed
+    assert "gang 2 (2 tasks) cannot be placed together" in out.reasons[2]
+
+
+def test_a_gang_that_would_pass_its_quota_is_refused_naming_it() -> None:
+    scheduler, quota = cluster(3)
+    quota.queues["a"] = QueueQuota("a", 4000, 0)
+    out = run_cycle(scheduler, quota, [gang(1, "a", nodes=3)], [])
+    assert out.placed == []
+    assert "queue a would exceed its quota" in out.reasons[1]
+    assert "this job needs 6" in out.reasons[1]
+
+
+def test_reclaim_for_a_gang_stops_enough_borrowed_work_on_distinct_nodes() -> None:
+    scheduler, quota = cluster(2)
+    quota.queues["b"] = QueueQuota("b", 0, 8000)  # everything b runs is borrowed
+    borrowed = [start(scheduler, quota, job(i, "b", gpus=2)) for i in (1, 2)]
+    assert quota.borrowed("b") == 4000
+    g = gang(3, "a", nodes=2)
+    out = run_cycle(scheduler, quota, [g], borrowed)
+    assert sorted(v.id for v, _ in out.preemptions) == [1, 2]  # one node each is not enough
+    assert g.nominated
+    # Once the victims are gone the gang is placed first, on both nodes.
+    for victim in borrowed:
+        for allocation in victim.allocations:
+            scheduler.release(allocation)
+        quota.remove(victim.queue, victim.amount)
+    out = run_cycle(scheduler, quota, [job(4, "a", gpus=2), g], [])
+    assert out.placed[0] is g and sorted(a.node for a in g.allocations) == [0, 1]
