@@ -222,3 +222,13 @@ def test_server_enforces_shares_with_mps_and_falls_back_when_a_daemon_fails(
     finally:
         go.touch()
         servers.close()
+
+
+def test_up_refuses_an_unknown_sharing_mode(tmp_path: Path) -> None:
+    env = {**os.environ, "GPUPOOL_HOME": str(tmp_path / "home"), "GPUPOOL_SHARING": "hami"}
+    done = subprocess.run(
+        [PY, "-m", "gpupool.cli.main", "up", "--port", "1", "--fake-gpus", "1xA100-80GB"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "is not one of auto, mig, mps, interposer, none" in done.stderr

@@ -220,6 +220,8 @@ class Launcher:
         """The claims left in run dirs by attempts that have not been released (a claims file
         is deleted on release, so those are attempts still running or not yet recovered)."""
         claims: dict[str, tuple[int, int]] = {}
+        if not self.sharing.offer.mig:  # no MIG card: nothing to scan the run dirs for
+            return claims
         for path in self.runs_dir.glob(f"*/*/{MIG_CLAIMS}"):
             try:
                 held = (int(path.parent.parent.name), int(path.parent.name))
