@@ -30,7 +30,7 @@ import httpx
 from _common import RESULTS, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from ray_cluster import LoopbackCluster, ray_available
+from ray_cluster import LoopbackCluster, private_home, ray_available
 from server_harness import Server, wait_for
 
 RANK_PROBE = "import os, time; print('rank', os.environ['RANK'], repr(time.time()), flush=True)"
@@ -111,7 +111,8 @@ def main() -> None:
         for n in range(4 + args.losses):
             cluster.add_node(f"n{n + 1}", "2xA100-80GB", f"rack=r{n // 4 + 1}")
         with tempfile.TemporaryDirectory() as tmp:
-            server = Server(Path(tmp) / "home", "", "", extra_args=("--ray", cluster.address))
+            server = Server(Path(tmp) / "home", "", "", extra_args=("--ray", cluster.address),
+                            extra_env=private_home(cluster.temp_dir))
             server.home.mkdir()
             server.start()
             try:

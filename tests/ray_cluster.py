@@ -47,6 +47,14 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def private_home(root: Path) -> dict[str, str]:
+    """A HOME of its own: Ray keeps state there (e.g. ``~/.ray/auth_token``, which switches
+    later clusters to token authentication), and tests must neither leave nor find any."""
+    home = root / "home"
+    home.mkdir(parents=True, exist_ok=True)
+    return {"HOME": str(home)}
+
+
 def loopback_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update(RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0", RAY_USAGE_STATS_ENABLED="0")
@@ -82,14 +90,16 @@ class LoopbackCluster:
              "--include-dashboard=false", "--disable-usage-stats",
              "--temp-dir", str(self.temp_dir)],
             env=loopback_env({"GPUPOOL_NODE_NAME": "head",
-                              "GPUPOOL_AGENT_DIR": str(self.temp_dir / "agents")}), check=True,
+                              "GPUPOOL_AGENT_DIR": str(self.temp_dir / "agents"),
+                              **private_home(self.temp_dir)}), check=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
         )
 
     def add_node(self, name: str, fake_gpus: str, labels: str = "") -> RayNode:
         env = loopback_env({"GPUPOOL_NODE_NAME": name, "GPUPOOL_FAKE_GPUS": fake_gpus,
                             "GPUPOOL_NODE_LABELS": labels,
-                            "GPUPOOL_AGENT_DIR": str(self.temp_dir / "agents")})
+                            "GPUPOOL_AGENT_DIR": str(self.temp_dir / "agents"),
+                            **private_home(self.temp_dir)})
         out = subprocess.run(
             [sys.executable, str(HERE / "ray_node.py"), self.address, str(self.temp_dir)],
             env=env, check=True, capture_output=True, text=True, timeout=120,

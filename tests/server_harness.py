@@ -48,6 +48,7 @@ class Server:
     proc: subprocess.Popen[bytes] | None = None
     token: str = ""
     extra_args: tuple[str, ...] = ()
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -60,6 +61,7 @@ class Server:
         env.pop("GPUPOOL_FAKE_GPUS", None)
         if self.token:
             env["GPUPOOL_TOKEN"] = self.token
+        env.update(self.extra_env)
         return env
 
     def start(self) -> None:

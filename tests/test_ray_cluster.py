@@ -8,8 +8,10 @@ The node-loss test runs last: it kills a raylet.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ray_cluster import LoopbackCluster, ray_available
+from ray_cluster import LoopbackCluster, private_home, ray_available
 from server_harness import Server, wait_for
 
 pytestmark = pytest.mark.skipif(ray_available() is not None, reason=ray_available() or "")
@@ -61,7 +63,8 @@ def cluster() -> Iterator[LoopbackCluster]:
 def server(cluster: LoopbackCluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("ray") / "home"
     home.mkdir()
-    s = Server(home, "", "", extra_args=("--ray", cluster.address))
+    s = Server(home, "", "", extra_args=("--ray", cluster.address),
+               extra_env=private_home(cluster.temp_dir))
     s.start()
     try:
         yield s
@@ -300,7 +303,10 @@ def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
     server starts and stops itself; its fake GPUs come from --fake-gpus."""
     home = tmp_path / "home"
     home.mkdir()
-    s = Server(home, "", "1xA100-80GB", extra_args=("--ray", "local"))
+    ray_tmp = Path(tempfile.mkdtemp(prefix="gpl", dir="/tmp"))  # short: Ray's socket paths
+    s = Server(home, "", "1xA100-80GB", extra_args=("--ray", "local"),
+               extra_env={**private_home(tmp_path), "RAY_TMPDIR": str(ray_tmp),
+                          "GPUPOOL_AGENT_DIR": str(tmp_path / "agents")})
     s.start()
     try:
         with s.client() as c:
@@ -312,3 +318,4 @@ def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
         assert "not deployed to Ray nodes" in (view["enforcement"] or ""), view["enforcement"]
     finally:
         s.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -100,6 +100,8 @@ class RayPool:
         self._dead: set[str] = set()  # Ray node ids never taken back (a raylet that comes
         # back registers under a new id)
         self._changed = False
+        self._joining: dict[str, tuple[Any, Any, float]] = {}
+        """Agents started but not yet answered: node id → (agent, inventory ref, since)."""
         self._retry_at: dict[str, float] = {}
         self._next_refresh = 0.0
         self._inventory: LocalInventory | None = None
@@ -110,12 +112,19 @@ class RayPool:
     # -- membership ------------------------------------------------------------------------
 
     def refresh(self, force: bool = False) -> LocalInventory | None:
-        """The new inventory if membership changed since the last call, else None."""
+        """The new inventory if membership changed since the last call, else None. Never
+        blocks on a joining node: its agent is started and asked for its inventory, and the
+        node joins on a later call once the answer is in. If Ray itself cannot be reached,
+        the known nodes are kept (and the failure logged)."""
         now = time.time()
         if not force and now < self._next_refresh and self._inventory is not None:
             return None
         self._next_refresh = now + self.refresh_s
-        nodes: list[dict[str, Any]] = self._ray.nodes()  # type: ignore[no-untyped-call]
+        try:
+            nodes: list[dict[str, Any]] = self._ray.nodes()  # type: ignore[no-untyped-call]
+        except Exception as exc:  # the GCS is down or unreachable
+            log.warning("cannot list the Ray cluster's nodes: %s", exc)
+            return None
         alive = {n["NodeID"]: str(n["NodeManagerAddress"]) for n in nodes if n.get("Alive")}
         changed = self._inventory is None or self._changed
         self._changed = False
@@ -123,21 +132,27 @@ class RayPool:
             self._lose(node_id, "its Ray node left the cluster")
             changed = True
         for node_id, address in alive.items():
-            if (node_id in self._members or node_id in self._dead
+            if (node_id in self._members or node_id in self._dead or node_id in self._joining
                     or now < self._retry_at.get(node_id, 0.0)):
                 continue
-            if self._join(node_id, address):
-                changed = True
+            self._start_join(node_id, address)
+        if self._finish_joins(now):
+            changed = True
         if not changed:
             return None
         self._inventory = self._build()
         return self._inventory
 
-    def inventory(self) -> LocalInventory:
-        """The current inventory (refreshing first if there is none yet)."""
-        return self.refresh(force=True) or self._inventory or self._build()
+    def inventory(self, wait_s: float = 60.0) -> LocalInventory:
+        """The inventory once the nodes alive now have joined (or ``wait_s`` passed)."""
+        deadline = time.time() + wait_s
+        self.refresh(force=True)
+        while self._joining and time.time() < deadline:
+            time.sleep(0.2)
+            self.refresh(force=True)
+        return self._inventory or self._build()
 
-    def _join(self, node_id: str, address: str) -> bool:
+    def _start_join(self, node_id: str, address: str) -> None:
         ray = self._ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
@@ -151,11 +166,40 @@ class RayPool:
                 # whole process group down themselves instead.
                 runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},
             ).remote(node_id, address)
-            info = ray.get(agent.inventory.remote(), timeout=self.call_timeout_s)
+            self._joining[node_id] = (agent, agent.inventory.remote(), time.time())
         except Exception as exc:
-            log.warning("Ray node %s: no agent (%s); retrying in 10 s", node_id[:12], exc)
+            log.warning("Ray node %s: cannot start its agent (%s); retrying in 10 s",
+                        node_id[:12], exc)
             self._retry_at[node_id] = time.time() + 10
+
+    def _finish_joins(self, now: float) -> bool:
+        """Take in the nodes whose agents answered; give up (retry later) on slow ones."""
+        if not self._joining:
             return False
+        refs = [ref for _, ref, _ in self._joining.values()]
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=0)
+        joined = False
+        for node_id, (agent, ref, started) in list(self._joining.items()):
+            if ref not in ready:
+                if now - started > self.call_timeout_s:
+                    del self._joining[node_id]
+                    log.warning("Ray node %s: its agent did not answer in %.0f s; retrying",
+                                node_id[:12], self.call_timeout_s)
+                    self._retry_at[node_id] = now + 10
+                continue
+            del self._joining[node_id]
+            try:
+                info = self._ray.get(ref)
+            except Exception as exc:
+                log.warning("Ray node %s: no inventory (%s); retrying in 10 s", node_id[:12],
+                            exc)
+                self._retry_at[node_id] = now + 10
+                continue
+            self._add_member(node_id, agent, info)
+            joined = True
+        return joined
+
+    def _add_member(self, node_id: str, agent: Any, info: dict[str, Any]) -> None:
         names = []
         for node in info["nodes"]:
             name = node["name"]
@@ -169,7 +213,6 @@ class RayPool:
             self._by_name[name] = member
             self._lost.discard(name)
         log.info("Ray node %s joined as %s", node_id[:12], ", ".join(names))
-        return True
 
     def _lose(self, node_id: str, why: str) -> None:
         member = self._members.pop(node_id, None)
