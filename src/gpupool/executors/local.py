@@ -39,6 +39,19 @@ SHIM_MODULE = "gpupool.executors.shim"
 _SHIM_FILE = str(Path(shim.__file__).resolve())
 
 
+def read_range(path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of a file from ``offset``; b"" at or past the end or if there is
+    no such file yet. Raises ValueError for a negative offset or limit."""
+    if offset < 0 or limit < 0:
+        raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except FileNotFoundError:
+        return b""
+
+
 class _ShimProcess(subprocess.Popen[bytes]):
     """A shim outlives whoever started it by design, so dropping its Popen while it runs is
     no resource leak worth a ResourceWarning. It is reaped if it already ended; otherwise it
@@ -168,16 +181,7 @@ class LocalExecutor:
         return self._is_ours(handle) or bool(self._orphans(handle))
 
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        """Up to ``limit`` bytes from ``offset``; b"" at or past the end or if there is no log
-        yet. Raises ValueError for a negative offset or limit."""
-        if offset < 0 or limit < 0:
-            raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
-        try:
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                return f.read(limit)
-        except FileNotFoundError:
-            return b""
+        return read_range(log_path, offset, limit)
 
     # -- beyond the protocol -----------------------------------------------------------
 

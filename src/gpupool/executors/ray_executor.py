@@ -32,6 +32,7 @@ from typing import Any
 from gpupool.core.cluster import GpuSpec, NodeSpec
 from gpupool.executors.base import Handle, LaunchError, LaunchSpec, NodeLostError, Outcome
 from gpupool.executors.inventory import LocalInventory
+from gpupool.executors.local import read_range
 from gpupool.executors.ray_agent import NodeAgent
 
 log = logging.getLogger("gpupool.ray")
@@ -348,14 +349,7 @@ class RayPool:
 
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         """The server-side copy of the log (what polls pulled so far)."""
-        if offset < 0 or limit < 0:
-            raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
-        try:
-            with open(log_path, "rb") as f:
-                f.seek(offset)
-                return f.read(limit)
-        except FileNotFoundError:
-            return b""
+        return read_range(log_path, offset, limit)
 
     # -- log pulling -----------------------------------------------------------------------
 
