@@ -117,6 +117,39 @@ def test_a_task_runs_on_the_node_and_gpus_the_scheduler_chose(server: Server) ->
                                     ",".join(map(str, placement["gpus"]))]
 
 
+SHARE_PROBE = (
+    "import os; from gpupool.interposer import sharefile; "
+    "path = os.environ['GPUPOOL_SHARE_FILE']; "
+    "print('share', os.environ['LD_PRELOAD'], path, sharefile.limit_bytes(path) >> 20, "
+    "flush=True)"
+)
+
+
+def test_a_gpu_share_on_a_ray_node_is_enforced_by_that_nodes_interposer(
+    server: Server, cluster: LoopbackCluster
+) -> None:
+    with server.client() as c:
+        job_id = submit(c, command=[sys.executable, "-c", SHARE_PROBE], gpus=0.5, name="half")
+        view = final(c, job_id)
+        assert view["phase"] == "succeeded", (view["events"], log_text(c, job_id))
+        nodes = {n["name"]: n for n in c.get("/nodes").json()}
+    assert view["enforcement"] == "interposer"
+    assert nodes[view["placement"]["node"]]["mechanisms"] == ["interposer"]
+    line = next(x for x in log_text_of(server, job_id) if x.startswith("share "))
+    _, library, share_file, limit_mib = line.split()
+    agents = str(cluster.temp_dir / "agents")
+    # Built on the node, in the node's own directory; the share file there too.
+    assert library.startswith(agents) and library.endswith(".so")
+    assert share_file.startswith(agents)
+    assert int(limit_mib) == 40960  # half of an 80 GiB A100
+    wait_for(lambda: not Path(share_file).exists(), timeout=10)  # released with the job
+
+
+def log_text_of(server: Server, job_id: str) -> list[str]:
+    with server.client() as c:
+        return log_text(c, job_id).splitlines()
+
+
 def test_two_node_gang_gets_consistent_env_and_all_reduces_over_gloo(server: Server) -> None:
     pytest.importorskip("torch", reason="torch (CPU) is needed for the all-reduce")
     with server.client() as c:
@@ -315,7 +348,7 @@ def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
             job_id = submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=0.5)
             view = final(c, job_id)
         assert view["phase"] == "succeeded", view
-        assert "not deployed to Ray nodes" in (view["enforcement"] or ""), view["enforcement"]
+        assert view["enforcement"] == "interposer", view["enforcement"]
     finally:
         s.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)

@@ -82,8 +82,8 @@ def up(
 
     # GPU shares are enforced by MIG, MPS or the interposer (built here, cached under the
     # data dir), as the node offers and GPUPOOL_SHARING allows; `gpupool up` says which.
-    if settings.ray:
-        enforced, where = False, "not deployed to Ray nodes yet"
+    if settings.ray:  # every Ray node builds its own interposer (executors/ray_agent.py)
+        enforced, where = False, "Ray nodes enforce shares with their own interposer"
     elif settings.sharing.strip().lower() in ("none", "mig"):
         enforced, where = False, f"GPUPOOL_SHARING={settings.sharing.strip().lower()}"
     else:
@@ -117,7 +117,7 @@ def up(
         f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
         highlight=False,
     )
-    for line in startup_lines(sharing):
+    for line in _ray_sharing_lines(inventory) if settings.ray else startup_lines(sharing):
         err.print(line, highlight=False, soft_wrap=True)
     if inventory.source == "none":
         err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
@@ -162,6 +162,17 @@ def _nodes(
         raise _fail(str(exc)) from None
     pool = RayPool(settings.runs_dir)
     return pool, pool.inventory(), pool.refresh
+
+
+def _ray_sharing_lines(inventory: LocalInventory) -> list[str]:
+    """How GPU shares are enforced on a Ray pool: by each node's own interposer."""
+    missing = {n: why for n, why in inventory.node_interposer.items() if why is not None}
+    ready = len(inventory.node_interposer) - len(missing)
+    lines = [f"GPU sharing on Ray nodes: each node's own interposer, ready on {ready} of "
+             f"{len(inventory.node_interposer)} (MIG and MPS are not used on Ray nodes yet)"]
+    lines += [f"  {node}: shares NOT enforced ({' '.join(why.split())})"
+              for node, why in sorted(missing.items())]
+    return lines
 
 
 def _lock(home: Path):  # type: ignore[no-untyped-def]

@@ -27,6 +27,10 @@ class LaunchSpec:
     log_path: str = ""
     run_dir: str = ""
     node: str = "local"
+    share_limit_mib: int | None = None
+    """For executors whose nodes enforce GPU shares themselves (Ray): create the attempt's
+    interposer share file on the node with this per-GPU memory limit (0: none) and preload
+    the node's interposer. None: nothing to do (no share, or the server enforced it)."""
 
 
 @dataclass(frozen=True, slots=True)

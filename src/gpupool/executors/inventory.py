@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import re
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gpupool.core.cluster import GpuSpec, NodeSpec
@@ -27,7 +27,10 @@ class LocalInventory:
 
     nodes: tuple[NodeSpec, ...]
     physical_gpus: dict[str, tuple[int, ...]]
-    source: str  # "nvml", "fake" or "none"
+    source: str  # "nvml", "fake", "none" or "ray"
+    node_interposer: dict[str, str | None] = field(default_factory=dict)
+    """Pools whose nodes enforce GPU shares themselves (Ray): per node, None when its own
+    interposer is ready, else why not. Empty: the server's mechanisms serve every node."""
 
 
 def parse_fake_gpus(text: str) -> tuple[GpuSpec, ...]:

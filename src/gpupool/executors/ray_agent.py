@@ -18,20 +18,24 @@ Everything crosses the actor boundary as plain data (dicts, lists, str, bytes).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from gpupool.executors.base import Handle, LaunchSpec, Outcome
+from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
 from gpupool.executors.inventory import local_inventory, parse_labels
 from gpupool.executors.local import DEFAULT_LOG, LocalExecutor
+from gpupool.interposer import job_env, sharefile
+from gpupool.interposer.build import available
 
 AGENT_DIR_ENV = "GPUPOOL_AGENT_DIR"
 NAME_ENV = "GPUPOOL_NODE_NAME"
 FAKE_GPUS_ENV = "GPUPOOL_FAKE_GPUS"
 LABELS_ENV = "GPUPOOL_NODE_LABELS"
+SHARE_FILE = "gpushare"
 
 
 class NodeAgent:
@@ -45,6 +49,8 @@ class NodeAgent:
                                                              "gpupool-agent")
         self.root = Path(base) / node_id[:16]
         self.executor = LocalExecutor(die_with_parent=True)
+        self.interposer: str | None = None
+        self.interposer_missing = "not built yet"
 
     def ping(self) -> str:
         return self.node_id
@@ -52,6 +58,8 @@ class NodeAgent:
     def inventory(self) -> dict[str, Any]:
         """The node as scheduler nodes (several when it mixes GPU models), its address and
         the pid of the agent. Raises InventoryError for a bad declaration."""
+        ready, where = available(self.root / "lib")  # built once per node and source
+        self.interposer, self.interposer_missing = (where, "") if ready else (None, where)
         inv = local_inventory(
             os.environ.get(FAKE_GPUS_ENV, ""),
             os.environ.get(NAME_ENV, "") or socket.gethostname() or self.node_id[:12],
@@ -61,6 +69,7 @@ class NodeAgent:
             "source": inv.source,
             "address": self.address,
             "pid": os.getpid(),
+            "interposer_missing": None if self.interposer else self.interposer_missing,
             "nodes": [
                 {
                     "name": n.name,
@@ -87,19 +96,40 @@ class NodeAgent:
         return Handle(job_id, attempt, pid, run_dir, os.path.join(run_dir, DEFAULT_LOG), started)
 
     def launch(self, where: str, spec: dict[str, Any]) -> dict[str, Any]:
-        """Start a process; returns {"pid", "started_at"}. Raises LaunchError."""
+        """Start a process; returns {"pid", "started_at"}. Raises LaunchError. With
+        ``share_limit_mib`` set, the process is held to its GPU share by this node's
+        interposer (a share file in its run dir, removed when it ends)."""
         run_dir = self._run_dir(where)
-        handle = self.executor.launch(LaunchSpec(
-            job_id=spec["job_id"], attempt=spec["attempt"], command=spec["command"],
-            env=spec["env"], workdir=spec["workdir"],
-            log_path=os.path.join(run_dir, DEFAULT_LOG), run_dir=run_dir))
+        env = dict(spec["env"])
+        limit = spec.get("share_limit_mib")
+        if limit is not None:
+            if self.interposer is None:
+                raise LaunchError(f"GPU share not enforceable on this node: "
+                                  f"{self.interposer_missing}")
+            os.makedirs(run_dir, exist_ok=True)
+            path = sharefile.create(os.path.join(run_dir, SHARE_FILE), limit_mib=int(limit))
+            env.update(job_env(self.interposer, path, env.get("LD_PRELOAD")))
+        try:
+            handle = self.executor.launch(LaunchSpec(
+                job_id=spec["job_id"], attempt=spec["attempt"], command=spec["command"],
+                env=env, workdir=spec["workdir"],
+                log_path=os.path.join(run_dir, DEFAULT_LOG), run_dir=run_dir))
+        except BaseException:
+            self._drop_share(run_dir)
+            raise
         return {"pid": handle.pid, "started_at": handle.started_at}
+
+    def _drop_share(self, run_dir: str) -> None:
+        with contextlib.suppress(OSError):
+            sharefile.remove(os.path.join(run_dir, SHARE_FILE))
 
     def poll(self, where: str, job_id: str, attempt: int, pid: int, started: float,
              log_offset: int, log_limit: int) -> dict[str, Any]:
         """{"outcome": None while running, else the Outcome as a dict; "log": the log's bytes
         from ``log_offset`` (read after the outcome, so a final poll sees the whole log)}."""
         outcome = self.executor.poll(self._handle(where, job_id, attempt, pid, started))
+        if outcome is not None:
+            self._drop_share(self._run_dir(where))  # its accounting goes with the process
         data = self.read_log(where, log_offset, log_limit)
         return {"outcome": None if outcome is None else _outcome_json(outcome), "log": data}
 

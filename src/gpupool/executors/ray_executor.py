@@ -239,7 +239,9 @@ class RayPool:
                     labels=node["labels"]))
                 physical[node["name"]] = tuple(node["physical"])
         nodes.sort(key=lambda n: n.name)
-        return LocalInventory(tuple(nodes), physical, "ray")
+        interposer = {node["name"]: member.info.get("interposer_missing")
+                      for member in self._members.values() for node in member.info["nodes"]}
+        return LocalInventory(tuple(nodes), physical, "ray", interposer)
 
     # -- the Executor protocol -------------------------------------------------------------
 
@@ -274,7 +276,7 @@ class RayPool:
         where = self._where(spec.run_dir)
         payload = {"job_id": spec.job_id, "attempt": spec.attempt,
                    "command": list(spec.command), "env": dict(spec.env),
-                   "workdir": spec.workdir}
+                   "workdir": spec.workdir, "share_limit_mib": spec.share_limit_mib}
         try:
             os.makedirs(spec.run_dir, exist_ok=True)
         except OSError as exc:

@@ -253,7 +253,7 @@ class Controller:
                 node.gpus = [{"model": g.model, "memory_mib": g.memory_mib} for g in spec.gpus]
                 node.labels = dict(spec.labels)
                 node.source = self.inventory.source
-                node.mechanisms = self.launcher.mechanisms
+                node.mechanisms = self.launcher.node_mechanisms(spec.name)
                 node.updated_at = now
                 s.merge(node)
             s.execute(delete(Node).where(Node.name.not_in(names)))

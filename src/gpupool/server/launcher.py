@@ -113,7 +113,11 @@ class Launcher:
                 base = launch_env(job_id, name, attempt, queue, gpus,
                                   [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
                                   alloc.gpu_memory_mib, spec.env)
-                enforcement = self._enforce(job_id, attempt, alloc, base, spec.env, gpus)
+                share_limit: int | None = None
+                if node_name in self.inventory.node_interposer:
+                    enforcement, share_limit = self._enforce_on_node(node_name, alloc, base)
+                else:
+                    enforcement = self._enforce(job_id, attempt, alloc, base, spec.env, gpus)
                 procs = spec.procs_per_node if dist is not None else 1
                 for local_rank in range(procs):
                     env = dict(base)
@@ -125,7 +129,8 @@ class Launcher:
                     launch = LaunchSpec(job_id=str(job_id), attempt=attempt,
                                         command=list(spec.command), env=env,
                                         workdir=spec.workdir, log_path=self.log_path(job_id),
-                                        run_dir=str(run_dir), node=node_name)
+                                        run_dir=str(run_dir), node=node_name,
+                                        share_limit_mib=share_limit)
                     handles.append(self.executor.launch(launch))
             return handles, enforcement
         except BaseException:
@@ -179,6 +184,27 @@ class Launcher:
             if choice.with_interposer:
                 env["GPUPOOL_LAUNCH_COST_US"] = "0"  # MPS holds the compute share
         return choice.text
+
+    def _enforce_on_node(
+        self, node: str, alloc: Allocation, env: dict[str, str]
+    ) -> tuple[str | None, int | None]:
+        """For nodes that enforce shares themselves (Ray agents): the text to record and the
+        memory limit to hand to the node's interposer (None: nothing for the node to do)."""
+        if not alloc.gpus:
+            return None, None
+        if alloc.gpu_milli >= 1000 and not alloc.gpu_memory_mib:
+            return WHOLE_GPU, None
+        missing = self.inventory.node_interposer[node]
+        if missing is not None:
+            text = f"none (interposer unavailable on {node}: {' '.join(missing.split())})"
+            return (text if len(text) <= 200 else text[:198] + "…)"), None
+        return INTERPOSER, int(env.get("GPUPOOL_GPU_MEMORY_LIMIT_MIB", "0") or 0)
+
+    def node_mechanisms(self, node: str) -> list[str]:
+        """What ``node`` offers for enforcing shares (its own, on pools like Ray)."""
+        if node in self.inventory.node_interposer:
+            return [] if self.inventory.node_interposer[node] is not None else [INTERPOSER]
+        return self.mechanisms
 
     def _choose(self, share: Share) -> Choice:
         return choose(share, self.sharing.offer, self._mig_claims.keys(), self._mps_failed)
