@@ -3,7 +3,10 @@
 1. Gang start: submit an 8-worker job (4 nodes × 2 GPUs, one process per GPU) and time
    submit → placed (the "starting" event) → launched (the "running" event) → all 8 ranks
    running (each rank prints time.time() first thing; the last one counts).
-2. Node loss: a 2-GPU job with restart on-failure runs on one node; its raylet is SIGKILLed
+2. Poll round: with many processes running across the nodes, how long one round of polling
+   takes with the executor's batched ``poll_many`` (one concurrent round of agent calls)
+   against polling the handles one by one (an executor-level measure, no server).
+3. Node loss: a 2-GPU job with restart on-failure runs on one node; its raylet is SIGKILLed
    and we time kill → the server acting on it (the job's "node … lost; retry" event) → the
    job running again on another node.
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -26,6 +30,9 @@ from datetime import datetime
 from pathlib import Path
 
 import httpx
+
+# Before anything imports Ray: this driver must stay on 127.0.0.1 like the cluster.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 from _common import RESULTS, machine
 
@@ -90,6 +97,39 @@ def node_loss(c: httpx.Client, cluster: LoopbackCluster, tmp: Path, i: int) -> d
             "running_again": _event(view, "running", after=acted) - killed}
 
 
+def poll_round(cluster: LoopbackCluster, tmp: Path, processes: int, rounds: int
+               ) -> dict[str, float]:
+    """Median seconds of one poll round over ``processes`` sleepers, batched vs one by one."""
+    from gpupool.executors.base import LaunchSpec
+    from gpupool.executors.ray_executor import RayPool, connect
+
+    connect(cluster.address)
+    runs = tmp / "pollruns"
+    pool = RayPool(runs)
+    nodes = [n.name for n in pool.inventory().nodes if n.name != "head"]
+    handles = [pool.launch(LaunchSpec(
+        job_id=str(i), attempt=1, command=["sleep", "120"], log_path=str(runs / f"{i}.log"),
+        run_dir=str(runs / str(i) / "1"), node=nodes[i % len(nodes)]))
+        for i in range(processes)]
+    try:
+        batched, single = [], []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            assert all(o is None for o in pool.poll_many(handles))
+            batched.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            assert all(pool.poll(h) is None for h in handles)
+            single.append(time.perf_counter() - started)
+    finally:
+        for handle in handles:
+            pool.kill(handle)
+        import ray
+
+        ray.shutdown()
+    return {"processes": processes, "nodes": len(nodes),
+            "batched": statistics.median(batched), "one_by_one": statistics.median(single)}
+
+
 def _summary(values: list[float]) -> str:
     ms = sorted(v * 1000 for v in values)
     return (f"{statistics.median(ms):.0f} ms (min {ms[0]:.0f}, max {ms[-1]:.0f}, "
@@ -100,12 +140,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--gang-runs", type=int, default=5)
     parser.add_argument("--losses", type=int, default=3)
+    parser.add_argument("--poll-processes", type=int, default=64)
     args = parser.parse_args()
     if (why := ray_available()) is not None:
         raise SystemExit(why)
     cluster = LoopbackCluster()
     gang: list[dict[str, float]] = []
     loss: list[dict[str, float]] = []
+    polls: dict[str, float] = {}
     try:
         cluster.start_head()
         for n in range(4 + args.losses):
@@ -121,6 +163,8 @@ def main() -> None:
                     for run in range(args.gang_runs):
                         gang.append(gang_start(c))
                         print(f"gang run {run + 1}: {gang[-1]}", flush=True)
+                    polls = poll_round(cluster, Path(tmp), args.poll_processes, 10)
+                    print(f"poll round: {polls}", flush=True)
                     for i in range(args.losses):
                         loss.append(node_loss(c, cluster, Path(tmp), i))
                         print(f"node loss {i + 1}: {loss[-1]}", flush=True)
@@ -128,12 +172,14 @@ def main() -> None:
                 server.stop()
     finally:
         cluster.stop()
-    write(gang, loss)
+    write(gang, loss, polls)
 
 
-def write(gang: list[dict[str, float]], loss: list[dict[str, float]]) -> None:
+def write(gang: list[dict[str, float]], loss: list[dict[str, float]],
+          polls: dict[str, float]) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "ray.json").write_text(json.dumps({"gang": gang, "loss": loss}, indent=1) + "\n")
+    (RESULTS / "ray.json").write_text(
+        json.dumps({"gang": gang, "loss": loss, "poll_round": polls}, indent=1) + "\n")
     lines = [
         "# Scale-out on Ray: gang start and node loss",
         "",
@@ -151,6 +197,13 @@ def write(gang: list[dict[str, float]], loss: list[dict[str, float]]) -> None:
         f"{_summary([g['launched'] for g in gang])} |",
         f"| all 8 ranks running (last rank's first line) | "
         f"{_summary([g['all_running'] for g in gang])} |",
+        "",
+        f"## One poll round over {polls['processes']} running processes on {polls['nodes']} "
+        "nodes (median of 10)",
+        "",
+        f"- batched (`poll_many`, one concurrent round of agent calls): "
+        f"{polls['batched'] * 1000:.1f} ms",
+        f"- one by one (`poll` per handle): {polls['one_by_one'] * 1000:.1f} ms",
         "",
         "## Node loss (raylet SIGKILLed under a running 2-GPU job): time from the kill",
         "",

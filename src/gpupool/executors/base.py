@@ -82,6 +82,11 @@ class Executor(Protocol):
         """None while running; the Outcome once it ended (idempotent: same answer again)."""
         ...
 
+    def poll_many(self, handles: list[Handle]) -> list[Outcome | None]:
+        """``poll`` of every handle, in order (executors spanning machines do it in one
+        round of concurrent calls)."""
+        ...
+
     def terminate(self, handle: Handle) -> None:
         """Ask the whole process group to stop (SIGTERM). Never blocks."""
         ...

@@ -180,6 +180,9 @@ class LocalExecutor:
             return False
         return self._is_ours(handle) or bool(self._orphans(handle))
 
+    def poll_many(self, handles: list[Handle]) -> list[Outcome | None]:
+        return [self.poll(handle) for handle in handles]
+
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         return read_range(log_path, offset, limit)
 

@@ -290,24 +290,54 @@ class RayPool:
                 handle.started_at)
 
     def poll(self, handle: Handle) -> Outcome | None:
-        if handle.node in self._lost or handle.node not in self._by_name:
-            return Outcome(None, time.time(), lost=True, reason=f"node {handle.node} lost")
-        offset = self._offset(handle)
-        try:
-            result = self._call(handle.node, "poll", *self._args(handle), offset, LOG_CHUNK,
-                                timeout=10)
-        except LaunchError:
-            return Outcome(None, time.time(), lost=True, reason=f"node {handle.node} lost")
-        except self._ray.exceptions.GetTimeoutError:
-            return None  # a slow node is not a lost one; Ray's health checks decide that
-        outcome = result["outcome"]
-        self._append_log(handle, offset, result["log"], final=outcome is not None)
-        if outcome is None:
-            return None
-        if result["log"] and len(result["log"]) == LOG_CHUNK:
-            return None  # more log to pull before calling it ended
-        return Outcome(outcome["exit_code"], outcome["ended_at"], outcome["lost"],
-                       outcome["reason"])
+        return self.poll_many([handle])[0]
+
+    def poll_many(self, handles: list[Handle]) -> list[Outcome | None]:
+        """Poll every handle with one round of concurrent agent calls (and pull their logs).
+        A process on a lost node, or whose agent died, ends as lost; one whose agent does
+        not answer within 10 s counts as still running (Ray's health checks decide)."""
+        ray = self._ray
+        results: list[Outcome | None] = [None] * len(handles)
+        calls: dict[int, tuple[Any, int]] = {}
+        for i, handle in enumerate(handles):
+            member = self._by_name.get(handle.node)
+            if handle.node in self._lost or member is None:
+                results[i] = self._lost_outcome(handle.node)
+                continue
+            offset = self._offset(handle)
+            ref = member.agent.poll.remote(*self._args(handle), offset, LOG_CHUNK)
+            calls[i] = (ref, offset)
+        if calls:
+            refs = [ref for ref, _ in calls.values()]
+            ray.wait(refs, num_returns=len(refs), timeout=10)
+        for i, (ref, offset) in calls.items():
+            handle = handles[i]
+            try:
+                result = ray.get(ref, timeout=0)
+            except ray.exceptions.GetTimeoutError:
+                continue  # a slow node is not a lost one
+            except ray.exceptions.RayActorError as exc:
+                member = self._by_name.get(handle.node)
+                if member is not None:
+                    self._lose(member.node_id, f"its agent died ({type(exc).__name__})")
+                results[i] = self._lost_outcome(handle.node)
+                continue
+            except ray.exceptions.RayTaskError as exc:
+                cause = exc.cause if getattr(exc, "cause", None) is not None else exc
+                results[i] = Outcome(None, time.time(), lost=True,
+                                     reason=f"agent on {handle.node} failed: {cause}")
+                continue
+            outcome = result["outcome"]
+            self._append_log(handle, offset, result["log"], final=outcome is not None)
+            if outcome is None or len(result["log"]) == LOG_CHUNK:
+                continue  # running, or more log to pull before calling it ended
+            results[i] = Outcome(outcome["exit_code"], outcome["ended_at"], outcome["lost"],
+                                 outcome["reason"])
+        return results
+
+    @staticmethod
+    def _lost_outcome(node: str) -> Outcome:
+        return Outcome(None, time.time(), lost=True, reason=f"node {node} lost")
 
     def _signal(self, handle: Handle, force: bool) -> None:
         member = self._by_name.get(handle.node)

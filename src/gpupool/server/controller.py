@@ -356,18 +356,18 @@ class Controller:
                 stop_requested=why, stop_deadline=active.deadline))
 
     def _poll(self, now: float) -> None:
+        asked = [(active, index, handle) for active in self.active.values()
+                 for index, handle in enumerate(active.handles) if index not in active.ended]
+        outcomes = self.executor.poll_many([handle for _, _, handle in asked]) if asked else []
+        for (active, index, _), outcome in zip(asked, outcomes, strict=True):
+            if outcome is None:
+                continue
+            active.ended[index] = outcome
+            if active.failure is None and (outcome.lost or outcome.exit_code != 0):
+                active.failure = (index, outcome)
         for job_id, active in list(self.active.items()):
             if not active.handles:
                 continue
-            for index, handle in enumerate(active.handles):
-                if index in active.ended:
-                    continue
-                outcome = self.executor.poll(handle)
-                if outcome is None:
-                    continue
-                active.ended[index] = outcome
-                if active.failure is None and (outcome.lost or outcome.exit_code != 0):
-                    active.failure = (index, outcome)
             left = active.running()
             if left:
                 if active.failure is not None and active.live.stopping is None:
