@@ -216,3 +216,31 @@ def test_queued_runs_start_by_priority_which_can_change_while_queued(
             assert views[0]["ended_at"] <= views[2]["started_at"]  # one at a time
             listed = c.get("/pipeline-runs", params={"state": "succeeded"}).json()
             assert [v["id"] for v in listed] == [raised, low, blocker]
+
+
+def test_a_step_past_its_timeout_is_stopped_and_retried_only_when_asked(
+    server: Server, tmp_path: Path
+) -> None:
+    """A shell step and a job step that hang: both stopped at their timeout and failed with
+    kind timeout; the job step's retry policy retries timeouts, the shell step's only
+    failures (so it is not retried)."""
+    tries = tmp_path / "tries"
+    hang = (f"p = pathlib.Path({str(tries)!r})\n"
+            "n = len(p.read_text()) + 1 if p.exists() else 1\n"
+            "p.write_text('x' * n)\n"
+            "time.sleep(n < 2 and 120 or 0)\n"  # hangs on its first try only
+            "print('try', n, flush=True)\n")
+    definition = {"name": "timeouts", "on_failure": "continue", "steps": [
+        py_step("stuck", "time.sleep(120)", timeout_s=1,
+                retry={"count": 2, "backoff_s": 0.1, "when": ["failure"]}),
+        py_step("hangs_once", hang, kind="job", timeout_s=2,
+                retry={"count": 1, "backoff_s": 0.1, "when": ["timeout"]}),
+    ]}
+    with server.client() as c:
+        run_id = start(c, definition)
+        view = finished(c, run_id)  # well before the 120 s sleeps could end
+    by = steps(view)
+    assert by["stuck"]["state"] == "failed" and by["stuck"]["attempt"] == 1
+    assert "timed out after 1 s" in by["stuck"]["message"]
+    assert by["hangs_once"]["state"] == "succeeded" and by["hangs_once"]["attempt"] == 2
+    assert view["state"] == "failed"
