@@ -6,7 +6,7 @@ same run-directory files, same signals), started with ``die_with_parent`` so tha
 processes die with the agent: when the node leaves the cluster, nothing it ran lives on.
 
 Where things live on the node: ``$GPUPOOL_AGENT_DIR`` (default ``<tmp>/gpupool-agent``),
-then ``<node id prefix>/<path of the run dir under the server's runs dir>``; each process
+then ``<pool id>/<node id prefix>/<path of the run dir under the server's runs dir>``; each process
 logs to ``output.log`` in its run dir, which the server pulls (see ``ray_executor``).
 
 What the node declares, in the environment of its ``ray start``:
@@ -42,12 +42,12 @@ class NodeAgent:
     """One per Ray node. ``node_id`` is the Ray node it runs on; ``address`` the IP other
     nodes reach it at."""
 
-    def __init__(self, node_id: str, address: str) -> None:
+    def __init__(self, node_id: str, address: str, pool_id: str = "pool") -> None:
         self.node_id = node_id
         self.address = address
         base = os.environ.get(AGENT_DIR_ENV) or os.path.join(tempfile.gettempdir(),
                                                              "gpupool-agent")
-        self.root = Path(base) / node_id[:16]
+        self.root = Path(base) / pool_id / node_id[:16]
         self.executor = LocalExecutor(die_with_parent=True)
         self.interposer: str | None = None
         self.interposer_missing = "not built yet"

@@ -11,8 +11,10 @@ Contracts:
   membership changed, else None. A node whose raylet is gone, or whose agent died, is *lost*:
   it leaves the inventory, and every process that ran there polls as ended with
   ``lost=True`` and reason ``node NAME lost``.
-- Agents are detached named actors (``gpupool-agent-<node id>`` in namespace ``gpupool``), so
-  they and the processes they started outlive a restart of the server, which re-adopts them.
+- Agents are detached named actors (``gpupool-agent-<pool id>-<node id>`` in namespace
+  ``gpupool``), so they and the processes they started outlive a restart of the server, which
+  re-adopts them. The pool id comes from the server's host and runs directory: a restarted
+  server finds its agents again, and two servers on one Ray cluster never share one.
 - Logs: each process logs on its node; every poll appends the new *complete lines* to the
   server-side log file given at launch (the rest once the process ended), and records how
   far it got in ``<server run dir>/log.synced``, so a restarted server neither repeats nor
@@ -22,8 +24,10 @@ Contracts:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,6 +97,8 @@ class RayPool:
 
         self._ray = ray
         self.runs_dir = runs_dir.resolve()
+        self.pool_id = hashlib.sha1(
+            f"{socket.gethostname()}:{self.runs_dir}".encode()).hexdigest()[:10]
         self.refresh_s = refresh_s
         self.call_timeout_s = call_timeout_s
         self._members: dict[str, _Member] = {}  # by Ray node id
@@ -159,14 +165,15 @@ class RayPool:
 
         try:
             agent = ray.remote(num_cpus=0, max_restarts=0)(NodeAgent).options(
-                name=AGENT_PREFIX + node_id, namespace=NAMESPACE, lifetime="detached",
+                name=f"{AGENT_PREFIX}{self.pool_id}-{node_id}", namespace=NAMESPACE,
+                lifetime="detached",
                 get_if_exists=True,
                 scheduling_strategy=NodeAffinitySchedulingStrategy(node_id, soft=False),
                 # Ray SIGKILLs a dying worker's children, which would orphan the jobs under
                 # each supervisor; the supervisors notice the agent's death and take their
                 # whole process group down themselves instead.
                 runtime_env={"env_vars": {"RAY_kill_child_processes_on_worker_exit": "0"}},
-            ).remote(node_id, address)
+            ).remote(node_id, address, self.pool_id)
             self._joining[node_id] = (agent, agent.inventory.remote(), time.time())
         except Exception as exc:
             log.warning("Ray node %s: cannot start its agent (%s); retrying in 10 s",
