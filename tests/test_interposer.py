@@ -54,10 +54,11 @@ def codes(lines: list[list[str]]) -> list[str]:
 # -- build ---------------------------------------------------------------------------
 
 
-def test_build_is_cached_and_available(tools: Tools) -> None:
+def test_build_is_cached_and_available(tools: Tools, monkeypatch: pytest.MonkeyPatch) -> None:
     before = tools.lib.stat().st_mtime_ns
     assert build.build(tools.lib.parent) == tools.lib
     assert tools.lib.stat().st_mtime_ns == before  # same source, flags, compiler: reused
+    monkeypatch.setenv(build.BUILD_ENV, "always")  # this one, not the install's
     ok, where = build.available(tools.lib.parent)
     assert ok and where == str(tools.lib)
 
@@ -66,6 +67,7 @@ def test_build_failure_names_the_compiler(tmp_path: Path, monkeypatch: pytest.Mo
     with pytest.raises(build.BuildError, match=r"/bin/false.*failed"):
         build.build(tmp_path, compiler=["/bin/false"])
     monkeypatch.setenv("CC", "no-such-compiler-here")
+    monkeypatch.setenv(build.BUILD_ENV, "always")  # not the library the install built
     ok, why = build.available(tmp_path)
     assert not ok and "no C compiler" in why and "install" in why
     assert not (tmp_path / build.LIB_NAME).exists()
@@ -330,3 +332,12 @@ def holder(tools: Tools, env: dict[str, str], mib: int) -> Iterator[int]:
         yield proc.pid
     finally:
         proc.communicate(timeout=30)
+
+
+def test_the_install_builds_the_library_from_the_shipped_source() -> None:
+    """`pip install` (setup.py's build hook) compiled it into gpupool/interposer/lib, and
+    `available()` uses that one (on this machine, which has a C compiler)."""
+    found = build.installed()
+    assert found is not None, "the install did not build the interposer (is there a C compiler?)"
+    assert found.parent == build.source_dir() / "lib"
+    assert build.available("/nonexistent/never-used") == (True, str(found))

@@ -91,6 +91,7 @@ def test_without_the_interposer_shares_say_they_are_not_enforced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CC", "/nonexistent/cc")  # the server cannot build the interposer
+    monkeypatch.setenv("GPUPOOL_INTERPOSER_BUILD", "always")  # nor use the installed one
     servers = make_server("sqlite", tmp_path, "1xA100-80GB")
     server = next(servers)
     try:

@@ -1,8 +1,10 @@
 """Build the interposer, ``libgpushare.so``, from the C source shipped in this package.
 
-The C source (four .c files and three headers) is package data; the library
-is compiled on the node with its C compiler the first time it is needed (``gpupool up``) and
-cached under ``$GPUPOOL_HOME/lib`` (default ``~/.gpupool/lib``), keyed by a fingerprint of the
+The C source (four .c files and three headers) is package data. The package's normal install
+compiles it with the machine's C compiler into ``gpupool/interposer/lib`` (setup.py's build
+hook; a failure leaves it out without failing the install). Where that library is missing,
+it is compiled the first time it is needed (``gpupool up``, a Ray node's agent) and cached
+under ``$GPUPOOL_HOME/lib`` (default ``~/.gpupool/lib``), keyed by a fingerprint of the
 source, the flags and the compiler, so an upgrade rebuilds it. Linux with glibc only.
 
     python -m gpupool.interposer.build [OUT_DIR]     # build (if needed) and print the path
@@ -25,6 +27,7 @@ HEADERS = ("cuda_abi.h", "gpushare.h", "gs_hooks.h")
 CFLAGS = ("-O2", "-std=gnu11", "-shared", "-fPIC", "-fvisibility=hidden", "-Wall", "-Wextra")
 LIBS = ("-ldl", "-lpthread")
 COMPILE_TIMEOUT_S = 120
+BUILD_ENV = "GPUPOOL_INTERPOSER_BUILD"
 _FINGERPRINT_SUFFIX = ".fingerprint"
 
 
@@ -118,24 +121,52 @@ def build(
     return target
 
 
+def installed() -> Path | None:
+    """The library built by the package's install (``gpupool/interposer/lib``), if it was
+    built there from the source this package ships; else None. ``GPUPOOL_INTERPOSER_BUILD=
+    always`` ignores it (e.g. when the install was built for another machine's libc)."""
+    if os.environ.get(BUILD_ENV, "").strip().lower() == "always":
+        return None
+    lib_dir = source_dir() / "lib"
+    target = lib_dir / LIB_NAME
+    stamp = _read(lib_dir / (LIB_NAME + _FINGERPRINT_SUFFIX))
+    if not target.is_file() or not stamp:
+        return None
+    return target if stamp.split(":", 1)[0] == _source_digest(source_dir()) else None
+
+
 def available(out_dir: Path | str | None = None) -> tuple[bool, str]:
     """Whether the interposer can be used on this machine: ``(True, path of the library)``
-    once it is built (building it now if needed), else ``(False, why)``. Never raises for a
-    build problem: ``gpupool up`` reports the reason and falls back to the next mechanism."""
+    — the one the install built, else one built now (or before) in ``out_dir`` — or
+    ``(False, why)``. Never raises for a build problem: ``gpupool up`` reports the reason and
+    falls back to the next mechanism."""
+    found = installed()
+    if found is not None:
+        return True, str(found)
     try:
         return True, str(build(out_dir))
     except BuildError as exc:
         return False, str(exc)
 
 
-def _fingerprint(src: Path, cc: list[str]) -> str:
+def _source_digest(src: Path) -> str:
     digest = hashlib.sha256()
     for name in (*SOURCES, *HEADERS):
-        digest.update(name.encode() + b"\0" + (src / name).read_bytes() + b"\0")
-    digest.update(" ".join([*cc, *CFLAGS, *LIBS]).encode())
+        try:
+            digest.update(name.encode() + b"\0" + (src / name).read_bytes() + b"\0")
+        except OSError:
+            return ""
+    digest.update(" ".join([*CFLAGS, *LIBS]).encode())
+    return digest.hexdigest()
+
+
+def _fingerprint(src: Path, cc: list[str]) -> str:
+    """``<source and flags digest>:<compiler digest>``: the first part alone says whether a
+    library matches the shipped source; the whole, whether it must be rebuilt here."""
+    digest = hashlib.sha256(" ".join(cc).encode())
     with open(cc[0], "rb") as f:  # a changed compiler binary rebuilds too
         digest.update(hashlib.sha256(f.read()).digest())
-    return digest.hexdigest()
+    return f"{_source_digest(src)}:{digest.hexdigest()}"
 
 
 def _read(path: Path) -> str:
