@@ -8,6 +8,7 @@ import { changeTracker, definitionList, emptyRow, errorBox, fill, h, td, timeCel
 
 const SVG = "http://www.w3.org/2000/svg";
 const RUN_FINAL = new Set(["succeeded", "failed", "cancelled"]);
+const STEP_FINAL = new Set(["succeeded", "failed", "skipped", "cancelled", "reused"]);
 const BOX_W = 170;
 const BOX_H = 46;
 const GAP_X = 70;
@@ -126,9 +127,11 @@ function mountRun(root, ctx) {
   let run = null;
   let selected = null;
   let gone = false;
+  let confirming = false;
   const changed = changeTracker();
 
   async function act(what) {
+    confirming = false;
     fill(actions, h("span", { class: "muted" }, what === "cancel" ? "Cancelling…" : "Retrying…"));
     try {
       const result = await api(`pipeline-runs/${id}/${what}`, { method: "POST" });
@@ -150,9 +153,16 @@ function mountRun(root, ctx) {
 
   function renderActions() {
     if (!run) return;
-    if (!RUN_FINAL.has(run.state)) {
+    if (!RUN_FINAL.has(run.state) && !confirming) {
       fill(actions, h("button", { type: "button", class: "button danger", id: "cancel-run",
-        onclick: () => act("cancel") }, "Cancel run"));
+        onclick: () => { confirming = true; renderActions(); } }, "Cancel run"));
+    } else if (!RUN_FINAL.has(run.state)) {
+      fill(actions,
+        h("span", { class: "confirm-text" }, `Cancel run ${id}? Running steps are stopped; steps not started are cancelled.`),
+        h("button", { type: "button", class: "button danger", id: "confirm-cancel-run", onclick: () => act("cancel") },
+          "Yes, cancel it"),
+        h("button", { type: "button", class: "button subtle", onclick: () => { confirming = false; renderActions(); } },
+          "Keep it"));
     } else if (run.state !== "succeeded") {
       fill(actions, h("button", { type: "button", class: "button primary", id: "retry-run",
         onclick: () => act("retry") }, "Retry from the failed steps"));
@@ -161,17 +171,26 @@ function mountRun(root, ctx) {
     }
   }
 
+  // The log of the selected step, read whole (the API serves it masked); re-read on every
+  // refresh while that step is not final. A reply for a step no longer selected is dropped.
   async function showLog() {
-    if (!selected) return;
+    const name = selected;
+    if (!name) return;
+    let text;
     try {
-      const logs = await api(`pipeline-runs/${id}/logs?step=${encodeURIComponent(selected)}`);
-      if (!gone) logPre.textContent = logs.data || "(no output yet)";
+      const logs = await api(`pipeline-runs/${id}/logs?step=${encodeURIComponent(name)}`);
+      text = logs.data || "(no output yet)";
     } catch (err) {
-      if (!gone) logPre.textContent = `log unavailable: ${err.message}`;
+      text = `log unavailable: ${err.message}`;
     }
+    if (gone || name !== selected || logPre.textContent === text) return;
+    const follow = logPre.scrollTop + logPre.clientHeight >= logPre.scrollHeight - 8;
+    logPre.textContent = text;
+    if (follow) logPre.scrollTop = logPre.scrollHeight;
   }
 
   function select(name) {
+    if (name !== selected) logPre.textContent = "reading…";
     selected = name;
     render();
     showLog();
@@ -197,7 +216,8 @@ function mountRun(root, ctx) {
         ["Ended", timeCell(st.ended_at)],
       ]),
       h("h3", {}, "Outputs"), h("pre", { class: "command", "data-testid": "step-outputs" }, outputsText(st.outputs)),
-      h("h3", {}, "Files"), h("p", {}, Object.keys(st.files || {}).sort().join(", ") || "—"),
+      // File names only: the stored paths are server-side details.
+      h("h3", {}, "Files"), h("p", { "data-testid": "step-files" }, Object.keys(st.files || {}).sort().join(", ") || "—"),
       h("h3", {}, "Log"), logPre);
   }
 
@@ -226,10 +246,9 @@ function mountRun(root, ctx) {
 
   async function refresh() {
     if (gone) return;
+    let fresh;
     try {
-      const fresh = await api(`pipeline-runs/${id}`);
-      if (!changed("run", fresh)) return;
-      run = fresh;
+      fresh = await api(`pipeline-runs/${id}`);
     } catch (err) {
       if (err.status === 404) {
         fill(root, h("p", { class: "crumbs" }, h("a", { href: "#/pipelines" }, "← all pipeline runs")),
@@ -239,12 +258,18 @@ function mountRun(root, ctx) {
       }
       throw err;
     }
+    if (!changed("run", fresh)) {
+      const step = run.steps.find((x) => x.name === selected);
+      if (step && !STEP_FINAL.has(step.state)) await showLog();
+      return;
+    }
+    run = fresh;
     if (selected === null) {
       const failed = run.steps.find((x) => x.state === "failed");
       selected = (failed || run.steps[0] || {}).name || null;
     }
     render();
-    showLog();
+    await showLog();
   }
 
   return { title: `Pipeline run ${id}`, refresh, unmount() { gone = true; } };
@@ -252,13 +277,7 @@ function mountRun(root, ctx) {
 
 // ---- the list -----------------------------------------------------------------------------
 
-const COLUMNS = ["Run", "Pipeline", "State", "Steps", "Trigger", "Priority", "User", "Created", "Ended"];
-
-function stepSummary(run) {
-  const counts = {};
-  for (const st of run.steps) counts[st.state] = (counts[st.state] || 0) + 1;
-  return Object.entries(counts).map(([k, v]) => `${v} ${k}`).join(", ") || "—";
-}
+const COLUMNS = ["Run", "Pipeline", "State", "Trigger", "Priority", "User", "Created", "Started", "Ended"];
 
 function mountList(root) {
   const body = h("tbody", {}, emptyRow(COLUMNS.length, "Loading…"));
@@ -277,16 +296,16 @@ function mountList(root) {
       fill(body, emptyRow(COLUMNS.length, "No pipeline runs yet."));
       return;
     }
-    const [rid, name, state, steps, trigger, priority, user, created, ended] = COLUMNS;
+    const [rid, name, state, trigger, priority, user, created, started, ended] = COLUMNS;
     fill(body, runs.map((run) => h("tr", { "data-run": run.id },
       td(rid, {}, h("a", { href: `#/pipelines/${run.id}` }, `#${run.id}`)),
       td(name, { class: "name" }, h("a", { href: `#/pipelines/${run.id}` }, run.name)),
       td(state, {}, stateBadge(run.state)),
-      td(steps, {}, stepSummary(run)),
-      td(trigger, {}, run.trigger),
+      td(trigger, {}, run.schedule ? `${run.trigger} (${run.schedule})` : run.trigger),
       td(priority, {}, String(run.priority)),
       td(user, {}, run.user),
       td(created, { class: "nowrap" }, timeCell(run.created_at)),
+      td(started, { class: "nowrap" }, timeCell(run.started_at)),
       td(ended, { class: "nowrap" }, timeCell(run.ended_at)))));
   }
 
