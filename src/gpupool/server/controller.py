@@ -19,26 +19,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
-from sqlalchemy import delete, select, update
+from sqlalchemy import select, update
 
 from gpupool.core.cluster import Allocation, ClusterError, ClusterState
 from gpupool.core.quota import QueueQuota, QuotaBook
-from gpupool.core.request import Request, RequestError
-from gpupool.core.scheduler import Scheduler
+from gpupool.core.request import RequestError
 from gpupool.executors.base import Executor, Handle, LaunchError, NodeLostError, Outcome
 from gpupool.executors.inventory import LocalInventory
-from gpupool.plugins.profiles import PolicyContext, build_profile
 from gpupool.schemas.jobs import JobSpec, Phase
+from gpupool.server.active import Active, handles_from_json, handles_json, to_request
 from gpupool.server.cycle import LiveJob, run_cycle
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, JobEvent, Node, Team
+from gpupool.server.db.tables import Job, JobEvent, Team
+from gpupool.server.job_rows import event, finish, requeue
 from gpupool.server.launcher import Launcher
+from gpupool.server.pool_nodes import build_scheduler, carry_over, register_nodes
 from gpupool.server.services.errors import Invalid
-from gpupool.server.services.jobs import resolve_gpu_model
 from gpupool.server.settings import Settings
 from gpupool.server.sharing.setup import Sharing
 
@@ -46,67 +43,6 @@ log = logging.getLogger("gpupool.controller")
 
 ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
 STEP_COALESCE_S = 0.005
-
-
-@dataclass
-class Active:
-    """A job holding resources, with what is needed to finish or restart it. ``handles``:
-    one per process (rank order; one for a single-node job), empty until launched."""
-
-    live: LiveJob
-    name: str
-    spec: JobSpec
-    attempt: int
-    failures: int
-    handles: list[Handle] = field(default_factory=list)
-    deadline: float | None = None
-    killed: bool = False
-    ended: dict[int, Outcome] = field(default_factory=dict)
-    """Outcomes of the processes that ended, by process index."""
-    failure: tuple[int, Outcome] | None = None
-    """The first process that failed (index, outcome): it decides the job's outcome."""
-
-    def running(self) -> list[Handle]:
-        return [h for i, h in enumerate(self.handles) if i not in self.ended]
-
-    def outcome(self) -> Outcome:
-        """The attempt's outcome once every process ended: the first failure, else 0."""
-        if self.failure is not None:
-            index, first = self.failure
-            if len(self.handles) == 1:
-                return first
-            where = f"rank {index} on {self.handles[index].node}"
-            what = first.reason or ("lost (the process disappeared)" if first.lost
-                                    else f"exit code {first.exit_code}")
-            return Outcome(first.exit_code, first.ended_at, first.lost, f"{where}: {what}")
-        return Outcome(0, max(o.ended_at for o in self.ended.values()))
-
-
-def handles_json(handles: list[Handle]) -> dict[str, Any]:
-    """How handles are stored on the job row (a single process keeps the plain form)."""
-    if len(handles) == 1:
-        return handles[0].to_json()
-    return {"ranks": [h.to_json() for h in handles]}
-
-
-def handles_from_json(data: dict[str, Any]) -> list[Handle]:
-    if "ranks" in data:
-        return [Handle.from_json(h) for h in data["ranks"]]
-    return [Handle.from_json(data)]
-
-
-def to_request(job_id: int, spec: JobSpec, queue: str, models: tuple[str, ...]) -> Request:
-    return Request(
-        name=str(job_id),
-        cpu_milli=round(spec.cpu * 1000),
-        memory_mib=spec.memory,
-        num_gpus=spec.num_gpus,
-        gpu_milli=spec.gpu_milli,
-        gpu_memory_mib=spec.gpu_memory or 0,
-        gpu_models=resolve_gpu_model(spec.gpu_model, models),
-        priority=spec.priority,
-        queue=queue,
-    )
 
 
 class Controller:
@@ -132,8 +68,7 @@ class Controller:
         self.executor = executor
         self.inventory = inventory
         self.state = ClusterState(inventory.nodes)
-        context = PolicyContext(rng=np.random.default_rng(0))
-        self.scheduler = Scheduler(self.state, build_profile(settings.policy, self.state, context))
+        self.scheduler = build_scheduler(settings.policy, self.state)
         self.launcher = Launcher(settings.runs_dir, executor, inventory, self.state,
                                  interposer, interposer_missing, sharing)
         self.pending: dict[int, LiveJob] = {}
@@ -208,23 +143,9 @@ class Controller:
         if not inventory.nodes:
             log.warning("the pool has no node left; keeping the last known nodes")
             return
-        old = self.state
         state = ClusterState(inventory.nodes)
-        context = PolicyContext(rng=np.random.default_rng(0))
-        scheduler = Scheduler(state, build_profile(self.settings.policy, state, context))
-        for active in self.active.values():
-            kept = []
-            for allocation in active.live.allocations:
-                name = old.names[allocation.node]
-                if name not in state.index:
-                    continue
-                try:
-                    kept.append(scheduler.place_on(state.index[name], allocation.gpus,
-                                                   allocation.request))
-                except ClusterError:
-                    log.warning("job %s: node %s changed; its share is no longer counted",
-                                active.live.id, name)
-            active.live.allocations = tuple(kept)
+        scheduler = build_scheduler(self.settings.policy, state)
+        carry_over(self.state, scheduler, [a.live for a in self.active.values()])
         self.state, self.scheduler, self.inventory = state, scheduler, inventory
         self.launcher.state, self.launcher.inventory = state, inventory
         self._dirty = True
@@ -244,19 +165,7 @@ class Controller:
 
     def _register_nodes(self, now: float) -> None:
         """Make the nodes table say what the pool has now (departed nodes removed)."""
-        names = {spec.name for spec in self.inventory.nodes}
-        with self.db.session() as s:
-            for spec in self.inventory.nodes:
-                node = s.get(Node, spec.name) or Node(name=spec.name)
-                node.cpu_milli = spec.cpu_milli
-                node.memory_mib = spec.memory_mib
-                node.gpus = [{"model": g.model, "memory_mib": g.memory_mib} for g in spec.gpus]
-                node.labels = dict(spec.labels)
-                node.source = self.inventory.source
-                node.mechanisms = self.launcher.node_mechanisms(spec.name)
-                node.updated_at = now
-                s.merge(node)
-            s.execute(delete(Node).where(Node.name.not_in(names)))
+        register_nodes(self.db, self.inventory, self.launcher.node_mechanisms, now)
 
     def _recover_active(self, job: Job, now: float) -> None:
         spec = JobSpec.model_validate(job.spec)
@@ -278,7 +187,7 @@ class Controller:
                     self.scheduler.release(allocation)
                 raise
         except (KeyError, ClusterError, Invalid, RequestError) as exc:
-            self._finish(job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
+            finish(self.db, job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
             self.launcher.abandon(job.id, job.attempts, nodes, spec.procs_per_node, found)
             self.launcher.drop_share_file(job.id, job.attempts)
             return
@@ -298,7 +207,7 @@ class Controller:
         active.handles = [h for h in found if h is not None]
         self.active[job.id] = active
         alive = [self.executor.adopt(h) for h in active.handles]
-        self._event(job.id, Phase.RUNNING, "server restarted: process re-adopted" if any(alive)
+        event(self.db, job.id, Phase.RUNNING, "server restarted: process re-adopted" if any(alive)
                     else "server restarted: the process ended while the server was down", now)
         if job.phase == Phase.STARTING.value:
             with self.db.session() as s:
@@ -322,7 +231,7 @@ class Controller:
             try:
                 request = to_request(job_id, spec, queue, self.models)
             except (Invalid, RequestError) as exc:
-                self._finish(job_id, Phase.FAILED, None, str(exc), time.time())
+                finish(self.db, job_id, Phase.FAILED, None, str(exc), time.time())
                 continue
             live = LiveJob(job_id, queue, priority, created, request, spec.grace_period_s,
                            nodes=spec.nodes)
@@ -340,11 +249,11 @@ class Controller:
         for job_id in ids:
             if job_id in self.pending:
                 del self.pending[job_id]
-                self._finish(job_id, Phase.CANCELLED, None, "cancelled before it started", now)
+                finish(self.db, job_id, Phase.CANCELLED, None, "cancelled before it started", now)
             elif job_id in self.active and self.active[job_id].live.stopping != "cancel":
                 self._stop(self.active[job_id], "cancel", now)
             elif job_id not in self.active:
-                self._finish(job_id, Phase.CANCELLED, None, "cancelled", now)
+                finish(self.db, job_id, Phase.CANCELLED, None, "cancelled", now)
 
     def _stop(self, active: Active, why: str, now: float) -> None:
         active.live.stopping = why
@@ -373,14 +282,14 @@ class Controller:
                 if active.failure is not None and active.live.stopping is None:
                     # One process of a multi-process job failed: stop the others.
                     self._stop(active, "gang", now)
-                    self._event(job_id, Phase.RUNNING,
+                    event(self.db, job_id, Phase.RUNNING,
                                 f"{active.outcome().reason}; stopping the other "
                                 f"{len(left)} process(es)", now)
                 if active.deadline is not None and now >= active.deadline and not active.killed:
                     for handle in left:
                         self.executor.kill(handle)
                     active.killed = True
-                    self._event(job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
+                    event(self.db, job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
                 continue
             del self.active[job_id]
             self._dirty = True
@@ -395,11 +304,11 @@ class Controller:
         status = outcome.reason or (
             "lost (the process disappeared)" if outcome.lost else f"exit code {code}")
         if active.live.stopping == "cancel":
-            self._finish(active.live.id, Phase.CANCELLED, code, f"cancelled ({status})", now)
+            finish(self.db, active.live.id, Phase.CANCELLED, code, f"cancelled ({status})", now)
         elif active.live.stopping == "preempt":
             self._requeue(active, f"preempted ({status}); back in the queue", now)
         elif code == 0 and not outcome.lost:
-            self._finish(active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
+            finish(self.db, active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
         else:
             failures = active.failures + 1
             spec = active.spec
@@ -409,7 +318,7 @@ class Controller:
                     active, f"failed ({status}); retry {failures} of {spec.max_retries}", now
                 )
             else:
-                self._finish(active.live.id, Phase.FAILED, code, f"failed ({status})", now,
+                finish(self.db, active.live.id, Phase.FAILED, code, f"failed ({status})", now,
                              failures=failures)
 
     def _requeue(self, active: Active, message: str, now: float) -> None:
@@ -418,30 +327,8 @@ class Controller:
         live.stopping = None
         live.allocations = ()
         live.reason = ""
-        with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.PENDING.value, node=None, gpus=None, ranks=None, handle=None,
-                enforcement=None,
-                stop_requested=None, stop_deadline=None, reason=message,
-                failures=active.failures))
-            s.add(JobEvent(job_id=live.id, at=now, phase=Phase.PENDING.value, message=message))
+        requeue(self.db, live.id, message, active.failures, now)
         self.pending[live.id] = live
-
-    def _finish(
-        self, job_id: int, phase: Phase, code: int | None, message: str, now: float,
-        failures: int | None = None,
-    ) -> None:
-        values: dict[str, Any] = dict(phase=phase.value, exit_code=code, ended_at=now,
-                                      reason=message, stop_deadline=None)
-        if failures is not None:
-            values["failures"] = failures
-        with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == job_id).values(**values))
-            s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
-
-    def _event(self, job_id: int, phase: Phase, message: str, now: float) -> None:
-        with self.db.session() as s:
-            s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
 
     def quota_book(self) -> QuotaBook:
         with self.db.session() as s:
@@ -472,7 +359,7 @@ class Controller:
         self.last_cycle_seconds = time.perf_counter() - started
         for victim, preemptor in outcome.preemptions:
             self._stop(self.active[victim.id], "preempt", now)
-            self._event(victim.id, Phase.RUNNING,
+            event(self.db, victim.id, Phase.RUNNING,
                         f"preempted to make room for job {preemptor.id} "
                         f"(queue {preemptor.queue}, priority {preemptor.priority}); "
                         f"grace period {victim.grace_s:g} s", now)
@@ -542,7 +429,7 @@ class Controller:
             if isinstance(exc, NodeLostError):
                 self._requeue(active, f"could not start: {exc}; back in the queue", now)
             else:
-                self._finish(live.id, Phase.FAILED, None, f"could not start: {exc}", now)
+                finish(self.db, live.id, Phase.FAILED, None, f"could not start: {exc}", now)
             return
         active.handles = handles
         what = (f"pid {handles[0].pid}" if len(handles) == 1 else

@@ -1,0 +1,42 @@
+"""The controller's writes to a job's row: each one a phase change (or a note) together with
+the event that records it, in one transaction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import update
+
+from gpupool.schemas.jobs import Phase
+from gpupool.server.db.database import Database
+from gpupool.server.db.tables import Job, JobEvent
+
+
+def finish(
+    db: Database, job_id: int, phase: Phase, code: int | None, message: str, now: float,
+    failures: int | None = None,
+) -> None:
+    """The job ended (``phase`` is final) with ``code`` (None: no exit code)."""
+    values: dict[str, Any] = dict(phase=phase.value, exit_code=code, ended_at=now,
+                                  reason=message, stop_deadline=None)
+    if failures is not None:
+        values["failures"] = failures
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(**values))
+        s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
+
+
+def requeue(db: Database, job_id: int, message: str, failures: int, now: float) -> None:
+    """Back to pending, holding nothing: placement, handles and stop request cleared."""
+    with db.session() as s:
+        s.execute(update(Job).where(Job.id == job_id).values(
+            phase=Phase.PENDING.value, node=None, gpus=None, ranks=None, handle=None,
+            enforcement=None, stop_requested=None, stop_deadline=None, reason=message,
+            failures=failures))
+        s.add(JobEvent(job_id=job_id, at=now, phase=Phase.PENDING.value, message=message))
+
+
+def event(db: Database, job_id: int, phase: Phase, message: str, now: float) -> None:
+    """A note in the job's history (its phase unchanged)."""
+    with db.session() as s:
+        s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
