@@ -340,6 +340,7 @@ class RayPool:
                 continue  # running, or more log to pull before calling it ended
             results[i] = Outcome(outcome["exit_code"], outcome["ended_at"], outcome["lost"],
                                  outcome["reason"])
+            self._offsets.pop(handle.run_dir, None)  # ended: the file keeps the offset
         return results
 
     @staticmethod
