@@ -132,3 +132,17 @@ def test_bad_options_exit_2(tmp_path: Path, args: tuple[str, ...], expected: str
     result = gpupool("sim", *args, cwd=tmp_path)
     assert result.returncode == 2
     assert expected in result.stderr
+
+
+def test_the_admission_ablation_is_offered_for_studies(tmp_path: Path) -> None:
+    """``gpupool-place-all`` (gpupool without its loss-system admission) runs beside
+    ``gpupool``; both reach the JSON, and the online policy never does worse than fgd here."""
+    result = gpupool(
+        "sim", "--scale", "0.1", "-p", "fgd", "-p", "gpupool", "-p", "gpupool-place-all",
+        "--json", "out.json", "--workers", "1", cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads((tmp_path / "out.json").read_text())
+    assert set(data["policies"]) == {"fgd", "gpupool", "gpupool-place-all"}
+    at_100 = {p: data["policies"][p]["unallocated_gpu_pct"]["100"] for p in data["policies"]}
+    assert at_100["gpupool"] < at_100["fgd"]

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from gpupool.cli.timed_cmd import run_timed_mode
 from gpupool.core.cluster import NodeSpec
-from gpupool.plugins.profiles import FGD_STUDY_POLICIES, POLICIES
+from gpupool.plugins.profiles import FGD_STUDY_POLICIES, POLICIES, STUDY_VARIANTS
 from gpupool.sim.plot import plot_unallocated
 from gpupool.sim.study import StudyResult, StudySpec, run_study
 from gpupool.sim.synthetic import synthetic_cluster, synthetic_pods
@@ -62,8 +62,9 @@ def sim(
         None,
         "--policy",
         "-p",
-        help=f"Policy to compare (repeat). One of: {', '.join(POLICIES)}. "
-        "Default: the six FGD-study policies and gpupool.",
+        help=f"Policy to compare (repeat). One of: {', '.join(POLICIES)}; for studies also "
+        f"{', '.join(STUDY_VARIANTS)} (gpupool handed the file's workload / without its "
+        "loss-system admission). Default: the six FGD-study policies and gpupool.",
     ),
     seed: list[int] | None = typer.Option(None, "--seed", "-s", help="Seed (repeat). Default 42."),
     tune: float = typer.Option(1.3, help="Tune total GPU demand to this multiple of capacity."),
@@ -83,8 +84,9 @@ def sim(
     """
     policies = list(policy or (*FGD_STUDY_POLICIES, "gpupool"))
     for name in policies:
-        if name not in POLICIES:
-            raise fail(f"unknown policy {name!r}; choose from: {', '.join(POLICIES)}")
+        if name not in POLICIES and name not in STUDY_VARIANTS:
+            choices = ", ".join((*POLICIES, *STUDY_VARIANTS))
+            raise fail(f"unknown policy {name!r}; choose from: {choices}")
     seeds = list(seed or [42])
     cluster, trace, label = load_inputs(nodes, pods, synthetic_seed, scale)
     if mode is Mode.timed:

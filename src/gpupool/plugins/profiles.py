@@ -20,6 +20,10 @@ gpupool     gpupool         gpupool
 
 ``gpupool`` (gpupool_policy.py) learns the workload online; ``gpupool-file`` is the same
 policy handed the file's target workload, as FGD is (for studies only, not in POLICIES).
+In a loss system (``PolicyContext.admission``: the simulator's replay protocol, where an
+arrival that fits nowhere is lost) ``gpupool`` also filters with ``admission``
+(admission.py): near saturation, poorly fitting shares may not open fresh GPUs.
+``gpupool-place-all`` is ``gpupool`` without that filter (for studies: the ablation).
 """
 
 from __future__ import annotations
@@ -30,7 +34,14 @@ import numpy as np
 
 from gpupool.core.cluster import ClusterState
 from gpupool.core.frag import FragmentationModel, TargetWorkload
-from gpupool.core.framework import GpuPickPlugin, Profile, ReservePlugin, ScorePlugin
+from gpupool.core.framework import (
+    FilterPlugin,
+    GpuPickPlugin,
+    Profile,
+    ReservePlugin,
+    ScorePlugin,
+)
+from gpupool.plugins.admission import FreshGpuAdmission
 from gpupool.plugins.baseline_scores import (
     BestFitScore,
     BinpackScore,
@@ -59,8 +70,9 @@ POLICIES: tuple[str, ...] = (
 )
 """Every policy name offered to users (``build_profile`` also accepts STUDY_VARIANTS)."""
 
-STUDY_VARIANTS: tuple[str, ...] = ("gpupool-file",)
-"""Policies for studies only: ``gpupool`` handed the file's target workload."""
+STUDY_VARIANTS: tuple[str, ...] = ("gpupool-file", "gpupool-place-all")
+"""Policies for studies only: ``gpupool`` handed the file's target workload, and ``gpupool``
+without the loss-system admission filter."""
 
 FGD_STUDY_POLICIES: tuple[str, ...] = POLICIES[:6]
 """The six policies of the FGD paper's comparison, in its order."""
@@ -81,6 +93,9 @@ class PolicyContext:
     workload: TargetWorkload | None = None
     frag: FragmentationModel | None = None
     topology_keys: tuple[str, ...] = ("rack", "spine")
+    admission: bool = False
+    """A loss system (arrivals that fit nowhere are lost): ``gpupool`` adds its admission
+    filter. The live server queues instead, so it leaves this False."""
 
 
 def build_profile(policy: str, state: ClusterState, context: PolicyContext) -> Profile:
@@ -88,6 +103,7 @@ def build_profile(policy: str, state: ClusterState, context: PolicyContext) -> P
     score: ScorePlugin
     picker: GpuPickPlugin = TightestGpu()
     reserve: tuple[ReservePlugin, ...] = ()
+    filters: tuple[FilterPlugin, ...] = (FitFilter(),)
     if policy == "random":
         score, picker = RandomScore(context.rng), RandomGpu(context.rng)
     elif policy == "dotprod":
@@ -107,7 +123,7 @@ def build_profile(policy: str, state: ClusterState, context: PolicyContext) -> P
             frag = FragmentationModel(state.models, context.workload)
         fgd = FgdScore(state, frag)
         score, picker = fgd, fgd
-    elif policy in ("gpupool", "gpupool-file"):
+    elif policy in ("gpupool", "gpupool-file", "gpupool-place-all"):
         prior = None
         if policy == "gpupool-file":
             prior = context.workload or (context.frag.workload if context.frag else None)
@@ -115,6 +131,8 @@ def build_profile(policy: str, state: ClusterState, context: PolicyContext) -> P
                 raise UnknownPolicyError("policy 'gpupool-file' needs a target workload")
         own = GpupoolScore(state, prior)
         score, picker = own, own
+        if context.admission and policy != "gpupool-place-all":
+            filters = (FreshGpuAdmission(state, lambda: own.model.prices), *filters)
     elif policy == "binpack":
         score = BinpackScore()
     elif policy == "spread":
@@ -124,7 +142,7 @@ def build_profile(policy: str, state: ClusterState, context: PolicyContext) -> P
     topology = TopologyScore(context.topology_keys)
     return Profile(
         name=policy,
-        filters=(FitFilter(),),
+        filters=filters,
         scores=((score, 1), (topology, TOPOLOGY_WEIGHT)),
         gpu_pick=picker,
         queue_sort=PriorityQueueSort(),

@@ -98,7 +98,7 @@ def replay(
     tie_order = rng.permutation(state.num_nodes)
     arrivals = arrival_order(requests, state.total_gpu_milli, tune, rng)
     frag_model = FragmentationModel(state.models, workload)
-    profile = build_profile(policy, state, PolicyContext(rng=rng, frag=frag_model))
+    profile = build_profile(policy, state, PolicyContext(rng=rng, frag=frag_model, admission=True))
     scheduler = Scheduler(state, profile, tie_order)
 
     node_frag = np.array([frag_model.node_frag(state.node_key(n)) for n in range(len(nodes))])
