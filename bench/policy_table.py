@@ -176,9 +176,10 @@ def render(data: dict[str, Any]) -> str:
         "|" + "---|" * len(policies),
         "| " + " | ".join(f"{speeds[p]:,.0f}" for p in policies) + " |",
         "",
-        "Wall time per file (all policies and seeds): "
-        + ", ".join(f"{k} {v:.0f} s" for k, v in data["wall_seconds"].items())
-        + ".",
+        "Wall time of each run of this script, per file (and the policies it ran; all",
+        "of them when none are named):",
+        "",
+        *(f"- {k}: {v:.0f} s" for k, v in data["wall_seconds"].items()),
         "",
     ]
     return "\n".join(lines)

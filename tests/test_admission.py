@@ -9,6 +9,7 @@ the rule compares.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from builders import cluster, gpu, node
 from gpupool.core.cluster import ClusterState
@@ -99,16 +100,18 @@ def test_a_share_that_packs_well_is_never_held():
     assert allowed(admission, state, gpu(1, 810, cpu=1, name="new-810")) == []
 
 
-def test_when_cpu_runs_out_first_fresh_gpus_are_not_held():
-    """The first case, but the cluster has only 2 cores free: at the 4.1 cores per
-    arrived GPU seen, CPU runs out within half a GPU of arrivals, long before the 1,570
-    milli still to come, so a kept GPU would be stranded anyway."""
+@pytest.mark.parametrize(("cores_free", "held"), [(2, False), (8, False), (12, True)])
+def test_fresh_gpus_are_held_only_with_cpu_to_spare(cores_free: float, held: bool):
+    """The first case with only ``cores_free`` cores free (all on n3). The 1,570 milli still
+    to come ask for 5.9 cores at the 3.8 cores per arrived GPU seen, and a whole-GPU task on
+    the kept GPU for 4 more: 9.9 cores. With 2 or 8 free, a kept GPU would end stranded, so
+    nothing is held; with 12 the 810 is held."""
     defs = [node(f"n{i}", cpu=64, gpus=8, free=[0] * 8, cpu_free=0) for i in range(3)]
-    defs.append(node("n3", cpu=64, gpus=8, free=[1000, 190] + [0] * 6, cpu_free=2))
+    defs.append(node("n3", cpu=64, gpus=8, free=[1000, 190] + [0] * 6, cpu_free=cores_free))
     state = cluster(defs)
     admission = admission_after(state, whole=28)
-    assert allowed(admission, state, gpu(1, 810, cpu=1, name="new-810")) == ["n0", "n1", "n2", "n3"]
-    assert admission.refused == 0
+    kept = allowed(admission, state, gpu(1, 810, cpu=1, name="new-810"))
+    assert kept == ([] if held else ["n0", "n1", "n2", "n3"])
 
 
 def test_fresh_gpus_count_only_as_far_as_their_node_cpu_serves_whole_gpu_tasks():

@@ -19,8 +19,11 @@ would need a *fresh* GPU (it may still go into a partly used one) when all of th
    could still use (``b``: whole-GPU share of the GPU demand seen so far; fresh GPUs are
    counted per node up to what its free CPU serves at the mean CPU per whole GPU). So every
    GPU kept is expected to be filled exactly, by a task whose failure it prevents.
-3. **GPU-bound.** The CPU demand expected until capacity does not exhaust the free CPU
-   first; if CPU runs out first, kept GPUs would be stranded anyway.
+3. **CPU to spare.** The free CPU covers both the CPU the arrival mix will ask for until
+   capacity and, on top, the CPU of whole-GPU tasks on every kept GPU (those tasks are what
+   the hold waits for, and they are CPU-heavier than the mix). Where CPU is tight, kept
+   GPUs would end stranded, and the 810s they replace cost less CPU than the whole-GPU
+   tasks that would take their place.
 
 Everything is learned online from arrivals (each name counted once); nothing is known of the
 future but the assumption that demand reaches capacity. That assumption is what makes it a
@@ -111,11 +114,13 @@ class FreshGpuAdmission:
         horizon = self._capacity - self._arrived_gpu
         if horizon <= 0 or not self._whole_gpus:
             return False
-        cpu_rate = self._arrived_cpu / self._arrived_gpu
-        if cpu_rate > 0 and float(state.cpu_left.sum()) / cpu_rate < horizon:
+        kept = self.usable_fresh_gpus(state)
+        cpu_to_come = self._arrived_cpu / self._arrived_gpu * horizon
+        kept_cpu = kept * self._whole_cpu / self._whole_gpus
+        if float(state.cpu_left.sum()) < cpu_to_come + kept_cpu:
             return False
         whole_rate = self._whole_gpus * MILLI_PER_GPU / self._arrived_gpu
-        return whole_rate * horizon / MILLI_PER_GPU >= self.usable_fresh_gpus(state)
+        return whole_rate * horizon / MILLI_PER_GPU >= kept
 
     def usable_fresh_gpus(self, state: ClusterState) -> float:
         """Fully free GPUs, per node at most as many as its free CPU serves at the mean
