@@ -19,6 +19,7 @@ from gpupool.core.scheduler import Scheduler
 from gpupool.plugins.admission import FreshGpuAdmission
 from gpupool.plugins.gap_prices import gap_prices
 from gpupool.plugins.profiles import PolicyContext, build_profile
+from gpupool.server.pool_nodes import build_scheduler
 
 PRICES_810 = gap_prices({810: 3})
 """Only 810s: each takes a GPU of its own (price 1), a waste fraction of 0.19."""
@@ -144,13 +145,15 @@ def test_the_reason_names_the_kept_gpus_and_the_gap():
 
 
 def test_only_the_loss_system_profile_has_the_filter():
-    """The live server (admission=False) never holds a job that fits; ``gpupool-place-all``
-    is the ablation without the filter."""
+    """The live server (its scheduler builder: admission=False) never holds a job that
+    fits; ``gpupool-place-all`` is the ablation without the filter."""
     state = full_cluster((1000,) * 8)
     names = lambda policy, on: [  # noqa: E731
         f.name for f in build_profile(policy, state, PolicyContext(admission=on)).filters
     ]
     assert names("gpupool", False) == ["fit"]
+    server = build_scheduler("gpupool", full_cluster((1000,) * 8))
+    assert [f.name for f in server.profile.filters] == ["fit"]
     assert names("gpupool", True) == ["admission", "fit"]
     assert names("gpupool-place-all", True) == ["fit"]
     assert names("bestfit", True) == ["fit"]
