@@ -10,7 +10,7 @@ and the Fig. 9(a)-style plot for default (bench/results/policy_table_default.png
     .venv/bin/python bench/policy_table.py                 # everything (about 25 min, 2 CPUs)
     .venv/bin/python bench/policy_table.py --files default --seeds 42-44
     .venv/bin/python bench/policy_table.py --policies gpupool --merge   # re-run one column
-    .venv/bin/python bench/policy_table.py --render-only   # rewrite the .md from the .json
+    .venv/bin/python bench/policy_table.py --render-only   # the .md and plot from the .json
 """
 
 from __future__ import annotations
@@ -57,6 +57,7 @@ def main() -> None:
     if args.render_only:
         data = json.loads(out.with_suffix(".json").read_text())
         out.with_suffix(".md").write_text(render(data))
+        plot_default(data, out)
         return
     traces = trace_dir(args.traces)
     first, last = (int(v) for v in args.seeds.split("-"))
@@ -111,17 +112,24 @@ def main() -> None:
                 ]
     data.update(seeds=seeds, machine=machine())
     out.with_suffix(".json").write_text(json.dumps(data, indent=1) + "\n")
-    if all(p in curves for p in PLOTTED):
-        plot.POLICY_STYLE.setdefault(OURS, ("black", "-"))
-        plot.POLICY_STYLE.setdefault(PLACE_ALL, ("grey", ":"))
-        plot.plot_unallocated(
-            {p: np.array(curves[p], dtype=np.float64) for p in PLOTTED},
-            f"{out}_default.png",
-            f"openb default, seeds {seeds[0]}–{seeds[-1]}: unallocated GPUs",
-            (75, 130),
-        )
-    else:
+    plot_default(data, out)
+
+
+def plot_default(data: dict[str, Any], out: Path) -> None:
+    """The Fig. 9(a)-style plot for default from the curves kept in the .json."""
+    curves = data.get("curves_default", {})
+    if not all(p in curves for p in PLOTTED):
         print("the default plot needs every plotted policy's curves: run default with all")
+        return
+    plot.POLICY_STYLE.setdefault(OURS, ("black", "-"))
+    plot.POLICY_STYLE.setdefault(PLACE_ALL, ("tab:cyan", "--"))
+    seeds = data["seeds"]
+    plot.plot_unallocated(
+        {p: np.array(curves[p], dtype=np.float64) for p in PLOTTED},
+        f"{out}_default.png",
+        f"openb default, seeds {seeds[0]}–{seeds[-1]}: unallocated GPUs",
+        (75, 130),
+    )
     out.with_suffix(".md").write_text(render(data))
     print(f"written to {out}.md")
 
