@@ -14,11 +14,15 @@ would need a *fresh* GPU (it may still go into a partly used one) when all of th
    ``1 - size / (1000 * price(size))``, is above the plan's average over all GPU demand
    seen (``price`` from ``gap_prices``: what the share costs in fresh GPUs once its
    expected gap-fillers are counted). 810s in openb qualify; 470s, which pair up, do not.
-2. **Saturation.** The whole-GPU demand expected before arrivals reach the cluster's
-   capacity, ``b * (capacity - arrived)``, is at least the fresh GPUs that whole-GPU tasks
-   could still use (``b``: whole-GPU share of the GPU demand seen so far; fresh GPUs are
-   counted per node up to what its free CPU serves at the mean CPU per whole GPU). So every
-   GPU kept is expected to be filled exactly, by a task whose failure it prevents.
+2. **Saturation, for whole-GPU tasks.** The fresh GPUs that the demand still to come
+   will open before arrivals reach the cluster's capacity are at least the fresh GPUs left
+   (counted per node up to what its free CPU serves at the mean CPU per whole GPU). That
+   demand is the arrival mix seen so far times ``capacity - arrived``: whole-GPU tasks open
+   a GPU each, well-fitting shares their LP price in GPUs. So every GPU kept is expected to
+   be taken. And whole-GPU tasks must open at least as many fresh GPUs as the
+   well-fitting shares do: a kept GPU must be more likely to go to a whole-GPU task (which
+   fills it exactly, in place of a task that would fail) than to a share (which gains
+   little over the 810 and, near the end, may leave its own gap unfilled).
 3. **CPU to spare.** The free CPU covers both the CPU the arrival mix will ask for until
    capacity and, on top, the CPU of whole-GPU tasks on every kept GPU (those tasks are what
    the hold waits for, and they are CPU-heavier than the mix). Where CPU is tight, kept
@@ -59,7 +63,7 @@ class FreshGpuAdmission:
         self._whole_gpus = 0.0
         self._whole_cpu = 0.0
         self._shares: dict[int, float] = {}
-        self._fit_cache: tuple[GapPrices | None, int, float] = (None, -1, 0.0)
+        self._plan_cache: tuple[GapPrices | None, int, tuple[float, float]] = (None, -1, (0, 0))
         self.refused = 0
         """Requests this filter alone left without a node (for reports)."""
 
@@ -82,21 +86,39 @@ class FreshGpuAdmission:
 
     def plan_waste_fraction(self, prices: GapPrices) -> float:
         """Average waste fraction of the GPU demand seen, at the LP's prices (whole GPUs
-        waste nothing). Cached per prices snapshot and demand count."""
-        cached_prices, cached_count, value = self._fit_cache
+        waste nothing)."""
+        return self._plan(prices)[0]
+
+    def share_fresh_gpus(self, prices: GapPrices) -> float:
+        """Fresh GPUs used by the well-fitting shares seen (waste fraction at most the
+        average), at the LP's prices: a share's price is its part of a fresh GPU once its
+        gap-fillers are counted."""
+        return self._plan(prices)[1]
+
+    def _plan(self, prices: GapPrices) -> tuple[float, float]:
+        """(average waste fraction, fresh GPUs of well-fitting shares), cached per prices
+        snapshot and number of arrivals seen."""
+        cached_prices, cached_count, figures = self._plan_cache
         count = len(self._seen)
         if cached_prices is prices and cached_count == count:
-            return value
-        used = self._whole_gpus * MILLI_PER_GPU
-        paid = used
+            return figures
+        used = paid = self._whole_gpus * MILLI_PER_GPU
+        priced: list[tuple[int, float, float]] = []
         for size, n in self._shares.items():
             price = prices.item_price.get(size)
             if price is not None and price > 0:
                 used += n * size
                 paid += n * MILLI_PER_GPU * price
-        value = 1.0 - used / paid if paid > 0 else 0.0
-        self._fit_cache = (prices, count, value)
-        return value
+                priced.append((size, n, price))
+        average = 1.0 - used / paid if paid > 0 else 0.0
+        fresh = sum(
+            n * price
+            for size, n, price in priced
+            if 1.0 - size / (MILLI_PER_GPU * price) <= average
+        )
+        figures = (average, fresh)
+        self._plan_cache = (prices, count, figures)
+        return figures
 
     # ------------------------------------------------------------------ deciding
 
@@ -119,8 +141,11 @@ class FreshGpuAdmission:
         kept_cpu = kept * self._whole_cpu / self._whole_gpus
         if float(state.cpu_left.sum()) < cpu_to_come + kept_cpu:
             return False
-        whole_rate = self._whole_gpus * MILLI_PER_GPU / self._arrived_gpu
-        return whole_rate * horizon / MILLI_PER_GPU >= kept
+        whole = self._whole_gpus
+        shares = self.share_fresh_gpus(prices)
+        if whole < shares:
+            return False
+        return (whole + shares) * horizon / self._arrived_gpu >= kept
 
     def usable_fresh_gpus(self, state: ClusterState) -> float:
         """Fully free GPUs, per node at most as many as its free CPU serves at the mean
