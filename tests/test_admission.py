@@ -25,10 +25,14 @@ PRICES_810 = gap_prices({810: 3})
 """Only 810s: each takes a GPU of its own (price 1), a waste fraction of 0.19."""
 
 
-def full_cluster(last_free: tuple[int, ...], cpu_free: float | None = None) -> ClusterState:
-    """4 nodes x 8 GPUs (32 GPUs): three nodes full, the last with ``last_free``."""
-    defs = [node(f"n{i}", cpu=64, gpus=8, free=[0] * 8) for i in range(3)]
-    defs.append(node("n3", cpu=64, gpus=8, free=list(last_free), cpu_free=cpu_free))
+def full_cluster(
+    last_free: tuple[int, ...], cpu_free: float | None = None, nodes: int = 4
+) -> ClusterState:
+    """``nodes`` nodes x 8 GPUs (default 32 GPUs): all full but the last, which has
+    ``last_free``."""
+    defs = [node(f"n{i}", cpu=64, gpus=8, free=[0] * 8) for i in range(nodes - 1)]
+    last = f"n{nodes - 1}"
+    defs.append(node(last, cpu=64, gpus=8, free=list(last_free), cpu_free=cpu_free))
     return cluster(defs)
 
 
@@ -113,6 +117,48 @@ def test_fresh_gpus_are_held_only_with_cpu_to_spare(cores_free: float, held: boo
     admission = admission_after(state, whole=28)
     kept = allowed(admission, state, gpu(1, 810, cpu=1, name="new-810"))
     assert kept == ([] if held else ["n0", "n1", "n2", "n3"])
+
+
+HALVES_AND_810S = gap_prices({500: 8, 810: 3})
+"""500s pair up (price 0.5, waste 0); 810s take a GPU each (price 1, waste fraction 0.19)."""
+
+
+def admission_with_halves(state: ClusterState, whole: int, halves: int) -> FreshGpuAdmission:
+    admission = FreshGpuAdmission(state, lambda: HALVES_AND_810S)
+    for i in range(whole):
+        admission.observe(gpu(1, cpu=4, name=f"w{i}"))
+    for i in range(halves):
+        admission.observe(gpu(1, 500, cpu=1, name=f"h{i}"))
+    for i in range(2):
+        admission.observe(gpu(1, 810, cpu=1, name=f"s{i}"))
+    return admission
+
+
+def test_the_fresh_gpus_well_fitting_shares_open_count_toward_saturation():
+    """40 GPUs, 8 of them fresh. Seen: 24 whole GPUs, 8 halves (4 fresh GPUs' worth) and
+    3 810s, 30,430 milli. Of the 9,570 still to come, whole-GPU tasks alone would open
+    24 / 30.43 x 9.57 = 7.5 GPUs, fewer than the 8 fresh; with the halves' 4 / 30.43 x
+    9.57 = 1.3 more, 8.8: every fresh GPU will be taken, so the 810 is held."""
+    state = full_cluster((1000,) * 8, nodes=5)
+    admission = admission_with_halves(state, whole=24, halves=8)
+    request = gpu(1, 810, cpu=1, name="new-810")
+    assert allowed(admission, state, request) == []
+    assert admission.share_fresh_gpus(HALVES_AND_810S) == 4
+
+
+def test_no_hold_when_shares_would_open_more_fresh_gpus_than_whole_gpu_tasks():
+    """1 fresh GPU. Seen: 12 whole GPUs, 30 halves (15 fresh GPUs' worth) and 3 810s,
+    29,430 milli. The whole-GPU tasks alone would take the fresh GPU (12 / 29.43 x 2.57 =
+    1.05 GPUs to come), but the halves open more fresh GPUs than they do: a kept GPU would
+    more likely go to a share, which gains little over the 810, so it is not held. With
+    28 whole GPUs seen instead (and no halves) it is held."""
+    state = full_cluster((1000, 190, 0, 0, 0, 0, 0, 0))
+    admission = admission_with_halves(state, whole=12, halves=30)
+    assert allowed(admission, state, gpu(1, 810, cpu=1, name="new-810")) == [
+        "n0", "n1", "n2", "n3"
+    ]
+    held = admission_with_halves(state, whole=28, halves=0)
+    assert allowed(held, state, gpu(1, 810, cpu=1, name="new-810")) == []
 
 
 def test_fresh_gpus_count_only_as_far_as_their_node_cpu_serves_whole_gpu_tasks():
