@@ -181,3 +181,10 @@ def wait_for(predicate, timeout: float = 30.0, interval: float = 0.1):  # type: 
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met within {timeout} s (last value: {last!r})")
+
+
+def submit(client, **spec) -> str:  # type: ignore[no-untyped-def]
+    """POST a job spec; assert it was accepted and return the new job's id."""
+    response = client.post("/jobs", json=spec)
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gpupool.interposer.build import find_compiler
-from server_harness import Server, make_server, wait_for
+from server_harness import Server, make_server, submit, wait_for
 
 PY = sys.executable
 
@@ -36,11 +36,6 @@ def wait_then_env(go: Path) -> str:
         "while not p.exists(): time.sleep(0.05)\n"
     )
 
-
-def submit(client, **spec):  # type: ignore[no-untyped-def]
-    response = client.post("/jobs", json=spec)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def test_share_is_enforced_by_the_interposer_and_cleaned_up(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server_harness import Server, backend_params, make_server, wait_for
+from server_harness import Server, backend_params, make_server, submit, wait_for
 
 PY = sys.executable
 
@@ -36,11 +36,6 @@ STUBBORN = (
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     yield from make_server(request.param, tmp_path, "2xA100-80GB")
 
-
-def submit(client, **spec) -> str:  # type: ignore[no-untyped-def]
-    response = client.post("/jobs", json=spec)
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
 
 
 def view(client, job_id: str) -> dict:  # type: ignore[no-untyped-def,type-arg]

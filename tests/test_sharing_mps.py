@@ -21,7 +21,7 @@ import pytest
 
 from gpupool.interposer.build import find_compiler
 from gpupool.server.sharing import MpsDaemons, MpsError
-from server_harness import Server, make_server, wait_for
+from server_harness import Server, make_server, submit, wait_for
 
 PY = sys.executable
 PID_FILE = "nvidia-cuda-mps-control.pid"
@@ -144,11 +144,6 @@ def wait_then_env(go: Path) -> str:
         "while not p.exists(): time.sleep(0.05)\n"
     )
 
-
-def submit(client, **spec):  # type: ignore[no-untyped-def]
-    response = client.post("/jobs", json=spec)
-    assert response.status_code == 201, response.text
-    return response.json()["id"]
 
 
 def running_env(client, job: str) -> tuple[dict[str, Any], dict[str, Any]]:  # type: ignore[no-untyped-def]
