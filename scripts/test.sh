@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x .venv/bin/python ]; then
-  python3 -m venv .venv
+  # Jobs of other Unix accounts run this interpreter: make the venv from a system Python they
+  # can execute (this machine's default python3 may live under /root, mode 0700).
+  if [ -x /usr/bin/python3 ]; then /usr/bin/python3 -m venv .venv; else python3 -m venv .venv; fi
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
 echo "== ruff"
@@ -14,9 +16,15 @@ echo "== mypy (strict, the whole package)"
 echo "== import-linter (layers of ARCHITECTURE.md)"
 .venv/bin/lint-imports
 echo "== pytest"
-# The console tests drive Debian's chromium; install it when we may (root with apt-get),
-# and never fail the run over it: without it those tests are skipped, saying why.
+# The console tests drive Debian's chromium and the isolation tests bubblewrap; install them
+# when we may (root with apt-get), and never fail the run over it: without them those tests
+# are skipped, saying why.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-  command -v chromium >/dev/null || { (apt-get update -qq && apt-get install -y -qq chromium) >/dev/null 2>&1 || echo "chromium could not be installed: console tests will be skipped"; }
+  missing=""
+  command -v chromium >/dev/null || missing="$missing chromium"
+  command -v bwrap >/dev/null || missing="$missing bubblewrap"
+  if [ -n "$missing" ]; then
+    (apt-get update -qq && apt-get install -y -qq $missing) >/dev/null 2>&1 || echo "could not install$missing: the tests that need it will be skipped"
+  fi
 fi
 .venv/bin/python -m pytest -q "$@"

@@ -9,6 +9,10 @@ its ``ray start`` refuses to join a worker node with that setting, hence ``ray_n
 
 ``stop()`` kills only this cluster's processes (found by its private temp dir), never other
 Ray clusters on the machine.
+
+The nodes' agents keep their files in ``agent_dir`` (``GPUPOOL_AGENT_DIR``), a directory of
+its own that every account may pass through (0711): jobs run as their owners' accounts when
+the tests run as root, and must reach their job dirs there.
 """
 
 from __future__ import annotations
@@ -28,6 +32,13 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 BIN = Path(sys.executable).parent
+
+
+def job_reachable_dir(prefix: str) -> Path:
+    """A fresh directory under /tmp that every account may pass through (0711)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o711)
+    return path
 
 
 def ray_available() -> str | None:
@@ -75,6 +86,7 @@ class RayNode:
 class LoopbackCluster:
     temp_dir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="gpr", dir="/tmp")))
     port: int = field(default_factory=_free_port)
+    agent_dir: Path = field(default_factory=lambda: job_reachable_dir("gpa"))
     nodes: dict[str, RayNode] = field(default_factory=dict)
     _orphans: set[int] = field(default_factory=set)
 
@@ -90,7 +102,7 @@ class LoopbackCluster:
              "--include-dashboard=false", "--disable-usage-stats",
              "--temp-dir", str(self.temp_dir)],
             env=loopback_env({"GPUPOOL_NODE_NAME": "head",
-                              "GPUPOOL_AGENT_DIR": str(self.temp_dir / "agents"),
+                              "GPUPOOL_AGENT_DIR": str(self.agent_dir),
                               **private_home(self.temp_dir)}), check=True,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120,
         )
@@ -98,7 +110,7 @@ class LoopbackCluster:
     def add_node(self, name: str, fake_gpus: str, labels: str = "") -> RayNode:
         env = loopback_env({"GPUPOOL_NODE_NAME": name, "GPUPOOL_FAKE_GPUS": fake_gpus,
                             "GPUPOOL_NODE_LABELS": labels,
-                            "GPUPOOL_AGENT_DIR": str(self.temp_dir / "agents"),
+                            "GPUPOOL_AGENT_DIR": str(self.agent_dir),
                             **private_home(self.temp_dir)})
         out = subprocess.run(
             [sys.executable, str(HERE / "ray_node.py"), self.address, str(self.temp_dir)],
@@ -134,6 +146,7 @@ class LoopbackCluster:
                 break
             time.sleep(0.5)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
+        shutil.rmtree(self.agent_dir, ignore_errors=True)
 
 
 def _parents() -> dict[int, int]:

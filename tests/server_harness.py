@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -49,18 +54,35 @@ class Server:
     token: str = ""
     extra_args: tuple[str, ...] = ()
     extra_env: dict[str, str] = field(default_factory=dict)
+    work_dir: Path = field(default_factory=lambda: job_reachable_dir("gpw"))
+    """GPUPOOL_WORK_DIR: jobs run as other accounts, which can't pass pytest's 0700 tmp."""
+    isolated: bool = False
+    """False (most tests): the admin's jobs run as root, unsandboxed, by the operator's
+    explicit choice (GPUPOOL_ADMIN_UNIX_USER=root, GPUPOOL_SANDBOX=none), so that tests may
+    hand jobs files in pytest's private tmp dirs. True: as a real deployment (gp-admin, the
+    sandbox): the isolation tests."""
+    host: str = "127.0.0.1"
+    tls_cert: str = ""  # with tls_key: serve HTTPS; the (self-signed) cert is also the CA file
+    tls_key: str = ""
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls_cert else 'http'}://{self.host}:{self.port}"
+
+    @property
+    def verify(self) -> ssl.SSLContext | bool:
+        return ssl.create_default_context(cafile=self.tls_cert) if self.tls_cert else True
 
     @property
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
-        env.update(GPUPOOL_HOME=str(self.home), GPUPOOL_URL=self.url)
+        env.update(GPUPOOL_HOME=str(self.home), GPUPOOL_URL=self.url,
+                   GPUPOOL_WORK_DIR=str(self.work_dir))
         env.pop("GPUPOOL_FAKE_GPUS", None)
         if self.token:
             env["GPUPOOL_TOKEN"] = self.token
+        if not self.isolated:
+            env.update(GPUPOOL_ADMIN_UNIX_USER="root", GPUPOOL_SANDBOX="none")
         env.update(self.extra_env)
         return env
 
@@ -78,6 +100,10 @@ class Server:
             "0.2",
             *self.extra_args,
         ]
+        if self.host != "127.0.0.1":
+            args += ["--host", self.host]
+        if self.tls_cert:
+            args += ["--tls-cert", self.tls_cert, "--tls-key", self.tls_key]
         if self.database_url:
             args += ["--database-url", self.database_url]
         log = (self.home / "server.out").open("ab")
@@ -88,7 +114,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited: {(self.home / 'server.out').read_text()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.url + "/healthz", timeout=1,
+                             verify=self.verify).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -116,7 +143,32 @@ class Server:
             base_url=self.url + "/api/v1",
             headers={"Authorization": f"Bearer {token or self.token}"},
             timeout=30,
+            verify=self.verify,
         )
+
+
+def job_reachable_dir(prefix: str) -> Path:
+    """A fresh directory under /tmp that every account may pass through (0711): pytest's own
+    tmp dirs are 0700, and jobs run as their owners' accounts when the tests run as root."""
+    path = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    os.chmod(path, 0o711)
+    atexit.register(shutil.rmtree, path, True)  # pytest's own tmp dirs are pruned; these not
+    return path
+
+
+def remove_created_accounts(server: Server) -> None:
+    """Remove the Unix accounts ``server`` (SQLite) created for the users a test made
+    through it (the admin's ``gp-admin`` stays: other servers of the session share it)."""
+    import sqlite3
+
+    from gpupool.executors import accounts
+
+    # from the database: the API may refuse by then (a fuzzer may revoke its own token)
+    with contextlib.closing(sqlite3.connect(server.home / "gpupool.db")) as db:
+        rows = db.execute("SELECT name, unix_user FROM users WHERE unix_created").fetchall()
+    for name, unix in rows:
+        if unix and name != "admin":
+            accounts.remove(unix, name.split("~deleted-")[0])
 
 
 def backend_params() -> list[object]:
@@ -131,8 +183,10 @@ def backend_params() -> list[object]:
     ]
 
 
-def make_server(backend: str, tmp_path: Path, fake_gpus: str) -> Iterator[Server]:
-    """Yield a started server on ``backend``; drop its PostgreSQL schema afterwards."""
+def make_server(backend: str, tmp_path: Path, fake_gpus: str,
+                extra_env: dict[str, str] | None = None) -> Iterator[Server]:
+    """Yield a started server on ``backend`` (with ``extra_env`` in its environment); drop its
+    PostgreSQL schema afterwards."""
     url = ""
     schema = ""
     if backend == "postgres":
@@ -142,7 +196,7 @@ def make_server(backend: str, tmp_path: Path, fake_gpus: str) -> Iterator[Server
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
         url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    server = Server(tmp_path / "home", url, fake_gpus)
+    server = Server(tmp_path / "home", url, fake_gpus, extra_env=dict(extra_env or {}))
     server.home.mkdir(parents=True)
     server.start()
     try:
@@ -150,6 +204,7 @@ def make_server(backend: str, tmp_path: Path, fake_gpus: str) -> Iterator[Server
     finally:
         server.stop()
         _kill_leftover_jobs(server.home)
+        shutil.rmtree(server.work_dir, ignore_errors=True)
         if schema:
             import psycopg
 

@@ -288,7 +288,8 @@ def test_a_second_team_sees_none_of_the_first_teams_jobs(
     wait_for(lambda: job_api(server, theirs)["phase"] == "running")
     with server.client() as c:
         assert c.post("/teams", json={"name": "vision", "quota_gpus": 0}).status_code == 201
-        assert c.post("/users", json={"name": "ada", "team": "vision"}).status_code == 201
+        assert c.post("/users", json={"name": "ada", "team": "vision",
+                                          "unix_user": "root"}).status_code == 201
         token = c.post("/tokens", json={"user": "ada"}).json()["token"]
 
     sign_in(page, server, token)

@@ -170,6 +170,25 @@ def test_the_share_file_limit_bounds_the_environment(tools: Tools, tmp_path: Pat
     assert codes(out) == [OOM]
 
 
+def test_the_limit_file_holds_when_the_job_rewrites_its_share_file(
+    tools: Tools, tmp_path: Path
+) -> None:
+    """The share file is the job's to write (its ledger); the limit file is not. A job that
+    raises (or zeroes) the limit in its share file and drops its environment's limit is
+    still held to the limit file's."""
+    ledger = sharefile.create(tmp_path / "ledger", limit_mib=1024)
+    limit = sharefile.write_limit(tmp_path / "limit", 1024)
+    assert limit.read_text() == f"{GIB}\n" and oct(limit.stat().st_mode & 0o777) == "0o644"
+    data = bytearray(ledger.read_bytes())
+    data[24:32] = (0).to_bytes(8, "little")  # the header's limit_bytes: "no limit"
+    ledger.write_bytes(bytes(data))
+    assert sharefile.limit_bytes(ledger) == 0
+    out = tools.run("alloc", 2048, "total", GPUPOOL_SHARE_FILE=str(ledger),
+                    GPUPOOL_SHARE_LIMIT_FILE=str(limit))
+    assert codes(out) == [OOM, OK] and out[1][2] == str(GIB)
+    assert codes(tools.run("alloc", 2048, GPUPOOL_SHARE_FILE=str(ledger))) == [OK]
+
+
 def test_a_missing_share_file_is_reported_and_the_limit_still_holds(
     tools: Tools, tmp_path: Path
 ) -> None:

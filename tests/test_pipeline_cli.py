@@ -19,7 +19,9 @@ from server_harness import Server, make_server
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from make_server("sqlite", tmp_path_factory.mktemp("cli"), "1xA100-80GB")
+    # The HTTP steps here call servers on 127.0.0.1, which only an admin's allow list permits.
+    yield from make_server("sqlite", tmp_path_factory.mktemp("cli"), "1xA100-80GB",
+                           {"GPUPOOL_HTTP_ALLOW_HOSTS": "127.0.0.1"})
 
 
 def gp(server: Server, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

@@ -48,9 +48,10 @@ def test_five_step_dag_passes_values_and_files(any_backend: Server) -> None:
         assert by["features"]["outputs"]["stats"] == {"n": 50, "mean": 808.5}
         assert by["evaluate"]["outputs"]["report"] == {
             "model": "linear-v1", "test_rows": 10, "trained_on": 40}
-        # files: stored by the server in its data dir, read by later steps
+        # files: stored by the server in the work dir (for the run's account), read by
+        # later steps
         model = Path(by["train"]["files"]["model.json"])
-        assert model.is_relative_to(any_backend.home / "pipelines" / "files")
+        assert model.is_relative_to(any_backend.work_dir / "pipelines" / "files")
         assert yaml.safe_load(model.read_text()) == {"trained_on": 40, "epochs": 2,
                                                      "mean": 808.5}
         assert len(Path(by["split"]["files"]["test.csv"]).read_text().splitlines()) == 10

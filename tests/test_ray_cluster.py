@@ -3,11 +3,17 @@
 One cluster for the module: a head (no GPU) and three raylets, each with its own fake GPUs
 and rack label: n1 and n2 in rack r1, n3 in rack r2. One `gpupool up --ray` server on it.
 The node-loss test runs last: it kills a raylet.
+
+Run as root (as CI does), jobs run as their owner's account (the admin's, which the server
+creates), sandboxed, with a clean environment: they can only reach files under /tmp that
+are bound into their sandbox (their workdir), and run the venv's interpreter only when
+every account can.
 """
 
 from __future__ import annotations
 
 import json
+import pwd
 import shutil
 import subprocess
 import sys
@@ -15,21 +21,30 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
-from gpupool.interposer import build
-from ray_cluster import LoopbackCluster, private_home, ray_available
+from gpupool.executors import accounts
+from gpupool.executors.interpreter import job_python
+from ray_cluster import LoopbackCluster, job_reachable_dir, private_home, ray_available
 from server_harness import Server, wait_for
 
 pytestmark = pytest.mark.skipif(ray_available() is not None, reason=ray_available() or "")
 
 WORKERS = {"n1": "r1", "n2": "r1", "n3": "r2"}
 
+VENV_FOR_JOBS = job_python() == sys.executable
+"""Jobs get this venv's interpreter (every account can run it), else the system's python3."""
+PY = sys.executable if VENV_FOR_JOBS else "python3"
+NEEDS_VENV = (f"jobs run as other accounts, which cannot run {sys.executable} (and its "
+              "torch): make the venv readable and searchable by all")
+SERVER_MARKER = "GPUPOOL_TEST_SERVER_MARKER"
+
 ENV_PROBE = (
     "import os; print('probe', os.environ.get('GPUPOOL_NODE_NAME'), "
-    "os.environ['CUDA_VISIBLE_DEVICES'], flush=True)"
+    "os.environ['CUDA_VISIBLE_DEVICES'], os.environ['GPUPOOL_JOB_DIR'], flush=True)"
 )
 
 ALL_REDUCE = """
@@ -65,12 +80,23 @@ def server(cluster: LoopbackCluster, tmp_path_factory: pytest.TempPathFactory) -
     home = tmp_path_factory.mktemp("ray") / "home"
     home.mkdir()
     s = Server(home, "", "", extra_args=("--ray", cluster.address),
-               extra_env=private_home(cluster.temp_dir))
+               extra_env={**private_home(cluster.temp_dir), SERVER_MARKER: "server-only"},
+               isolated=True)
     s.start()
     try:
         yield s
     finally:
         s.stop()
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A directory for files a job reads (its workdir: the sandbox binds it in)."""
+    path = job_reachable_dir("gps")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def submit(c: httpx.Client, **spec: object) -> str:
@@ -79,17 +105,20 @@ def submit(c: httpx.Client, **spec: object) -> str:
     return str(response.json()["id"])
 
 
-def job(c: httpx.Client, job_id: str) -> dict:
-    return c.get(f"/jobs/{job_id}").json()
+def job(c: httpx.Client, job_id: str) -> dict[str, Any]:
+    view: dict[str, Any] = c.get(f"/jobs/{job_id}").json()
+    return view
 
 
-def final(c: httpx.Client, job_id: str, timeout: float = 90) -> dict:
-    return wait_for(lambda: (j := job(c, job_id))["phase"] in
-                    ("succeeded", "failed", "cancelled") and j, timeout=timeout)
+def final(c: httpx.Client, job_id: str, timeout: float = 90) -> dict[str, Any]:
+    view: dict[str, Any] = wait_for(lambda: (j := job(c, job_id))["phase"] in
+                                    ("succeeded", "failed", "cancelled") and j,
+                                    timeout=timeout)
+    return view
 
 
 def log_text(c: httpx.Client, job_id: str) -> str:
-    return c.get(f"/jobs/{job_id}/logs", params={"limit": 1 << 20}).json()["data"]
+    return str(c.get(f"/jobs/{job_id}/logs", params={"limit": 1 << 20}).json()["data"])
 
 
 def test_every_ray_node_is_a_gpupool_node_with_its_gpus_and_labels(server: Server) -> None:
@@ -103,9 +132,17 @@ def test_every_ray_node_is_a_gpupool_node_with_its_gpus_and_labels(server: Serve
     assert nodes["head"]["gpus"] == []
 
 
-def test_a_task_runs_on_the_node_and_gpus_the_scheduler_chose(server: Server) -> None:
+def node_root(cluster: LoopbackCluster, node: str) -> Path:
+    """The agent's directory of one of the cluster's worker nodes."""
+    (root,) = cluster.agent_dir.glob(f"*/{cluster.nodes[node].node_id[:16]}")
+    return root
+
+
+def test_a_task_runs_on_the_node_and_gpus_the_scheduler_chose(
+    server: Server, cluster: LoopbackCluster
+) -> None:
     with server.client() as c:
-        ids = [submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=1, name=f"probe{i}")
+        ids = [submit(c, command=[PY, "-c", ENV_PROBE], gpus=1, name=f"probe{i}")
                for i in range(3)]
         for job_id in ids:
             view = final(c, job_id)
@@ -113,16 +150,16 @@ def test_a_task_runs_on_the_node_and_gpus_the_scheduler_chose(server: Server) ->
             placement = view["placement"]
             assert placement["node"] in WORKERS
             line = next(x for x in log_text(c, job_id).splitlines() if x.startswith("probe"))
-            # The process ran where gpupool placed it: the node's own environment names it.
-            assert line.split() == ["probe", placement["node"],
-                                    ",".join(map(str, placement["gpus"]))]
+            _, name, gpus, job_dir = line.split()
+            assert (name, gpus) == (placement["node"], ",".join(map(str, placement["gpus"])))
+            # The process ran where gpupool placed it: its job dir is that node agent's.
+            assert job_dir == str(node_root(cluster, name) / "jobs" / job_id / "1")
 
 
 SHARE_PROBE = (
-    "import os; from gpupool.interposer import sharefile; "
-    "path = os.environ['GPUPOOL_SHARE_FILE']; "
-    "print('share', os.environ['LD_PRELOAD'], path, sharefile.limit_bytes(path) >> 20, "
-    "flush=True)"
+    "import os; limit = os.environ['GPUPOOL_SHARE_LIMIT_FILE']; "
+    "print('share', os.environ['LD_PRELOAD'], os.environ['GPUPOOL_SHARE_FILE'], limit, "
+    "int(open(limit).read()) >> 20, flush=True)"
 )
 
 
@@ -130,21 +167,22 @@ def test_a_gpu_share_on_a_ray_node_is_enforced_by_that_nodes_interposer(
     server: Server, cluster: LoopbackCluster
 ) -> None:
     with server.client() as c:
-        job_id = submit(c, command=[sys.executable, "-c", SHARE_PROBE], gpus=0.5, name="half")
+        job_id = submit(c, command=[PY, "-c", SHARE_PROBE], gpus=0.5, name="half")
         view = final(c, job_id)
         assert view["phase"] == "succeeded", (view["events"], log_text(c, job_id))
         nodes = {n["name"]: n for n in c.get("/nodes").json()}
     assert view["enforcement"] == "interposer"
     assert nodes[view["placement"]["node"]]["mechanisms"] == ["interposer"]
     line = next(x for x in log_text_of(server, job_id) if x.startswith("share "))
-    _, library, share_file, limit_mib = line.split()
-    agents = str(cluster.temp_dir / "agents")
-    # The node's own library (its install's, else built in the agent's directory); the share
-    # file in the agent's directory on the node.
-    assert library == str(build.installed() or "") or library.startswith(agents), library
-    assert library.endswith(".so") and share_file.startswith(agents)
+    _, library, share_file, limit_file, limit_mib = line.split()
+    root = node_root(cluster, view["placement"]["node"])
+    # The node's own library, published in its agent's directory for every account; the
+    # share files in that directory too: the ledger is the job's, the limit is not.
+    assert library == str(root / "lib" / "libgpushare.so"), library
+    shares = root / "shares" / job_id / "1"
+    assert (share_file, limit_file) == (str(shares / "gpushare"), str(shares / "limit"))
     assert int(limit_mib) == 40960  # half of an 80 GiB A100
-    wait_for(lambda: not Path(share_file).exists(), timeout=10)  # released with the job
+    wait_for(lambda: not shares.exists(), timeout=10)  # released with the job
 
 
 def log_text_of(server: Server, job_id: str) -> list[str]:
@@ -154,8 +192,10 @@ def log_text_of(server: Server, job_id: str) -> list[str]:
 
 def test_two_node_gang_gets_consistent_env_and_all_reduces_over_gloo(server: Server) -> None:
     pytest.importorskip("torch", reason="torch (CPU) is needed for the all-reduce")
+    if not VENV_FOR_JOBS:
+        pytest.skip(NEEDS_VENV)
     with server.client() as c:
-        job_id = submit(c, command=[sys.executable, "-c", ALL_REDUCE], gpus=2, nodes=2,
+        job_id = submit(c, command=[PY, "-c", ALL_REDUCE], gpus=2, nodes=2,
                         procs_per_node=2, name="allreduce")
         view = final(c, job_id, timeout=180)
         text = log_text(c, job_id)
@@ -186,16 +226,19 @@ def gpupool(server: Server, *args: str, timeout: float = 180) -> subprocess.Comp
 
 
 def test_torchrun_launcher_per_node_from_the_cli_and_describe_shows_ranks(
-    server: Server, tmp_path: Path
+    server: Server, shared: Path
 ) -> None:
     """`gpupool run --nodes 2 --gpus-per-node 1 -- torchrun script`: one torchrun per node,
     configured by the PET_* variables alone, starts one worker per GPU; they all-reduce."""
     pytest.importorskip("torch", reason="torch (CPU) is needed for torchrun")
-    script = tmp_path / "allreduce.py"
+    if not VENV_FOR_JOBS:
+        pytest.skip(NEEDS_VENV)
+    script = shared / "allreduce.py"
     script.write_text(ALL_REDUCE)
+    script.chmod(0o644)
     done = gpupool(server, "run", "--nodes", "2", "--gpus-per-node", "1", "--name", "trun",
-                   "--wait", "--json", "--", sys.executable, "-m", "torch.distributed.run",
-                   str(script))
+                   "--workdir", str(shared), "--wait", "--json", "--", PY, "-m",
+                   "torch.distributed.run", str(script))
     assert done.returncode == 0, done.stdout + done.stderr
     job_id = json.loads(done.stdout)["id"]
     with server.client() as c:
@@ -210,13 +253,13 @@ def test_torchrun_launcher_per_node_from_the_cli_and_describe_shows_ranks(
     assert "2 nodes × 1 process(es)" in described
 
 
-def test_yaml_gang_and_bad_gang_specs(server: Server, tmp_path: Path) -> None:
+def test_yaml_gang_and_bad_gang_specs(server: Server, tmp_path: Path, shared: Path) -> None:
     spec = tmp_path / "job.yaml"
     spec.write_text("command: [python, -c, 'pass']\nnodes: 2\ngpus_per_node: 0.5\n")
     bad = gpupool(server, "submit", str(spec), timeout=60)
     assert bad.returncode == 2 and "whole GPUs" in bad.stderr, bad.stderr
     spec.write_text("command: [python, -c, 'pass']\nnodes: 3\ngpus_per_node: 2\n"
-                    f"name: wide\nworkdir: {tmp_path}\n")
+                    f"name: wide\nworkdir: {shared}\n")
     done = gpupool(server, "submit", str(spec), "--json", timeout=60)
     assert done.returncode == 0, done.stderr
     job_id = json.loads(done.stdout)["id"]
@@ -235,7 +278,7 @@ def test_cancel_stops_the_process_on_its_node_with_sigterm_first(server: Server)
               "print('ready', flush=True)\n"
               "time.sleep(600)\n")
     with server.client() as c:
-        job_id = submit(c, command=[sys.executable, "-u", "-c", script], gpus=1,
+        job_id = submit(c, command=[PY, "-u", "-c", script], gpus=1,
                         grace_period_s=20, name="polite")
         wait_for(lambda: "ready" in log_text(c, job_id), timeout=60)
         assert c.post(f"/jobs/{job_id}/cancel").status_code == 200
@@ -245,14 +288,15 @@ def test_cancel_stops_the_process_on_its_node_with_sigterm_first(server: Server)
         assert not any("SIGKILL" in e["message"] for e in view["events"])
 
 
-def test_server_restart_readopts_processes_on_ray_nodes(server: Server, tmp_path: Path) -> None:
-    gate = tmp_path / "gate"
+def test_server_restart_readopts_processes_on_ray_nodes(server: Server, shared: Path) -> None:
+    gate = shared / "gate"  # in the job's workdir: the only part of /tmp its sandbox shows
     script = ("import pathlib, time\n"
               "print('before', flush=True)\n"
               f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.1)\n"
               "print('after', flush=True)\n")
     with server.client() as c:
-        job_id = submit(c, command=[sys.executable, "-c", script], gpus=1, name="adopted")
+        job_id = submit(c, command=[PY, "-c", script], gpus=1, name="adopted",
+                        workdir=str(shared))
         wait_for(lambda: "before" in log_text(c, job_id), timeout=60)
     server.kill9()
     server.start()
@@ -277,30 +321,96 @@ def test_a_node_that_joins_shows_up_within_seconds(
         shown = time.time() - joined
         assert [g["model"] for g in nodes["gpus"]] == ["T4"], nodes
         assert shown < 10, f"n4 showed after {shown:.1f} s"
-        job_id = submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=1, gpu_model="T4")
+        job_id = submit(c, command=[PY, "-c", ENV_PROBE], gpus=1, gpu_model="T4")
         view = final(c, job_id)
     assert view["phase"] == "succeeded" and view["placement"]["node"] == "n4", view
 
 
-def test_losing_a_node_requeues_its_job_which_completes_elsewhere(
-    server: Server, cluster: LoopbackCluster, tmp_path: Path
+ISOLATION_PROBE = """
+import os, subprocess, time
+print("id-u", subprocess.run(["id", "-u"], capture_output=True, text=True).stdout.strip(),
+      flush=True)
+print("env", " ".join(sorted(os.environ)), flush=True)
+time.sleep(1)  # the agent writes handle.json just after starting the process
+run_dir = os.environ["GPUPOOL_RUN_DIR"]
+for name in ("launch.json", "handle.json"):
+    try:
+        open(os.path.join(run_dir, name)).read()
+        print("read", name, flush=True)
+    except OSError as exc:
+        print("cannot-read", name, exc.strerror.replace(" ", "-"), flush=True)
+"""
+
+
+def test_a_job_on_a_ray_node_runs_as_its_owner_sandboxed_with_a_clean_environment(
+    server: Server, cluster: LoopbackCluster
 ) -> None:
-    marker = tmp_path / "first-attempt-ran"
+    if not accounts.isolating():
+        pytest.skip("jobs run as the tests' own account unless the tests run as root")
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed: Ray nodes cannot sandbox jobs")
+    with server.client() as c:
+        job_id = submit(c, command=[PY, "-c", ISOLATION_PROBE], gpus=1, name="isolated")
+        view = final(c, job_id)
+        lines = log_text(c, job_id).splitlines()
+    assert view["phase"] == "succeeded", (view, lines)
+    # Run as the owner's account (the admin's, created by the server), in bwrap.
+    assert view["isolation"].startswith("bwrap as gp-"), view["isolation"]
+    account = view["isolation"].removeprefix("bwrap as ")
+    uid = int(next(x for x in lines if x.startswith("id-u ")).split()[1])
+    assert uid != 0 and uid == pwd.getpwnam(account).pw_uid, (uid, account)
+    described = gpupool(server, "describe", job_id, timeout=60).stdout
+    assert "isolation" in described and f"bwrap as {account}" in described, described
+    # Nothing of the server's environment, nor of the node's (its ray start's).
+    env = set(next(x for x in lines if x.startswith("env ")).split()[1:])
+    leaked = {SERVER_MARKER, "GPUPOOL_HOME", "GPUPOOL_URL", "GPUPOOL_TOKEN",
+              "GPUPOOL_WORK_DIR", "GPUPOOL_AGENT_DIR", "GPUPOOL_FAKE_GPUS",
+              "GPUPOOL_NODE_LABELS"} & env
+    assert not leaked and not [k for k in env if k.startswith("RAY_")], env
+    assert {"GPUPOOL_JOB_ID", "GPUPOOL_JOB_DIR", "CUDA_VISIBLE_DEVICES", "PATH"} <= env, env
+    # The agent's control files exist on the node, and the job could read neither.
+    root = node_root(cluster, view["placement"]["node"])
+    run_dir = root / "runs" / job_id / "1"
+    assert (run_dir / "launch.json").is_file() and (run_dir / "handle.json").is_file()
+    assert not any(x.startswith("read ") for x in lines), lines
+    assert sum(x.startswith("cannot-read ") for x in lines) == 2, lines
+    # Its job dir on the node is its account's own.
+    st = (root / "jobs" / job_id / "1").stat()
+    assert (st.st_uid, st.st_mode & 0o777) == (uid, 0o700)
+
+
+def _attempt_pids(run_dir: Path) -> list[int]:
+    """The running processes of the attempt whose run dir (on its node) is ``run_dir``."""
+    marker = f"GPUPOOL_RUN_DIR={run_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and _running(int(entry.name)):
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_losing_a_node_requeues_its_job_which_completes_elsewhere(
+    server: Server, cluster: LoopbackCluster
+) -> None:
     script = (
-        "import os, sys, time\n"
-        f"marker = {str(marker)!r}\n"
+        "import os, time\n"
         "if os.environ['GPUPOOL_ATTEMPT'] == '1':\n"
-        "    open(marker, 'w').write(f\"{os.environ['GPUPOOL_NODE_NAME']} {os.getpid()}\")\n"
+        "    print('first attempt on', os.environ['GPUPOOL_NODE_NAME'], flush=True)\n"
         "    time.sleep(600)\n"
         "print('done on', os.environ.get('GPUPOOL_NODE_NAME'), flush=True)\n"
     )
     with server.client() as c:
-        job_id = submit(c, command=[sys.executable, "-c", script], gpus=2, restart="on-failure",
+        job_id = submit(c, command=[PY, "-c", script], gpus=2, restart="on-failure",
                         max_retries=2, name="survivor")
-        wait_for(lambda: marker.exists() and marker.read_text(), timeout=60)
+        wait_for(lambda: "first attempt on" in log_text(c, job_id), timeout=60)
         first = job(c, job_id)["placement"]["node"]
-        node_name, pid = marker.read_text().split()
-        assert node_name == first
+        assert f"first attempt on {first}" in log_text(c, job_id)
+        run_dir = node_root(cluster, first) / "runs" / job_id / "1"
+        assert _attempt_pids(run_dir), f"no process carries GPUPOOL_RUN_DIR={run_dir}"
         killed_at = cluster.kill_node(first)
         view = final(c, job_id, timeout=120)
         assert view["phase"] == "succeeded", (view["reason"], view["events"])
@@ -315,7 +425,7 @@ def test_losing_a_node_requeues_its_job_which_completes_elsewhere(
         nodes = {n["name"] for n in c.get("/nodes").json()}
         assert first not in nodes
     # Nothing the lost node ran lives on (its processes die with their agent).
-    wait_for(lambda: not _running(int(pid)), timeout=15)
+    wait_for(lambda: not _attempt_pids(run_dir), timeout=15)
 
 
 def _running(pid: int) -> bool:
@@ -339,18 +449,20 @@ def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
     ray_tmp = Path(tempfile.mkdtemp(prefix="gpl", dir="/tmp"))  # short: Ray's socket paths
+    agents = job_reachable_dir("gpa")  # jobs run as other accounts: they must reach it
     s = Server(home, "", "1xA100-80GB", extra_args=("--ray", "local"),
                extra_env={**private_home(tmp_path), "RAY_TMPDIR": str(ray_tmp),
-                          "GPUPOOL_AGENT_DIR": str(tmp_path / "agents")})
+                          "GPUPOOL_AGENT_DIR": str(agents)}, isolated=True)
     s.start()
     try:
         with s.client() as c:
             nodes = c.get("/nodes").json()
             assert len(nodes) == 1 and [g["model"] for g in nodes[0]["gpus"]] == ["A100"]
-            job_id = submit(c, command=[sys.executable, "-c", ENV_PROBE], gpus=0.5)
+            job_id = submit(c, command=[PY, "-c", ENV_PROBE], gpus=0.5)
             view = final(c, job_id)
         assert view["phase"] == "succeeded", view
         assert view["enforcement"] == "interposer", view["enforcement"]
     finally:
         s.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
+        shutil.rmtree(agents, ignore_errors=True)

@@ -30,7 +30,8 @@ def wait_then_env(go: Path) -> str:
     """Print the job's sharing env, then block until ``go`` exists."""
     return (
         "import os,time,pathlib\n"
-        "keys=('LD_PRELOAD','GPUPOOL_SHARE_FILE','GPUPOOL_GPU_MEMORY_LIMIT_MIB')\n"
+        "keys=('LD_PRELOAD','GPUPOOL_SHARE_FILE','GPUPOOL_SHARE_LIMIT_FILE',"
+        "'GPUPOOL_GPU_MEMORY_LIMIT_MIB')\n"
         "print({k: os.environ.get(k) for k in keys}, flush=True)\n"
         f"p=pathlib.Path({str(go)!r})\n"
         "while not p.exists(): time.sleep(0.05)\n"
@@ -54,8 +55,10 @@ def test_share_is_enforced_by_the_interposer_and_cleaned_up(
         env = eval(log.strip().splitlines()[-1])  # the dict the job printed
         assert "libgpushare.so" in env["LD_PRELOAD"]
         share = Path(env["GPUPOOL_SHARE_FILE"])
-        run_dir = server.home / "runs" / job / str(view["attempts"])
-        assert share.parent == run_dir and share.is_file()
+        share_dir = server.work_dir / "shares" / job / str(view["attempts"])
+        assert share.parent == share_dir and share.is_file()  # the job's ledger ...
+        limit = Path(env["GPUPOOL_SHARE_LIMIT_FILE"])  # ... beside the limit it cannot change
+        assert limit.parent == share_dir and limit.read_text() == f"{20480 << 20}\n"
         assert env["GPUPOOL_GPU_MEMORY_LIMIT_MIB"] == "20480"
 
         described = subprocess.run(

@@ -109,7 +109,8 @@ def test_a_team_sees_only_its_own_jobs(server: Server) -> None:
     with server.client() as admin:
         mine = job(admin, command=[PY, "-c", "pass"])
         assert admin.post("/teams", json={"name": "vision", "quota_gpus": 1}).status_code == 201
-        assert admin.post("/users", json={"name": "ada", "team": "vision"}).status_code == 201
+        assert admin.post("/users", json={"name": "ada", "team": "vision",
+                                            "unix_user": "root"}).status_code == 201
         token = admin.post("/tokens", json={"user": "ada"}).json()["token"]
         assert admin.post("/teams", json={"name": "vision"}).status_code == 409
     with server.client(token=token) as ada:
@@ -153,7 +154,7 @@ def test_admin_token_file_is_private_and_tokens_are_stored_hashed(server: Server
     token_file = server.home / "admin.token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     with server.client() as admin:
-        admin.post("/users", json={"name": "bob", "team": "default"})
+        admin.post("/users", json={"name": "bob", "team": "default", "unix_user": "root"})
         bob = admin.post("/tokens", json={"user": "bob"}).json()["token"]
     if server.database_url:
         import psycopg

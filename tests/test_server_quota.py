@@ -53,7 +53,8 @@ def team_token(admin, name: str, quota: float, borrow: float) -> str:  # type: i
         ).status_code
         == 201
     )
-    assert admin.post("/users", json={"name": f"{name}-user", "team": name}).status_code == 201
+    assert admin.post("/users", json={"name": f"{name}-user", "team": name,
+                                        "unix_user": "root"}).status_code == 201
     return str(admin.post("/tokens", json={"user": f"{name}-user"}).json()["token"])
 
 

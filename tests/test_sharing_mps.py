@@ -173,7 +173,7 @@ def test_server_enforces_shares_with_mps_and_falls_back_when_a_daemon_fails(
             assert view["placement"]["gpus"] == [0]
             assert view["enforcement"] == (
                 "mps + interposer (per GPU: 75% of SMs, 61440 MiB per process and per job)")
-            pipe = server.home / "mps" / "gpu0" / "pipe"
+            pipe = server.work_dir / "mps" / "gpu0" / "pipe"  # where jobs' accounts reach
             assert env["CUDA_MPS_PIPE_DIRECTORY"] == str(pipe)
             assert env["CUDA_VISIBLE_DEVICES"] == "0"  # the daemon's only device
             assert env["CUDA_MPS_ACTIVE_THREAD_PERCENTAGE"] == "75"

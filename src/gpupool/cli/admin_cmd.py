@@ -1,5 +1,6 @@
-"""``gpupool admin team|user|token ...``: teams with quotas, users, API tokens (admin only on
-the server side: a non-admin token gets a one-line 403)."""
+"""``gpupool admin team|user|token|audit ...``: teams with quotas, users and their Unix
+accounts, API tokens, and the audit log (admin only on the server side: a non-admin token
+gets a one-line 403). Tokens and the audit log are in ``admin_tokens_cmd``."""
 
 from __future__ import annotations
 
@@ -7,20 +8,26 @@ from typing import Annotated
 
 import typer
 
+from gpupool.cli import admin_render
 from gpupool.cli import jobs_render as render
+from gpupool.cli.admin_tokens_cmd import audit, token_app
 from gpupool.cli.client_opts import Json, Token, Url, connect, err, fail, handled, out, print_json
 
 app = typer.Typer(
-    help="Manage teams, users and tokens (needs an admin token).", no_args_is_help=True
+    help="Manage teams, users, tokens and read the audit log (needs an admin token).",
+    no_args_is_help=True,
 )
 team_app = typer.Typer(
     help="Teams: each has a queue, a GPU quota and a borrow limit.", no_args_is_help=True
 )
-user_app = typer.Typer(help="Users: each belongs to one team.", no_args_is_help=True)
-token_app = typer.Typer(help="API tokens (shown once).", no_args_is_help=True)
+user_app = typer.Typer(
+    help="Users: each belongs to one team and (on a root server) runs as one Unix account.",
+    no_args_is_help=True,
+)
 app.add_typer(team_app, name="team")
 app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
+app.command("audit")(audit)
 
 Name = Annotated[str, typer.Argument(help="Team name.")]
 
@@ -82,48 +89,102 @@ def team_list(json_out: Json = False, url: Url = None, token: Token = None) -> N
         render.print_table(out, render.teams_table(teams), "no teams")
 
 
+@team_app.command("delete")
+def team_delete(name: Name, url: Url = None, token: Token = None) -> None:
+    """Delete a team (it must have no users and no active jobs).
+
+    Refused for the default team and while the team has users (delete them first), active
+    jobs (cancel them first) or pipeline runs and schedules. Its job history stays; the
+    name can be used again."""
+    with connect(url, token) as client, handled():
+        team = client.delete_team(name)
+    typer.echo(f"team {team.name} deleted")
+
+
+UserName = Annotated[str, typer.Argument(help="User name.")]
+
+
 @user_app.command("create")
 def user_create(
-    name: Annotated[str, typer.Argument(help="User name.")],
+    name: UserName,
     team: Annotated[str, typer.Option(help="The user's team.")],
     admin: Annotated[bool, typer.Option("--admin", help="May manage teams and users.")] = False,
+    unix_user: Annotated[
+        str | None,
+        typer.Option(
+            "--unix-user",
+            metavar="ACCOUNT",
+            help="An existing Unix account the user's workloads run as (server running as "
+            "root only). Left out, a root server creates gp-NAME. Several users may share an "
+            "account only when it is named for each; root only when named.",
+        ),
+    ] = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create a user in a team (then give them a token: gpupool admin token create USER)."""
     with connect(url, token) as client, handled():
-        user = client.create_user(name, team, admin)
+        user = client.create_user(name, team, admin, unix_user)
     if json_out:
         print_json(user)
-    else:
-        typer.echo(f"user {user.name} in team {user.team}" + (" (admin)" if user.admin else ""))
+        return
+    runs_as = f", runs as Unix user {user.unix_user}" if user.unix_user else ""
+    typer.echo(f"user {user.name} in team {user.team}" + (" (admin)" if user.admin else "")
+               + runs_as)
 
 
 @user_app.command("list")
 def user_list(json_out: Json = False, url: Url = None, token: Token = None) -> None:
-    """List users."""
+    """List users, whether they are disabled, and their Unix account.
+
+    Deleted users are not shown. UNIX USER is the account their workloads run as (-: the
+    server's own, when it is not root)."""
     with connect(url, token) as client, handled():
         users = client.users()
     if json_out:
         print_json(users)
     else:
-        render.print_table(out, render.users_table(users), "no users")
+        render.print_table(out, admin_render.users_table(users), "no users")
 
 
-@token_app.command("create")
-def token_create(
-    user: Annotated[str, typer.Argument(help="Whose token.")],
-    json_out: Json = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Create an API token for a user and print it (once: the server keeps only a hash)."""
+@user_app.command("disable")
+def user_disable(name: UserName, url: Url = None, token: Token = None) -> None:
+    """Disable a user: their tokens stop working at once; their jobs keep running.
+
+    Their tokens are refused from the very next request on. Their jobs already queued or
+    running are NOT stopped: they keep running until an admin cancels them (gpupool ps
+    --all-teams, then gpupool cancel JOB). Undo with `gpupool admin user enable NAME`."""
     with connect(url, token) as client, handled():
-        created = client.create_token(user)
+        user = client.disable_user(name)
+    typer.echo(f"user {user.name} disabled (their queued and running jobs were left alone)")
+
+
+@user_app.command("enable")
+def user_enable(name: UserName, url: Url = None, token: Token = None) -> None:
+    """Enable a disabled user (their live tokens work again)."""
+    with connect(url, token) as client, handled():
+        user = client.enable_user(name)
+    typer.echo(f"user {user.name} enabled")
+
+
+@user_app.command("delete")
+def user_delete(
+    name: UserName, json_out: Json = False, url: Url = None, token: Token = None
+) -> None:
+    """Delete a user: revoke their tokens and remove their server-made Unix account.
+
+    Refused while they have pending, starting or running jobs (cancel them first: gpupool
+    cancel JOB) or pipeline runs or schedules. Their job history stays; the name can be
+    used again."""
+    with connect(url, token) as client, handled():
+        deleted = client.delete_user(name)
     if json_out:
-        print_json(created)
+        print_json(deleted)
         return
-    note = f"token for {created.user} (shown once; give it to them as GPUPOOL_TOKEN):"
-    err.print(note, markup=False)
-    typer.echo(created.token)
+    line = f"user {deleted.name} deleted, {deleted.tokens_revoked} token(s) revoked"
+    if deleted.unix_removed:
+        line += f", Unix account {deleted.unix_user} removed"
+    typer.echo(line)
+    if deleted.note:
+        err.print(f"note: {deleted.note}", markup=False, soft_wrap=True)

@@ -144,6 +144,8 @@ def describe(view: JobView) -> Group:
         head.add_row("placed", Text(_placement_line(view.placement)))
     if view.enforcement is not None:
         head.add_row("enforcement", Text(enforcement_line(view)))
+    if view.isolation is not None:
+        head.add_row("isolation", Text(view.isolation))
     if view.exit_code is not None or view.attempts > 1:
         code = "-" if view.exit_code is None else str(view.exit_code)
         head.add_row("exit", Text(f"code {code}, attempts {view.attempts}"))

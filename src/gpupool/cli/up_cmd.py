@@ -11,10 +11,14 @@ from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+
+from gpupool.cli.up_access import AccessError, clear_text_warning, tls_files
 
 if TYPE_CHECKING:
     from gpupool.executors.base import Executor
     from gpupool.executors.inventory import LocalInventory
+    from gpupool.executors.sandbox import Sandbox
     from gpupool.server.settings import Settings
 
 DEFAULT_PORT = 8470
@@ -28,7 +32,21 @@ def _fail(message: str) -> typer.Exit:
 
 
 def up(
-    port: int = typer.Option(DEFAULT_PORT, help="Port on 127.0.0.1."),
+    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on (at --host)."),
+    host: str | None = typer.Option(
+        None,
+        help="Address to listen on (default $GPUPOOL_HOST or 127.0.0.1). Any other than a "
+        "loopback address exposes the API to the network: serve HTTPS there (--tls-cert).",
+    ),
+    tls_cert: str | None = typer.Option(
+        None, metavar="FILE",
+        help="PEM certificate (chain) to serve HTTPS with; needs --tls-key "
+        "(or $GPUPOOL_TLS_CERT).",
+    ),
+    tls_key: str | None = typer.Option(
+        None, metavar="FILE",
+        help="PEM private key (unencrypted) of --tls-cert (or $GPUPOOL_TLS_KEY).",
+    ),
     home: Path | None = typer.Option(
         None, help="Data directory (default $GPUPOOL_HOME or ~/.gpupool)."
     ),
@@ -48,7 +66,8 @@ def up(
         "a single-node head on 127.0.0.1 (or $GPUPOOL_RAY). Needs pip install 'gpupool[ray]'.",
     ),
 ) -> None:
-    """Start the gpupool server: API on 127.0.0.1, SQLite state, this machine's GPUs."""
+    """Start the gpupool server: API on 127.0.0.1 (or --host, over HTTPS with --tls-cert and
+    --tls-key), SQLite state, this machine's GPUs."""
     # The server stack is imported here so that other commands start fast.
     import uvicorn
 
@@ -67,21 +86,21 @@ def up(
         policy=policy,
         tick_seconds=tick,
         ray=ray,
+        host=host,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
     )
-    settings.home.mkdir(parents=True, exist_ok=True)
-    lock = _lock(settings.home)
-    executor, inventory, membership = _nodes(settings)
-    db = Database(settings.db_url)
-    try:
-        db.migrate()
-    except Exception as exc:  # a wrong URL or an unreachable server: say which
-        raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
+    settings = _checked_access(settings)
+    from gpupool.executors.sandbox import SandboxModeError
     from gpupool.interposer.build import available
     from gpupool.plugins.profiles import UnknownPolicyError
+    from gpupool.server.isolation import private_data_dir, set_up
     from gpupool.server.sharing import SharingModeError, detect, startup_lines
 
+    private_data_dir(settings.home)  # 0700, and umask 077 for every file the server writes
+    lock = _lock(settings.home)
     # GPU shares are enforced by MIG, MPS or the interposer (built here, cached under the
-    # data dir), as the node offers and GPUPOOL_SHARING allows; `gpupool up` says which.
+    # data dir, published in the work dir), as the node offers and GPUPOOL_SHARING allows.
     if settings.ray:  # every Ray node builds its own interposer (executors/ray_agent.py)
         enforced, where = False, "Ray nodes enforce shares with their own interposer"
     elif settings.sharing.strip().lower() in ("none", "mig"):
@@ -89,7 +108,21 @@ def up(
     else:
         enforced, where = available(settings.home / "lib")
     try:
-        sharing = detect(settings.sharing, inventory, settings.home, (enforced, where),
+        iso = set_up(settings, where if enforced else None)
+    except SandboxModeError as exc:
+        raise _fail(str(exc)) from None
+    except OSError as exc:
+        raise _fail(f"cannot prepare the work dir {settings.jobs_root}: {exc}") from None
+    if enforced:
+        where = iso.interposer or where
+    executor, inventory, membership = _nodes(settings, iso.sandbox, iso.workspace.job_path())
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+    except Exception as exc:  # a wrong URL or an unreachable server: say which
+        raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
+    try:
+        sharing = detect(settings.sharing, inventory, iso.workspace.root, (enforced, where),
                          settings.mps_control, "Ray" if settings.ray else "")
     except SharingModeError as exc:
         raise _fail(str(exc)) from None
@@ -117,8 +150,13 @@ def up(
         f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
         highlight=False,
     )
+    warning = clear_text_warning(settings.host, bool(settings.tls_cert))
+    if warning:
+        err.print(escape(warning), highlight=False, soft_wrap=True)
     for line in _ray_sharing_lines(inventory) if settings.ray else startup_lines(sharing):
         err.print(line, highlight=False, soft_wrap=True)
+    for line in iso.lines if not settings.ray else iso.lines[:1]:
+        err.print(escape(line), highlight=False, soft_wrap=True)
     if inventory.source == "none":
         err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
     if token is not None:
@@ -131,23 +169,39 @@ def up(
     )
     app = create_app(AppContext(settings, db, controller))
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning")
+        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
+                    ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None)
     finally:
         controller.launcher.close()  # also done at the app's shutdown; idempotent
         lock.close()
 
 
+def _checked_access(settings: Settings) -> Settings:
+    """``settings`` with absolute TLS file paths and a plain host; exit 2 naming the problem
+    when the TLS options (or $GPUPOOL_TLS_CERT / $GPUPOOL_TLS_KEY) cannot be used."""
+    import dataclasses
+
+    try:
+        cert, key = tls_files(settings.tls_cert, settings.tls_key)
+    except AccessError as exc:
+        raise _fail(escape(str(exc))) from None
+    host = settings.host.strip().strip("[]")  # an IPv6 address with or without brackets
+    return dataclasses.replace(settings, host=host, tls_cert=cert, tls_key=key)
+
+
 def _nodes(
-    settings: Settings,
+    settings: Settings, sandbox: Sandbox, job_path: str,
 ) -> tuple[Executor, LocalInventory, Callable[[], LocalInventory | None] | None]:
-    """(executor, first inventory, membership refresh or None) for this server."""
+    """(executor, first inventory, membership refresh or None) for this server; local
+    processes run in ``sandbox`` with PATH ``job_path`` (Ray nodes choose their own)."""
     from gpupool.executors.inventory import InventoryError, local_inventory
 
     if not settings.ray:
         from gpupool.executors.local import LocalExecutor
 
         try:
-            return LocalExecutor(), local_inventory(settings.fake_gpus), None
+            executor = LocalExecutor(sandbox=sandbox, job_path=job_path)
+            return executor, local_inventory(settings.fake_gpus), None
         except InventoryError as exc:
             raise _fail(str(exc)) from None
     from gpupool.executors.ray_executor import RayPool, RayUnavailableError, connect

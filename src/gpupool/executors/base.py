@@ -14,8 +14,9 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
-    """What to run. ``env`` is added to the server's environment (it already holds
-    CUDA_VISIBLE_DEVICES and the share variables); ``log_path`` receives stdout and stderr
+    """What to run. ``env`` is added to a small allowlisted base environment (PATH, HOME,
+    LANG, ...; never the server's own), and already holds CUDA_VISIBLE_DEVICES and the share
+    variables; ``log_path`` receives stdout and stderr
     together; ``run_dir`` is a directory the executor owns for this attempt (pid, exit code);
     ``node`` is the scheduler node it must run on (executors spanning machines use it)."""
 
@@ -31,6 +32,20 @@ class LaunchSpec:
     """For executors whose nodes enforce GPU shares themselves (Ray): create the attempt's
     interposer share file on the node with this per-GPU memory limit (0: none) and preload
     the node's interposer. None: nothing to do (no share, or the server enforced it)."""
+    run_as: str | None = None
+    """The Unix account the command runs as (executors running as root); None: the
+    executor's own account. A missing account is created on the node when ``owner`` is set
+    (gpupool's ``gp-`` accounts), else the launch fails."""
+    owner: str = ""
+    """The gpupool user the account belongs to (marks accounts created for it)."""
+    job_dir: str = ""
+    """The attempt's own directory, owned by ``run_as`` (mode 0700; created if missing):
+    ``$GPUPOOL_JOB_DIR``, writable in the sandbox. Empty: none."""
+    gpu_devices: tuple[int, ...] = ()
+    """Physical GPUs whose device nodes the sandbox lets the command open."""
+    readable: tuple[str, ...] = ()
+    """Paths the sandbox shows even where they lie in hidden directories (bound read-write:
+    the account's own file modes decide what it may change there)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +59,8 @@ class Handle:
     log_path: str
     started_at: float
     node: str = "local"
+    isolation: str = ""
+    """How the processes are isolated, e.g. "bwrap as gp-ada" (empty: not recorded)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

@@ -8,7 +8,15 @@ even if it ended while no server was running. Files in RUN_DIR:
 ``handle.json``  the :class:`Handle`, written by :meth:`LocalExecutor.launch`;
 ``shim.pid`` / ``child.pid`` / ``exit``  written by the shim (see its module docstring);
 ``stop``         ``{"signal": N, "sent_at": t}``, written by ``terminate``/``kill`` just before
-                 they signal the group.
+                 they signal the group;
+``launch.json``  how the shim starts the command (its environment, account, limits, working
+                 directory; see the shim), mode 0600.
+
+Isolation: the command runs as ``LaunchSpec.run_as`` when this executor is root (else as
+itself), with an allowlisted environment (:mod:`gpupool.executors.job_env`), ``umask 077``,
+open-file and process limits, in the bubblewrap sandbox when the executor has one
+(:mod:`gpupool.executors.sandbox`). RUN_DIR must be a directory only the executor's account
+can write: the shim, which runs as that account, records the outcome there.
 
 A pid is trusted ("ours") only if that process is running, leads its own group, and its
 command line is the shim's with this attempt's run directory, so a recycled pid is never
@@ -29,12 +37,22 @@ import threading
 import time
 from pathlib import Path
 
-from gpupool.executors import shim
+from gpupool.executors import accounts, shim
+from gpupool.executors.accounts import Account
 from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
+from gpupool.executors.job_env import SYSTEM_PATH
+from gpupool.executors.launch_files import (
+    RUN_DIR_ENV,
+    account_for,
+    make_job_dir,
+    make_passable,
+    write_launch_file,
+)
+from gpupool.executors.sandbox import Sandbox
 
 HANDLE_FILE = "handle.json"
 DEFAULT_LOG = "output.log"
-RUN_DIR_ENV = "GPUPOOL_RUN_DIR"
+__all__ = ["RUN_DIR_ENV", "LocalExecutor", "make_passable", "read_range"]
 SHIM_MODULE = "gpupool.executors.shim"
 _SHIM_FILE = str(Path(shim.__file__).resolve())
 
@@ -70,11 +88,21 @@ class LocalExecutor:
     while this instance lives; after a restart they belong to init, which reaps them.
     """
 
-    def __init__(self, python: str = sys.executable, die_with_parent: bool = False) -> None:
+    def __init__(
+        self,
+        python: str = sys.executable,
+        die_with_parent: bool = False,
+        sandbox: Sandbox | None = None,
+        job_path: str | None = None,
+    ) -> None:
         """``die_with_parent``: attempts are killed when this process dies (a node agent's
-        processes must not outlive their node's membership); by default they survive it."""
+        processes must not outlive their node's membership); by default they survive it.
+        ``sandbox``: the bubblewrap sandbox to run commands in (None: none). ``job_path``:
+        the commands' PATH (default: the system directories)."""
         self.python = python
         self.die_with_parent = die_with_parent
+        self.sandbox = sandbox or Sandbox()
+        self.job_path = job_path or SYSTEM_PATH
         self._procs: dict[str, _ShimProcess] = {}
         self._lock = threading.Lock()
 
@@ -98,6 +126,13 @@ class LocalExecutor:
                 f"{what}: working directory {spec.workdir!r} does not exist or is not a "
                 "directory; create it or fix the job's workdir"
             )
+        account = account_for(spec, what)
+        if spec.workdir is not None:
+            why = accounts.cannot_enter(spec.workdir, account)
+            if why is not None:
+                raise LaunchError(
+                    f"{what}: the job runs as Unix user {account.name!r}, who cannot enter "
+                    f"its working directory {spec.workdir!r}: {why}")
         run_dir = os.path.abspath(spec.run_dir)
         for name in (HANDLE_FILE, shim.SHIM_PID_FILE, shim.EXIT_FILE):
             if os.path.exists(os.path.join(run_dir, name)):
@@ -112,16 +147,30 @@ class LocalExecutor:
             log = open(log_path, "ab")  # noqa: SIM115 - closed below, after Popen
         except OSError as exc:
             raise LaunchError(f"{what}: cannot prepare {run_dir!r} / {log_path!r}: {exc}") from exc
-        env = {**os.environ, **spec.env, RUN_DIR_ENV: run_dir}
+        try:
+            job_dir = make_job_dir(spec, account)
+            isolation = write_launch_file(spec, account, run_dir, job_dir, self.job_path,
+                                          self.sandbox)
+        except OSError as exc:
+            log.close()
+            raise LaunchError(f"{what}: cannot prepare the attempt's files: {exc}") from exc
+        command = list(spec.command)
+        if self.sandbox.enabled:
+            # readable paths are bound read-write: the account's own file modes decide
+            # (the share dir: its ledger is the job's to write, the limit file is not)
+            rw = [p for p in (job_dir, spec.workdir, *spec.readable) if p]
+            command = self.sandbox.wrap(command, account, rw=rw,
+                                        gpus=spec.gpu_devices, cwd=spec.workdir or job_dir)
+        shim_env = {"PATH": SYSTEM_PATH, RUN_DIR_ENV: run_dir}
         if self.die_with_parent:
-            env[shim.PARENT_PID_ENV] = str(os.getpid())
-        argv = [self.python, "-I", _SHIM_FILE, run_dir, "--", *spec.command]
+            shim_env[shim.PARENT_PID_ENV] = str(os.getpid())
+        argv = [self.python, "-I", _SHIM_FILE, run_dir, "--", *command]
         with log, self._lock:
             self._reap_finished()
             try:
                 proc = _ShimProcess(
-                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=spec.workdir,
-                    env=env, start_new_session=True, close_fds=True,
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd="/",
+                    env=shim_env, start_new_session=True, close_fds=True,
                 )
             except (OSError, ValueError) as exc:  # ValueError: a NUL byte in argv/env
                 raise LaunchError(
@@ -129,7 +178,7 @@ class LocalExecutor:
                 ) from exc
             self._procs[run_dir] = proc
         handle = Handle(spec.job_id, spec.attempt, proc.pid, run_dir, log_path, time.time(),
-                        spec.node)
+                        spec.node, isolation)
         try:
             shim.write_json_atomic(os.path.join(run_dir, HANDLE_FILE), handle.to_json())
         except OSError as exc:
@@ -225,6 +274,13 @@ class LocalExecutor:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
+
+    # -- isolation ---------------------------------------------------------------------
+
+    def account_for(self, spec: LaunchSpec) -> Account:
+        """The account ``spec``'s command runs as (see :meth:`launch`); LaunchError if it
+        does not exist and cannot be created."""
+        return account_for(spec, f"job {spec.job_id} attempt {spec.attempt}")
 
     # -- helpers -----------------------------------------------------------------------
 

@@ -15,6 +15,10 @@ Contracts:
   ``gpupool``), so they and the processes they started outlive a restart of the server, which
   re-adopts them. The pool id comes from the server's host and runs directory: a restarted
   server finds its agents again, and two servers on one Ray cluster never share one.
+- Isolation is each node's: its agent runs a process as the account ``LaunchSpec.run_as``
+  names (creating it there when gpupool created it), sandboxed, in a job dir of its own on
+  the node (``LaunchSpec.job_dir`` only says whether to give it one), and reports how in
+  ``Handle.isolation`` (see ``ray_agent``).
 - Logs: each process logs on its node; every poll appends the new *complete lines* to the
   server-side log file given at launch (the rest once the process ended), and records how
   far it got in ``<server run dir>/log.synced``, so a restarted server neither repeats nor
@@ -283,14 +287,19 @@ class RayPool:
         where = self._where(spec.run_dir)
         payload = {"job_id": spec.job_id, "attempt": spec.attempt,
                    "command": list(spec.command), "env": dict(spec.env),
-                   "workdir": spec.workdir, "share_limit_mib": spec.share_limit_mib}
+                   "workdir": spec.workdir, "share_limit_mib": spec.share_limit_mib,
+                   "node": spec.node, "run_as": spec.run_as, "owner": spec.owner,
+                   # the job dir is a server path: the agent makes its own on the node
+                   "job_dir": bool(spec.job_dir), "gpu_devices": list(spec.gpu_devices),
+                   "readable": list(spec.readable)}
         try:
             os.makedirs(spec.run_dir, exist_ok=True)
         except OSError as exc:
             raise LaunchError(f"cannot create {spec.run_dir!r}: {exc}") from exc
         result = self._call(spec.node, "launch", where, payload)
         return Handle(spec.job_id, spec.attempt, int(result["pid"]), spec.run_dir,
-                      spec.log_path, float(result["started_at"]), spec.node)
+                      spec.log_path, float(result["started_at"]), spec.node,
+                      str(result.get("isolation") or ""))
 
     def _args(self, handle: Handle) -> tuple[Any, ...]:
         return (self._where(handle.run_dir), handle.job_id, handle.attempt, handle.pid,
@@ -374,7 +383,8 @@ class RayPool:
         if found is None:
             return None
         return Handle(spec.job_id, spec.attempt, int(found["pid"]), spec.run_dir,
-                      spec.log_path, float(found["started_at"]), spec.node)
+                      spec.log_path, float(found["started_at"]), spec.node,
+                      str(found.get("isolation") or ""))
 
     def abandon(self, spec: LaunchSpec) -> None:
         with contextlib.suppress(LaunchError):  # a lost node runs nothing

@@ -23,6 +23,15 @@ a node agent's attempts die with it, as they would with the machine.
 When the command ends, whatever it left behind in the group is SIGKILLed, so a finished
 attempt holds no GPU. The shim then exits with the command's code (128+N for signal N).
 
+``launch.json`` in RUN_DIR (written by the executor, readable by the server alone) says how
+to start the command: ``env`` (its whole environment: the shim's own is not passed on),
+``uid``/``gid`` (run as that account: no supplementary groups, hence no capabilities),
+``umask``, ``rlimits`` (``{"nofile": N, "nproc": N}``), ``cwd`` (entered as the command's
+account; if it cannot be, the attempt ends with code 126 and a line in the log saying why)
+and ``sandboxed`` (the command is bwrap: it ignores SIGTERM, which reaches the command in it
+directly, and its 128+N for "killed by signal N" is recorded as -N). Without the file the
+command runs as the shim, in the shim's environment and directory.
+
 Standard library only and no package imports: it must start fast and must run under ``-I``
 (no PYTHONPATH, no working directory on ``sys.path``), whatever the job's environment is.
 """
@@ -32,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -43,6 +53,7 @@ EXIT_FILE = "exit"
 STOP_FILE = "stop"
 SHIM_PID_FILE = "shim.pid"
 CHILD_PID_FILE = "child.pid"
+LAUNCH_FILE = "launch.json"
 NOT_FOUND = 127
 NOT_EXECUTABLE = 126
 USAGE = 2
@@ -121,15 +132,21 @@ class _Shim:
         self.command = command
         self.child: subprocess.Popen[bytes] | None = None
         self.term_seen = False
+        self.sandboxed = False
 
     def path(self, name: str) -> str:
         return os.path.join(self.run_dir, name)
 
     def on_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        if self.term_seen:
+            return  # told once (or this is the shim's own forward to its group)
         self.term_seen = True
         child = self.child
         if child is not None and not os.path.exists(self.path(STOP_FILE)):
-            child.send_signal(signal.SIGTERM)
+            if self.sandboxed:  # bwrap ignores SIGTERM: the command in it must get it
+                os.killpg(os.getpgrp(), signal.SIGTERM)
+            else:
+                child.send_signal(signal.SIGTERM)
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, self.on_sigterm)
@@ -138,18 +155,26 @@ class _Shim:
         if stop is not None or self.term_seen:
             sig = stop.get("signal") if stop else None
             return self.finish(-(sig if isinstance(sig, int) else signal.SIGTERM))
+        launch = read_json(self.path(LAUNCH_FILE)) or {}
+        self.sandboxed = bool(launch.get("sandboxed"))
         try:
-            child = subprocess.Popen(self.command)
+            child = subprocess.Popen(self.command, **_popen_options(launch))
         except (FileNotFoundError, NotADirectoryError) as exc:
             return self.fail(NOT_FOUND, f"no such program: {exc.strerror}")
         except OSError as exc:
             return self.fail(NOT_EXECUTABLE, f"cannot execute: {exc.strerror}")
         self.child = child
         if self.term_seen:  # arrived while starting: the command may have missed it
-            child.send_signal(signal.SIGTERM)
+            if self.sandboxed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(os.getpgrp(), signal.SIGTERM)
+            else:
+                child.send_signal(signal.SIGTERM)
         with contextlib.suppress(OSError):
             write_atomic(self.path(CHILD_PID_FILE), f"{child.pid}\n".encode())
         code = self.wait(child)
+        if self.sandboxed and 128 < code < 160:
+            code = 128 - code  # bwrap's 128+N: the command was killed by signal N
         self.kill_leftovers()
         return self.finish(code)
 
@@ -189,6 +214,44 @@ class _Shim:
             sys.stderr.write(f"gpupool: cannot record exit code {code}: {exc}\n")
             sys.stderr.flush()
         return status_for(code)
+
+
+def _popen_options(launch: dict[str, Any]) -> dict[str, Any]:
+    """Popen keyword arguments for the command as ``launch.json`` describes it."""
+    options: dict[str, Any] = {}
+    if isinstance(launch.get("env"), dict):
+        options["env"] = {str(k): str(v) for k, v in launch["env"].items()}
+    uid, gid = launch.get("uid"), launch.get("gid")
+    if isinstance(uid, int) and isinstance(gid, int) and os.geteuid() == 0:
+        options.update(user=uid, group=gid, extra_groups=[])
+    if isinstance(launch.get("umask"), int):
+        options["umask"] = launch["umask"]
+    raw_limits = launch.get("rlimits")
+    limits: dict[str, Any] = raw_limits if isinstance(raw_limits, dict) else {}
+    cwd = launch.get("cwd") if isinstance(launch.get("cwd"), str) else None
+    ignore_term = bool(launch.get("sandboxed"))
+
+    def as_the_command() -> None:  # in the child, after the switch to the command's account
+        for name, which in (("nofile", resource.RLIMIT_NOFILE),
+                            ("nproc", resource.RLIMIT_NPROC)):
+            value = limits.get(name)
+            if isinstance(value, int) and value > 0:
+                _, hard = resource.getrlimit(which)
+                capped = value if hard == resource.RLIM_INFINITY else min(value, hard)
+                with contextlib.suppress(ValueError, OSError):
+                    resource.setrlimit(which, (capped, capped))
+        if cwd is not None:
+            try:
+                os.chdir(cwd)
+            except OSError as exc:
+                os.write(2, f"gpupool: cannot enter the working directory {cwd!r} as uid "
+                            f"{os.getuid()}: {exc.strerror}\n".encode())
+                os._exit(NOT_EXECUTABLE)
+        if ignore_term:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+    options["preexec_fn"] = as_the_command
+    return options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,14 +18,20 @@ from pathlib import Path
 
 PRELOAD_ENV = "LD_PRELOAD"
 SHARE_FILE_ENV = "GPUPOOL_SHARE_FILE"
+LIMIT_FILE_ENV = "GPUPOOL_SHARE_LIMIT_FILE"
 
 
 def job_env(
-    library: Path | str, share_file: Path | str, ld_preload: str | None = None
+    library: Path | str, share_file: Path | str, ld_preload: str | None = None,
+    limit_file: Path | str | None = None,
 ) -> dict[str, str]:
-    """``LD_PRELOAD`` with the interposer first (before what ``ld_preload`` already held) and
-    ``GPUPOOL_SHARE_FILE``; merge into the job's env after :func:`launch_env`'s variables,
-    which carry the limits (``GPUPOOL_GPU_MEMORY_LIMIT_MIB``, ``GPUPOOL_GPU_FRACTION``)."""
+    """``LD_PRELOAD`` with the interposer first (before what ``ld_preload`` already held),
+    ``GPUPOOL_SHARE_FILE`` and, with ``limit_file``, ``GPUPOOL_SHARE_LIMIT_FILE``; merge
+    into the job's env after :func:`launch_env`'s variables, which carry the limits
+    (``GPUPOOL_GPU_MEMORY_LIMIT_MIB``, ``GPUPOOL_GPU_FRACTION``)."""
     lib = os.fspath(library)
     rest = [p for p in (ld_preload or "").replace(":", " ").split() if p != lib]
-    return {PRELOAD_ENV: " ".join([lib, *rest]), SHARE_FILE_ENV: os.fspath(share_file)}
+    env = {PRELOAD_ENV: " ".join([lib, *rest]), SHARE_FILE_ENV: os.fspath(share_file)}
+    if limit_file is not None:
+        env[LIMIT_FILE_ENV] = os.fspath(limit_file)
+    return env

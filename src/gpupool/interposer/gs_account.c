@@ -154,6 +154,24 @@ fail:
     return NULL;
 }
 
+/* The limit the node side wrote to GPUPOOL_SHARE_LIMIT_FILE (bytes, as decimal text), in a
+ * file the job can read but not change; 0 when there is none or it cannot be read. */
+static uint64_t limit_file_bytes(const char *path)
+{
+    char buf[32];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        gs_warn("cannot read the limit file %s (%s)", path, strerror(errno));
+        return 0;
+    }
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    buf[n] = 0;
+    return strtoull(buf, NULL, 10);
+}
+
 static void atfork_child(void)
 {
     g_rec = NULL; /* the child is a new process: it gets its own record when it allocates */
@@ -189,6 +207,13 @@ static void load_config(void)
         g_sh = &g_private;
         init_header(g_sh);
         init_lock(g_sh);
+    }
+    const char *limit_path = getenv("GPUPOOL_SHARE_LIMIT_FILE");
+    if (limit_path && *limit_path) {
+        /* The share file is the job's to write (its ledger); this file is not. */
+        uint64_t file_limit = limit_file_bytes(limit_path);
+        if (file_limit && (!gs_cfg.limit || file_limit < gs_cfg.limit))
+            gs_cfg.limit = file_limit;
     }
     pthread_atfork(gs_maps_atfork_prepare, gs_maps_atfork_parent, atfork_child);
 }

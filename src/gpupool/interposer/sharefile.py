@@ -51,6 +51,26 @@ def create(path: Path | str, limit_mib: int = 0, mode: int = 0o600) -> Path:
     return target
 
 
+def write_limit(path: Path | str, limit_mib: int) -> Path:
+    """Write the per-GPU limit file (bytes as decimal text, mode 0644) the interposer reads
+    from ``GPUPOOL_SHARE_LIMIT_FILE``: kept where the job may read it but not change it (the
+    share file itself is the job's to write: it holds the job's ledger)."""
+    if limit_mib < 0:
+        raise ValueError(f"limit_mib must be >= 0, got {limit_mib}")
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(f"{limit_mib * MIB}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return target
+
+
 def remove(path: Path | str) -> None:
     """Delete the share file; nothing happens if it is already gone."""
     with contextlib.suppress(FileNotFoundError):

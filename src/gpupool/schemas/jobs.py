@@ -138,6 +138,12 @@ class JobView(BaseModel):
         description='How the GPU share is enforced: "interposer", "whole GPU", or "none (...)" '
         "saying why not; null for CPU jobs and jobs not started.",
     )
+    isolation: str | None = Field(
+        default=None,
+        description='How the processes are isolated: e.g. "bwrap as gp-ada" (sandboxed, as '
+        'that Unix account) or "none (...) as ..." saying why there is no sandbox; null for '
+        "jobs never started.",
+    )
     gpu_memory_limit_mib: int | None = Field(
         default=None, description="Per-GPU memory limit of a running share (describe only)."
     )

@@ -3,6 +3,8 @@ models, and turning failures into one-line ApiErrors. No I/O here."""
 
 from __future__ import annotations
 
+import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -23,10 +25,12 @@ from gpupool.schemas.admin import (
 )
 from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.sdk.config import CA_FILE_ENV
 from gpupool.sdk.errors import ApiError
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
+E = TypeVar("E", bound=BaseException)
 API = "/api/v1"
 # A log read that returns at least this much is probably not the end: read again at once.
 FULL_CHUNK = 64 * 1024
@@ -203,11 +207,37 @@ def transport_error(url: str, source: str, exc: httpx.TransportError, timeout: f
     """ApiError(0, ...) for a request that got no answer, with a hint where one helps."""
     if isinstance(exc, httpx.TimeoutException):
         return ApiError(0, f"the gpupool server at {url} did not answer within {timeout:g} s")
+    bad_cert = _cause(exc, ssl.SSLCertVerificationError)
+    if bad_cert is not None:
+        why = bad_cert.verify_message or _first_line(str(bad_cert))
+        return ApiError(
+            0,
+            f"cannot verify the TLS certificate of the gpupool server at {url}: {why}; if it "
+            f"uses a self-signed or private certificate, set {CA_FILE_ENV} to its CA file",
+        )
+    if _cause(exc, ssl.SSLError) is not None:  # e.g. "[SSL: X] wrong version number (_ssl.c:1)"
+        reason = re.sub(r"\[SSL: \w+\] | \(_ssl\.c:\d+\)", "", _first_line(str(exc)))
+        return ApiError(0, f"TLS with the gpupool server at {url} failed: {reason} (does it "
+                        "serve HTTPS? a server without --tls-cert needs an http:// URL)")
     reason = _first_line(str(exc)) or type(exc).__name__
     hint = ""
     if source.endswith("server.json"):
         hint = " (is `gpupool up` still running on this machine?)"
+    elif url.startswith("http://") and isinstance(exc, httpx.RemoteProtocolError):
+        hint = " (a server started with --tls-cert needs an https:// URL)"
     return ApiError(0, f"cannot reach the gpupool server at {url}: {reason}{hint}")
+
+
+def _cause(exc: BaseException, kind: type[E]) -> E | None:
+    """The first exception of ``kind`` in the chain of causes of ``exc`` (``exc`` included)."""
+    seen: set[int] = set()
+    found: BaseException | None = exc
+    while found is not None and id(found) not in seen:
+        if isinstance(found, kind):
+            return found
+        seen.add(id(found))
+        found = found.__cause__ or found.__context__
+    return None
 
 
 def _first_line(text: str) -> str:

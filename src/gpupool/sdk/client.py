@@ -6,6 +6,11 @@ means the newest job of that name visible to the caller. Every failed request ra
 ApiError with a one-line message (status 0 when the server could not be reached); a job
 spec or admin body that breaks the contract raises pydantic's ValidationError before any
 request is sent.
+
+``verify`` checks an https server's certificate: True (the public CAs), a path to a PEM CA
+file (a self-signed certificate is its own CA file), or False (no check: tests only); by
+default the configured CA file (``GPUPOOL_CA_FILE``), else the public CAs. A certificate that
+does not check out fails every request with an ApiError(0) naming the URL.
 """
 
 from __future__ import annotations
@@ -18,10 +23,21 @@ from typing import Any, TypeVar
 
 import httpx
 
-from gpupool.schemas.admin import TeamView, TokenView, UserView, WhoAmI
+from gpupool.schemas.admin import (
+    AuditEvent,
+    TeamView,
+    TokenInfo,
+    TokensRevoked,
+    TokenView,
+    UserDeleted,
+    UserView,
+    WhoAmI,
+)
 from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _wire as wire
+from gpupool.sdk._tls import Verify, verify_setting
 from gpupool.sdk.config import ServerConfig, discover
 from gpupool.sdk.errors import ApiError
 from gpupool.sdk.pipelines import Pipelines
@@ -37,9 +53,11 @@ class _Base:
         token: str | None,
         config: ServerConfig | None,
         timeout: float,
+        verify: Verify = None,
     ) -> None:
         self.config = config or discover(url, token)
         self.timeout = timeout
+        self._verify = verify_setting(verify, self.config)
         self._headers = {"Authorization": f"Bearer {self.config.token}"}
 
     @property
@@ -60,8 +78,10 @@ class _Base:
 
 class Client(_Base):
     """A blocking client. ``Client()`` finds the server by ``discover()``; pass ``url`` and
-    ``token`` (or a ready ``config``) to choose. Use it as a context manager, or ``close()``
-    it, to release its connections. ``transport`` is for tests (``httpx.MockTransport``)."""
+    ``token`` (or a ready ``config``) to choose, and ``verify`` (see the module) to check an
+    https server's certificate. Use it as a context manager, or ``close()`` it, to release its
+    connections. ``transport`` is for tests (``httpx.MockTransport``). ConfigError when no
+    server is configured or the CA file cannot be used."""
 
     def __init__(
         self,
@@ -71,10 +91,12 @@ class Client(_Base):
         config: ServerConfig | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.BaseTransport | None = None,
+        verify: Verify = None,
     ) -> None:
-        super().__init__(url, token, config, timeout)
+        super().__init__(url, token, config, timeout, verify)
         self._http = httpx.Client(
-            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport
+            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport,
+            verify=self._verify,
         )
         self.pipelines = Pipelines(self._do)
         """Pipeline runs, schedules and secrets (gpupool.sdk.pipelines)."""
@@ -189,13 +211,52 @@ class Client(_Base):
         """Admin only."""
         return self._do(wire.users())
 
-    def create_user(self, name: str, team: str, admin: bool = False) -> UserView:
-        """Admin only."""
-        return self._do(wire.create_user(name, team, admin))
+    def create_user(
+        self, name: str, team: str, admin: bool = False, unix_user: str | None = None
+    ) -> UserView:
+        """Admin only. ``unix_user``: an existing account its workloads run as (a root
+        server only; left out, the server creates ``gp-<name>``)."""
+        return self._do(admin_wire.create_user(name, team, admin, unix_user))
 
-    def create_token(self, user: str) -> TokenView:
-        """Admin only: a new token for ``user``; its plaintext is in this answer only."""
-        return self._do(wire.create_token(user))
+    def disable_user(self, name: str) -> UserView:
+        """Admin only: refuse the user's tokens from the next request on; their queued and
+        running jobs are left alone (cancel them to stop them)."""
+        return self._do(admin_wire.disable_user(name))
+
+    def enable_user(self, name: str) -> UserView:
+        """Admin only: accept the user's (live) tokens again."""
+        return self._do(admin_wire.enable_user(name))
+
+    def delete_user(self, name: str) -> UserDeleted:
+        """Admin only: revoke the user's tokens, free the name, remove the Unix account the
+        server made; ApiError(409) naming what is still active (jobs, pipelines)."""
+        return self._do(admin_wire.delete_user(name))
+
+    def delete_team(self, name: str) -> TeamView:
+        """Admin only: delete a team with no users, active jobs or pipelines."""
+        return self._do(admin_wire.delete_team(name))
+
+    def create_token(self, user: str, expires_in_s: float | None = None) -> TokenView:
+        """Admin only: a new token for ``user``, expiring after ``expires_in_s`` seconds
+        (None: never); its plaintext is in this answer only."""
+        return self._do(admin_wire.create_token(user, expires_in_s))
+
+    def tokens(self, user: str | None = None, include_all: bool = False) -> list[TokenInfo]:
+        """Admin only: live tokens (``include_all``: revoked and expired too), never the
+        token itself."""
+        return self._do(admin_wire.tokens(user, include_all))
+
+    def revoke_token(self, token_id: int) -> TokensRevoked:
+        """Admin only: the token is refused from the next request on."""
+        return self._do(admin_wire.revoke_token(token_id))
+
+    def revoke_user_tokens(self, user: str) -> TokensRevoked:
+        """Admin only: revoke every token of ``user``."""
+        return self._do(admin_wire.revoke_user_tokens(user))
+
+    def audit(self, limit: int = 100) -> list[AuditEvent]:
+        """Admin only: the newest admin actions and refused sign-ins, newest first."""
+        return self._do(admin_wire.audit(limit))
 
 
 class AsyncClient(_Base):
@@ -210,10 +271,12 @@ class AsyncClient(_Base):
         config: ServerConfig | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         transport: httpx.AsyncBaseTransport | None = None,
+        verify: Verify = None,
     ) -> None:
-        super().__init__(url, token, config, timeout)
+        super().__init__(url, token, config, timeout, verify)
         self._http = httpx.AsyncClient(
-            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport
+            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport,
+            verify=self._verify,
         )
 
     async def __aenter__(self) -> AsyncClient:
@@ -315,8 +378,36 @@ class AsyncClient(_Base):
     async def users(self) -> list[UserView]:
         return await self._do(wire.users())
 
-    async def create_user(self, name: str, team: str, admin: bool = False) -> UserView:
-        return await self._do(wire.create_user(name, team, admin))
+    async def create_user(
+        self, name: str, team: str, admin: bool = False, unix_user: str | None = None
+    ) -> UserView:
+        return await self._do(admin_wire.create_user(name, team, admin, unix_user))
 
-    async def create_token(self, user: str) -> TokenView:
-        return await self._do(wire.create_token(user))
+    async def disable_user(self, name: str) -> UserView:
+        return await self._do(admin_wire.disable_user(name))
+
+    async def enable_user(self, name: str) -> UserView:
+        return await self._do(admin_wire.enable_user(name))
+
+    async def delete_user(self, name: str) -> UserDeleted:
+        return await self._do(admin_wire.delete_user(name))
+
+    async def delete_team(self, name: str) -> TeamView:
+        return await self._do(admin_wire.delete_team(name))
+
+    async def create_token(self, user: str, expires_in_s: float | None = None) -> TokenView:
+        return await self._do(admin_wire.create_token(user, expires_in_s))
+
+    async def tokens(
+        self, user: str | None = None, include_all: bool = False
+    ) -> list[TokenInfo]:
+        return await self._do(admin_wire.tokens(user, include_all))
+
+    async def revoke_token(self, token_id: int) -> TokensRevoked:
+        return await self._do(admin_wire.revoke_token(token_id))
+
+    async def revoke_user_tokens(self, user: str) -> TokensRevoked:
+        return await self._do(admin_wire.revoke_user_tokens(user))
+
+    async def audit(self, limit: int = 100) -> list[AuditEvent]:
+        return await self._do(admin_wire.audit(limit))

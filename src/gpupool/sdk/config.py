@@ -9,6 +9,10 @@ Rules, first match wins, separately for the URL and the token:
 
 The admin token from the data dir is only presented to the server that the same data dir
 names: pointing ``GPUPOOL_URL`` at another machine never leaks the local admin token.
+
+The CA file that an https server's certificate is checked against (for a self-signed or
+private certificate) is the ``ca_file`` argument, else ``GPUPOOL_CA_FILE``, else none (the
+usual public CAs); ``Client(verify=...)`` overrides it.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from pathlib import Path
 
 from gpupool.sdk.errors import ConfigError
 
+CA_FILE_ENV = "GPUPOOL_CA_FILE"
 NOTHING_CONFIGURED = (
     "no gpupool server configured: set GPUPOOL_URL and GPUPOOL_TOKEN, "
     "or run `gpupool up` on this machine"
@@ -28,15 +33,18 @@ NOTHING_CONFIGURED = (
 
 @dataclass(frozen=True)
 class ServerConfig:
-    """A server address (no trailing slash), the bearer token, and where the URL came from
-    (``"--url"``, ``"GPUPOOL_URL"`` or the path of ``server.json``) for error messages."""
+    """A server address (no trailing slash), the bearer token, where the URL came from
+    (``"--url"``, ``"GPUPOOL_URL"`` or the path of ``server.json``) for error messages, and
+    the CA file to check an https server's certificate against (empty: the public CAs)."""
 
     url: str
     token: str
     source: str = "--url"
+    ca_file: str = ""
 
     def __repr__(self) -> str:  # never print a secret by accident
-        return f"ServerConfig(url={self.url!r}, token='***', source={self.source!r})"
+        extra = f", ca_file={self.ca_file!r}" if self.ca_file else ""
+        return f"ServerConfig(url={self.url!r}, token='***', source={self.source!r}{extra})"
 
 
 def data_dir() -> Path:
@@ -44,7 +52,9 @@ def data_dir() -> Path:
     return Path(os.environ.get("GPUPOOL_HOME") or Path.home() / ".gpupool").expanduser()
 
 
-def discover(url: str | None = None, token: str | None = None) -> ServerConfig:
+def discover(
+    url: str | None = None, token: str | None = None, ca_file: str | None = None
+) -> ServerConfig:
     """The server to talk to, by the rules of this module.
 
     Raises ConfigError with a one-line message naming what is missing or malformed (a URL
@@ -70,7 +80,8 @@ def discover(url: str | None = None, token: str | None = None) -> ServerConfig:
             f"no token for the gpupool server at {url}: set GPUPOOL_TOKEN or pass --token "
             "(an admin creates one with `gpupool admin token create USER`)"
         )
-    return ServerConfig(url=url, token=token, source=source)
+    ca_file = ca_file or os.environ.get(CA_FILE_ENV) or ""
+    return ServerConfig(url=url, token=token, source=source, ca_file=ca_file)
 
 
 def _normalise(url: str, source: str) -> str:

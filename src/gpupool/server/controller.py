@@ -32,12 +32,13 @@ from gpupool.server.active import Active, handles_from_json, handles_json, to_re
 from gpupool.server.cycle import LiveJob, run_cycle
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Team
-from gpupool.server.job_rows import event, finish, requeue
+from gpupool.server.job_rows import event, finish, owner_of, requeue
 from gpupool.server.launcher import Launcher
 from gpupool.server.pool_nodes import build_scheduler, carry_over, register_nodes
 from gpupool.server.services.errors import Invalid
 from gpupool.server.settings import Settings
 from gpupool.server.sharing.setup import Sharing
+from gpupool.server.workspace import Workspace
 
 log = logging.getLogger("gpupool.controller")
 
@@ -70,7 +71,8 @@ class Controller:
         self.state = ClusterState(inventory.nodes)
         self.scheduler = build_scheduler(settings.policy, self.state)
         self.launcher = Launcher(settings.runs_dir, executor, inventory, self.state,
-                                 interposer, interposer_missing, sharing)
+                                 interposer, interposer_missing, sharing,
+                                 Workspace(settings.jobs_root))
         self.pending: dict[int, LiveJob] = {}
         self.active: dict[int, Active] = {}
         self._max_seen = 0
@@ -334,6 +336,7 @@ class Controller:
         with self.db.session() as s:
             teams = s.execute(
                 select(Team.name, Team.quota_milli, Team.borrow_limit_milli)
+                .where(Team.deleted_at.is_(None))
             ).all()
         book = QuotaBook([QueueQuota(n, q, b) for n, q, b in teams])
         for active in self.active.values():
@@ -416,8 +419,8 @@ class Controller:
         live = active.live
         try:
             handles, enforcement = self.launcher.start(
-                live.id, active.name, active.attempt, live.queue, live.allocations, active.spec
-            )
+                live.id, active.name, active.attempt, live.queue, live.allocations, active.spec,
+                owner_of(self.db, live.id))
         except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
             if not isinstance(exc, LaunchError):
                 log.exception("job %s: launch failed", live.id)
@@ -436,6 +439,7 @@ class Controller:
                 f"{len(handles)} processes on {len(live.allocations)} nodes")
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.RUNNING.value, handle=handles_json(handles), enforcement=enforcement))
+                phase=Phase.RUNNING.value, handle=handles_json(handles), enforcement=enforcement,
+                isolation=handles[0].isolation or None))
             s.add(JobEvent(job_id=live.id, at=time.time(), phase=Phase.RUNNING.value,
                            message=f"running ({what})"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 
 from gpupool.schemas.jobs import Phase
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, JobEvent
+from gpupool.server.db.tables import Job, JobEvent, User
+from gpupool.server.launcher import Owner
 
 
 def finish(
@@ -40,3 +41,13 @@ def event(db: Database, job_id: int, phase: Phase, message: str, now: float) -> 
     """A note in the job's history (its phase unchanged)."""
     with db.session() as s:
         s.add(JobEvent(job_id=job_id, at=now, phase=phase.value, message=message))
+
+
+def owner_of(db: Database, job_id: int) -> Owner:
+    """Whose job it is: its user's name and Unix account (see :class:`Owner`)."""
+    with db.session() as s:
+        row = s.execute(select(User.name, User.unix_user, User.unix_created)
+                        .join(Job, Job.user_id == User.id).where(Job.id == job_id)).first()
+    if row is None:
+        return Owner()
+    return Owner(row[0], row[1], bool(row[2]))

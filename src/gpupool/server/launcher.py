@@ -6,10 +6,14 @@ became of attempts that may have been launched.
 from __future__ import annotations
 
 import logging
+import os
+from dataclasses import dataclass
 from pathlib import Path
 
 from gpupool.core.cluster import Allocation, ClusterState
-from gpupool.executors.base import Executor, Handle, LaunchSpec
+from gpupool.executors import accounts
+from gpupool.executors.accounts import Account, AccountError
+from gpupool.executors.base import Executor, Handle, LaunchError, LaunchSpec
 from gpupool.executors.inventory import LocalInventory
 from gpupool.interposer import job_env, sharefile
 from gpupool.schemas.jobs import JobSpec
@@ -18,15 +22,28 @@ from gpupool.server.launch_env import launch_env
 from gpupool.server.sharing.choose import MIG, MPS, Choice, Offer, Share, choose
 from gpupool.server.sharing.mps import MpsError
 from gpupool.server.sharing.setup import Sharing
+from gpupool.server.workspace import Workspace
 
 log = logging.getLogger("gpupool.launcher")
 
 SHARE_FILE = "gpushare"
-"""The interposer's share file, in the attempt's run dir (docs/design/gpu-sharing.md)."""
+"""The interposer's share file (the job's ledger), in the attempt's share dir."""
+LIMIT_FILE = "limit"
+"""The per-GPU limit the job can read but not change, beside the share file."""
 MIG_CLAIMS = "mig-instances"
 """The MIG instances (uuid per line) an attempt holds on this machine, in its run dir."""
 INTERPOSER = "interposer"
 WHOLE_GPU = "whole GPU"
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """Whose attempt it is: the gpupool user and the Unix account it runs as (None: the
+    server's own); ``created``: gpupool created that account (nodes create it if missing)."""
+
+    name: str = ""
+    unix_user: str | None = None
+    created: bool = False
 
 
 class Launcher:
@@ -46,8 +63,10 @@ class Launcher:
         interposer: str | None = None,
         interposer_missing: str = "not built",
         sharing: Sharing | None = None,
+        workspace: Workspace | None = None,
     ) -> None:
         self.runs_dir = runs_dir
+        self.workspace = workspace or Workspace(runs_dir.parent / "work")
         self.executor = executor
         self.inventory = inventory
         self.state = state
@@ -58,6 +77,10 @@ class Launcher:
         """Cards whose MPS daemon could not start (until the server restarts), and why."""
         self._mig_claims: dict[str, tuple[int, int]] = self._load_mig_claims()
         """MIG instance uuid → (job, attempt) holding it."""
+        self._mps_clients: dict[tuple[int, int], tuple[int, int]] = {}
+        """(job, attempt) → (card, uid) of attempts that are MPS clients: one card's MPS
+        serves one account at a time (its server runs as that user; other users' clients
+        wait), so a share of another account on that card uses the interposer instead."""
 
     @property
     def mechanisms(self) -> list[str]:
@@ -95,12 +118,13 @@ class Launcher:
 
     def start(
         self, job_id: int, name: str, attempt: int, queue: str,
-        allocations: tuple[Allocation, ...], spec: JobSpec,
+        allocations: tuple[Allocation, ...], spec: JobSpec, owner: Owner | None = None,
     ) -> tuple[list[Handle], str | None]:
-        """Launch every process of the attempt (one per node rank and local rank); return
-        their handles (rank order) and the enforcement to record on the job. On any failure
-        the processes already started are killed, the share files released, and the
-        exception propagates."""
+        """Launch every process of the attempt (one per node rank and local rank) as
+        ``owner``'s account; return their handles (rank order) and the enforcement to record
+        on the job. On any failure the processes already started are killed, the share files
+        released, and the exception propagates."""
+        owner = owner or Owner()
         handles: list[Handle] = []
         enforcement: str | None = None
         try:
@@ -114,10 +138,15 @@ class Launcher:
                                   [node_spec.gpus[g] for g in alloc.gpus], alloc.gpu_milli,
                                   alloc.gpu_memory_mib, spec.env)
                 share_limit: int | None = None
+                visible: tuple[str, ...] = ()
                 if node_name in self.inventory.node_interposer:
                     enforcement, share_limit = self._enforce_on_node(node_name, alloc, base)
                 else:
-                    enforcement = self._enforce(job_id, attempt, alloc, base, spec.env, gpus)
+                    account = self._account(owner)
+                    enforcement = self._enforce(job_id, attempt, alloc, base, spec.env, gpus,
+                                                account)
+                    if self.workspace.share_dir(job_id, attempt).is_dir():
+                        visible = (str(self.workspace.share_dir(job_id, attempt)),)
                 procs = spec.procs_per_node if dist is not None else 1
                 for local_rank in range(procs):
                     env = dict(base)
@@ -130,7 +159,14 @@ class Launcher:
                                         command=list(spec.command), env=env,
                                         workdir=spec.workdir, log_path=self.log_path(job_id),
                                         run_dir=str(run_dir), node=node_name,
-                                        share_limit_mib=share_limit)
+                                        share_limit_mib=share_limit,
+                                        run_as=owner.unix_user,
+                                        owner=owner.name if owner.created else "",
+                                        job_dir=str(self.workspace.job_dir(job_id, attempt,
+                                                                           rank)),
+                                        gpu_devices=tuple(g for g in gpus
+                                                          if isinstance(g, int)),
+                                        readable=visible)
                     handles.append(self.executor.launch(launch))
             return handles, enforcement
         except BaseException:
@@ -147,9 +183,16 @@ class Launcher:
     def log_path(self, job_id: int) -> str:
         return str(self.runs_dir / str(job_id) / "log")
 
+    def _account(self, owner: Owner) -> Account | None:
+        """The account an attempt on this machine runs as (None: the server's own)."""
+        try:
+            return accounts.resolve(owner.unix_user, owner.name, owner.created)
+        except AccountError as exc:
+            raise LaunchError(str(exc)) from None
+
     def _enforce(
         self, job_id: int, attempt: int, alloc: Allocation, env: dict[str, str],
-        user_env: dict[str, str], cards: list[int],
+        user_env: dict[str, str], cards: list[int], account: Account | None = None,
     ) -> str | None:
         """Enforce the attempt's GPU share on one node with the best mechanism that holds it
         (sharing/choose.py) and return the text to record on the job; add the mechanism's
@@ -158,7 +201,10 @@ class Launcher:
         it). Interposer (also under MPS, for a per-job memory limit): the share file."""
         limit = int(env.get("GPUPOOL_GPU_MEMORY_LIMIT_MIB", "0") or 0)
         share = Share(tuple(cards), alloc.gpu_milli, limit, bool(alloc.gpu_memory_mib))
-        choice = self._choose(share)
+        uid = account.uid if account is not None else os.geteuid()
+        excluded = {card: "its MPS serves another account now" for (card, other)
+                    in self._mps_clients.values() if other != uid}
+        choice = self._choose(share, excluded)
         daemons = self.sharing.daemons
         if choice.mechanism == MPS and daemons is not None:
             card = cards[0]
@@ -168,19 +214,22 @@ class Launcher:
                 log.warning("job %s: MPS unavailable on GPU %d, falling back: %s",
                             job_id, card, exc)
                 self._mps_failed[card] = f"daemon failed: {exc}"
-                choice = self._choose(share)
+                choice = self._choose(share, excluded)
             else:
                 env.update(daemons.client_env(card))
+                self._mps_clients[(job_id, attempt)] = (card, uid)
         if choice.mechanism == MIG and choice.instance is not None:
             self._claim_mig(job_id, attempt, choice.instance.uuid)
             env["CUDA_VISIBLE_DEVICES"] = env["NVIDIA_VISIBLE_DEVICES"] = choice.instance.uuid
         if choice.mechanism == INTERPOSER or choice.with_interposer:
             library = self.sharing.offer.interposer
             assert library is not None  # choose() only picks it when offered
-            path = self.share_file(job_id, attempt)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sharefile.create(path, limit_mib=limit)
-            env.update(job_env(library, path, user_env.get("LD_PRELOAD")))
+            folder = self.workspace.new_share_dir(job_id, attempt)
+            path = sharefile.create(folder / SHARE_FILE, limit_mib=limit)
+            if account is not None:  # the ledger is the job's to write, the limit is not
+                os.chown(path, account.uid, account.gid)
+            limit_file = sharefile.write_limit(folder / LIMIT_FILE, limit)
+            env.update(job_env(library, path, user_env.get("LD_PRELOAD"), limit_file))
             if choice.with_interposer:
                 env["GPUPOOL_LAUNCH_COST_US"] = "0"  # MPS holds the compute share
         return choice.text
@@ -206,18 +255,21 @@ class Launcher:
             return [] if self.inventory.node_interposer[node] is not None else [INTERPOSER]
         return self.mechanisms
 
-    def _choose(self, share: Share) -> Choice:
-        return choose(share, self.sharing.offer, self._mig_claims.keys(), self._mps_failed)
+    def _choose(self, share: Share, excluded: dict[int, str] | None = None) -> Choice:
+        return choose(share, self.sharing.offer, self._mig_claims.keys(),
+                      {**self._mps_failed, **(excluded or {})})
 
     def share_file(self, job_id: int, attempt: int) -> Path:
-        return self.run_dir(job_id, attempt) / SHARE_FILE
+        return self.workspace.share_dir(job_id, attempt) / SHARE_FILE
 
     def drop_share_file(self, job_id: int, attempt: int) -> None:
         """Release what the attempt holds for its share: the interposer's accounting (its
         share file) and its MIG instances. No-op when it holds neither; call it once the
         attempt's processes are gone, whatever the outcome."""
+        self._mps_clients.pop((job_id, attempt), None)
         try:
             sharefile.remove(self.share_file(job_id, attempt))
+            self.workspace.drop_share_dir(job_id, attempt)
         except OSError:
             log.warning("job %s: cannot remove its share file", job_id, exc_info=True)
         for uuid in [u for u, held in self._mig_claims.items() if held == (job_id, attempt)]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,16 @@ DEFAULT_PORT = 8470
 
 def default_home() -> Path:
     return Path(os.environ.get("GPUPOOL_HOME") or Path.home() / ".gpupool")
+
+
+def default_work_dir(home: Path) -> Path:
+    """Where workloads' own files live when none is named (GPUPOOL_WORK_DIR): inside the data
+    dir for a server that is not root (nothing is isolated then); for root, a directory
+    outside it (the data dir is 0700 and may sit under /root), one per data dir."""
+    if os.geteuid() != 0:
+        return home / "work"
+    key = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:10]
+    return Path("/var/lib/gpupool") / f"work-{key}"
 
 
 @dataclass(frozen=True)
@@ -37,6 +48,17 @@ class Settings:
     interposer), or one of mig, mps, interposer, none to force it (docs/design/gpu-sharing.md)."""
     mps_control: str = ""
     """The ``nvidia-cuda-mps-control`` to use (GPUPOOL_MPS_CONTROL); empty: the one on PATH."""
+    work_dir: Path | None = None
+    """Workloads' own files (GPUPOOL_WORK_DIR): per-attempt directories owned by the job's
+    account, the interposer and the job interpreter links; None: :func:`default_work_dir`."""
+    sandbox: str = "auto"
+    """GPUPOOL_SANDBOX: auto (bubblewrap when it works here), bwrap (required), none."""
+    tls_cert: str = ""
+    """PEM certificate to serve HTTPS with (with ``tls_key``); empty: plain HTTP."""
+    tls_key: str = ""
+    http_allow_hosts: str = ""
+    """GPUPOOL_HTTP_ALLOW_HOSTS: comma-separated hosts that pipeline HTTP steps may call even
+    though they are loopback, link-local or the server's own address (admin's choice)."""
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -49,15 +71,29 @@ class Settings:
             "ray": os.environ.get("GPUPOOL_RAY", ""),
             "sharing": os.environ.get("GPUPOOL_SHARING", "auto"),
             "mps_control": os.environ.get("GPUPOOL_MPS_CONTROL", ""),
+            "host": os.environ.get("GPUPOOL_HOST", "") or "127.0.0.1",
+            "work_dir": os.environ.get("GPUPOOL_WORK_DIR") or None,
+            "sandbox": os.environ.get("GPUPOOL_SANDBOX", "auto"),
+            "tls_cert": os.environ.get("GPUPOOL_TLS_CERT", ""),
+            "tls_key": os.environ.get("GPUPOOL_TLS_KEY", ""),
+            "http_allow_hosts": os.environ.get("GPUPOOL_HTTP_ALLOW_HOSTS", ""),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(str(values["home"])).expanduser()
+        if values.get("work_dir"):
+            values["work_dir"] = Path(str(values["work_dir"])).expanduser()
         return cls(**values)  # type: ignore[arg-type]
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        scheme = "https" if self.tls_cert else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}"
 
+    @property
+    def jobs_root(self) -> Path:
+        """The resolved work dir (see ``work_dir``)."""
+        return self.work_dir or default_work_dir(self.home)
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.home / 'gpupool.db'}"

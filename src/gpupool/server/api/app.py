@@ -14,7 +14,9 @@ from gpupool import __version__
 from gpupool.server.api.deps import AppContext
 from gpupool.server.api.pipeline_routes import router as pipeline_router
 from gpupool.server.api.routes import router
+from gpupool.server.isolation import shell_executor
 from gpupool.server.pipelines.engine import PipelineEngine
+from gpupool.server.pipelines.http_guard import HttpGuard
 from gpupool.server.services.errors import ServiceError
 from gpupool.server.services.simulation import SimulationRunner
 from gpupool.web import static_dir
@@ -27,7 +29,10 @@ def _field(loc: tuple[object, ...] | list[object]) -> str:
 
 def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     pipelines = PipelineEngine(ctx.settings.home, ctx.db, lambda: ctx.controller.models,
-                               ctx.controller.wake, ctx.settings.tick_seconds)
+                               ctx.controller.wake, ctx.settings.tick_seconds,
+                               http_guard=HttpGuard.from_settings(ctx.settings),
+                               shell_executor=shell_executor(ctx.settings, ctx.controller),
+                               workspace=ctx.controller.launcher.workspace)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -27,17 +27,24 @@ async def context(request: Request) -> AppContext:
     return ctx
 
 
+async def client_address(request: Request) -> str:
+    """The client's address as the server sees it (a proxy's, behind one); "" if unknown."""
+    return request.client.host if request.client else ""
+
+
 async def principal(
     request: Request, authorization: Annotated[str | None, Header()] = None
 ) -> Principal:
     """Async (no thread hop): a known token is a dictionary lookup; an unknown one costs one
-    short indexed query."""
+    short indexed query (and, at most once a minute per token, a ``last_used_at`` write;
+    refusals are audited, coalesced per address)."""
     token = None
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     ctx: AppContext = request.app.state.ctx
-    return authenticate(ctx.db, token)
+    return authenticate(ctx.db, token, await client_address(request))
 
 
 Ctx = Annotated[AppContext, Depends(context)]
 Caller = Annotated[Principal, Depends(principal)]
+Address = Annotated[str, Depends(client_address)]

@@ -8,24 +8,29 @@ from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from gpupool.schemas.admin import (
+    AuditEvent,
     TeamCreate,
     TeamUpdate,
     TeamView,
     TokenCreate,
+    TokenInfo,
+    TokensRevoked,
     TokenView,
     UserCreate,
+    UserDeleted,
     UserView,
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
 from gpupool.schemas.sim import SimRunCreate, SimRunView, TraceFile
-from gpupool.server.api.deps import AppContext, Caller, Ctx
-from gpupool.server.services import admin, cluster, jobs, simulation
+from gpupool.server.api.deps import Address, AppContext, Caller, Ctx
+from gpupool.server.services import admin, audit, cluster, jobs, simulation, tokens, users
 from gpupool.server.services.simulation import SimulationRunner
 
 router = APIRouter(prefix="/api/v1")
 JobId = Annotated[int, Path(ge=1, le=2**62, description="job id")]
+TokenId = Annotated[int, Path(ge=1, le=2**62, description="token id")]
 
 
 @router.get("/whoami", response_model=WhoAmI)
@@ -88,8 +93,8 @@ def list_queues(ctx: Ctx, caller: Caller) -> list[QueueView]:
 
 
 @router.post("/teams", response_model=TeamView, status_code=status.HTTP_201_CREATED)
-def create_team(body: TeamCreate, ctx: Ctx, caller: Caller) -> TeamView:
-    view = admin.create_team(ctx.db, caller, body)
+def create_team(body: TeamCreate, ctx: Ctx, caller: Caller, address: Address) -> TeamView:
+    view = admin.create_team(ctx.db, caller, body, address)
     ctx.controller.wake(capacity_changed=True)
     return view
 
@@ -100,25 +105,82 @@ def list_teams(ctx: Ctx, caller: Caller) -> list[TeamView]:
 
 
 @router.patch("/teams/{name}", response_model=TeamView)
-def update_team(name: str, body: TeamUpdate, ctx: Ctx, caller: Caller) -> TeamView:
-    view = admin.update_team(ctx.db, caller, name, body)
+def update_team(
+    name: str, body: TeamUpdate, ctx: Ctx, caller: Caller, address: Address
+) -> TeamView:
+    view = admin.update_team(ctx.db, caller, name, body, address)
+    ctx.controller.wake(capacity_changed=True)
+    return view
+
+
+@router.delete("/teams/{name}", response_model=TeamView)
+def delete_team(name: str, ctx: Ctx, caller: Caller, address: Address) -> TeamView:
+    """Soft-delete a team with no users, active jobs or pipelines; answers it as it was."""
+    view = admin.delete_team(ctx.db, caller, name, address)
     ctx.controller.wake(capacity_changed=True)
     return view
 
 
 @router.post("/users", response_model=UserView, status_code=status.HTTP_201_CREATED)
-def create_user(body: UserCreate, ctx: Ctx, caller: Caller) -> UserView:
-    return admin.create_user(ctx.db, caller, body)
+def create_user(body: UserCreate, ctx: Ctx, caller: Caller, address: Address) -> UserView:
+    return users.create_user(ctx.db, caller, body, address)
 
 
 @router.get("/users", response_model=list[UserView])
 def list_users(ctx: Ctx, caller: Caller) -> list[UserView]:
-    return admin.list_users(ctx.db, caller)
+    return users.list_users(ctx.db, caller)
+
+
+@router.post("/users/{name}/disable", response_model=UserView)
+def disable_user(name: str, ctx: Ctx, caller: Caller, address: Address) -> UserView:
+    """The user's tokens are refused from the next request on; their jobs keep running."""
+    return users.set_disabled(ctx.db, caller, name, True, address)
+
+
+@router.post("/users/{name}/enable", response_model=UserView)
+def enable_user(name: str, ctx: Ctx, caller: Caller, address: Address) -> UserView:
+    return users.set_disabled(ctx.db, caller, name, False, address)
+
+
+@router.delete("/users/{name}", response_model=UserDeleted)
+def delete_user(name: str, ctx: Ctx, caller: Caller, address: Address) -> UserDeleted:
+    """Soft-delete a user with no active jobs or pipelines: tokens revoked, name freed."""
+    return users.delete_user(ctx.db, caller, name, address)
+
+
+@router.post("/users/{name}/tokens/revoke", response_model=TokensRevoked)
+def revoke_user_tokens(name: str, ctx: Ctx, caller: Caller, address: Address) -> TokensRevoked:
+    return tokens.revoke_user_tokens(ctx.db, caller, name, address)
 
 
 @router.post("/tokens", response_model=TokenView, status_code=status.HTTP_201_CREATED)
-def create_token(body: TokenCreate, ctx: Ctx, caller: Caller) -> TokenView:
-    return admin.create_token(ctx.db, caller, body.user)
+def create_token(body: TokenCreate, ctx: Ctx, caller: Caller, address: Address) -> TokenView:
+    return tokens.create_token(ctx.db, caller, body, address)
+
+
+@router.get("/tokens", response_model=list[TokenInfo])
+def list_tokens(
+    ctx: Ctx,
+    caller: Caller,
+    user: str | None = None,
+    include_all: Annotated[
+        bool, Query(alias="all", description="Also revoked and expired tokens.")
+    ] = False,
+) -> list[TokenInfo]:
+    return tokens.list_tokens(ctx.db, caller, user, include_all)
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=TokensRevoked)
+def revoke_token(token_id: TokenId, ctx: Ctx, caller: Caller, address: Address) -> TokensRevoked:
+    return tokens.revoke_token(ctx.db, caller, token_id, address)
+
+
+@router.get("/audit", response_model=list[AuditEvent])
+def list_audit(
+    ctx: Ctx, caller: Caller, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+) -> list[AuditEvent]:
+    """Admin actions and refused sign-ins, newest first."""
+    return audit.list_events(ctx.db, caller, limit)
 
 
 def _sim(ctx: AppContext) -> SimulationRunner:

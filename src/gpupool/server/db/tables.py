@@ -22,6 +22,7 @@ class Team(Base):
     quota_milli: Mapped[int] = mapped_column(Integer, default=0)
     borrow_limit_milli: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class User(Base):
@@ -31,6 +32,13 @@ class User(Base):
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
     admin: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+    unix_user: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    """The Unix account the user's workloads run as (when the server is root); null: the
+    server's own account (a server that is not root isolates nothing)."""
+    unix_created: Mapped[bool] = mapped_column(Boolean, default=False)
+    """The server created that account (and removes it when the user is deleted)."""
+    disabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Token(Base):
@@ -39,6 +47,9 @@ class Token(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[float] = mapped_column(Float)
+    expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class Job(Base):
@@ -75,6 +86,9 @@ class Job(Base):
     ranks: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     """Multi-node jobs: one ``{"node", "gpus"}`` per node rank while placed (rank 0 is also
     in ``node``/``gpus``); ``handle`` then holds ``{"ranks": [handle, ...]}``."""
+    isolation: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """How the running attempt's processes are isolated, e.g. "bwrap as gp-ada" or
+    "none (the server is not root)"; null for jobs never started."""
 
     __table_args__ = (
         Index("ix_jobs_phase", "phase"),
@@ -103,3 +117,17 @@ class Node(Base):
     updated_at: Mapped[float] = mapped_column(Float)
     mechanisms: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
     """GPU-sharing enforcement mechanisms the node offers, e.g. ["interposer"]."""
+
+
+class AuditEvent(Base):
+    """One admin action or refused sign-in. ``actor`` is the user who acted (null: unknown,
+    e.g. a bad token); ``address`` the client's address."""
+
+    __tablename__ = "audit_events"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[float] = mapped_column(Float, index=True)
+    actor: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    action: Mapped[str] = mapped_column(String(50))
+    target: Mapped[str] = mapped_column(String(200), default="")
+    detail: Mapped[str] = mapped_column(Text, default="")
+    address: Mapped[str] = mapped_column(String(100), default="")

@@ -28,6 +28,7 @@ from gpupool.schemas.pipelines import RunState
 from gpupool.server.db.database import Database
 from gpupool.server.db.pipeline_tables import PipelineRun
 from gpupool.server.pipelines import schedules
+from gpupool.server.pipelines.http_guard import HttpGuard
 from gpupool.server.pipelines.reconciler import Reconciler
 from gpupool.server.pipelines.secrets import SecretStore
 from gpupool.server.pipelines.step_http import HttpSteps
@@ -35,6 +36,7 @@ from gpupool.server.pipelines.step_job import JobSteps
 from gpupool.server.pipelines.step_nested import NestedSteps
 from gpupool.server.pipelines.step_shell import ShellSteps
 from gpupool.server.pipelines.steps import StepExecutor
+from gpupool.server.workspace import Workspace
 
 log = logging.getLogger("gpupool.pipelines")
 CLOCK_FILE_ENV = "GPUPOOL_PIPELINE_CLOCK_FILE"
@@ -54,19 +56,27 @@ def cron_clock() -> float:
 
 class PipelineEngine:
     def __init__(self, home: Path, db: Database, models: Callable[[], Sequence[str]],
-                 wake_jobs: Callable[[], None], tick_seconds: float = 0.5) -> None:
+                 wake_jobs: Callable[[], None], tick_seconds: float = 0.5,
+                 http_guard: HttpGuard | None = None,
+                 shell_executor: LocalExecutor | None = None,
+                 workspace: Workspace | None = None) -> None:
+        """``shell_executor`` runs shell steps (the server's, isolating them like jobs);
+        ``workspace``: where steps' own directories live (default: under ``home``)."""
         self.db = db
         self.tick_seconds = tick_seconds
         self.store = SecretStore(db, home)
         self.max_runs = int(os.environ.get(MAX_RUNS_ENV, "8") or 8)
         executors: dict[str, StepExecutor] = {
-            "shell": ShellSteps(LocalExecutor()),
+            "shell": ShellSteps(shell_executor or LocalExecutor()),
             "job": JobSteps(db, models, wake_jobs),
-            "http": HttpSteps(self.secret_values),
+            "http": HttpSteps(self.secret_values, http_guard),
             "pipeline": NestedSteps(db, self.missing_secrets),
         }
         self.base = home / "pipelines"
-        self.reconciler = Reconciler(db, self.base, executors, self.store)
+        self.reconciler = Reconciler(
+            db, self.base, executors, self.store,
+            work_base=workspace.pipelines if workspace is not None else None,
+            runner=workspace.masked_runner() if workspace is not None else None)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None

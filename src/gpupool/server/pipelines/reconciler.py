@@ -29,6 +29,7 @@ from gpupool.schemas.pipelines import PipelineSpec, RunState, StepSpec, StepStat
 from gpupool.server.db.database import Database
 from gpupool.server.db.pipeline_tables import PipelineRun, PipelineStep
 from gpupool.server.db.tables import Team, User
+from gpupool.server.launcher import Owner
 from gpupool.server.pipelines.dag import references, render, render_any
 from gpupool.server.pipelines.outputs import OutputError, attempt_dir, collect, files_dir
 from gpupool.server.pipelines.runs import dump
@@ -44,9 +45,16 @@ PENDING = (StepState.WAITING.value, StepState.RETRYING.value)
 
 class Reconciler:
     def __init__(self, db: Database, base: Path, executors: Mapping[str, StepExecutor],
-                 store: SecretStore, clock: Callable[[], float] = time.time) -> None:
+                 store: SecretStore, clock: Callable[[], float] = time.time,
+                 work_base: Path | None = None, runner: list[str] | None = None) -> None:
+        """``base``: the server's pipeline dir (logs); ``work_base``: where command steps'
+        own directories and stored file outputs live (owned by the runs' accounts; default
+        ``base``); ``runner``: how such an account starts ``masked_run``."""
         self.db = db
         self.base = base
+        self.work_base = work_base or base
+        self.runner = runner
+        self._owners: dict[int, Owner] = {}
         self.executors = executors
         self.store = store
         self.clock = clock
@@ -103,8 +111,22 @@ class Reconciler:
     def attempt(self, run: PipelineRun, row: PipelineStep, step: StepSpec, who: Principal,
                 number: int) -> Attempt:
         """The attempt as status/stop/delete need it (nothing rendered)."""
-        return Attempt(run.id, run.name, step, number,
-                       attempt_dir(self.base, run.id, row.name, number), who, run.priority)
+        attempt = Attempt(run.id, run.name, step, number,
+                          attempt_dir(self.base, run.id, row.name, number), who, run.priority)
+        attempt.owner = self._owner(run.user_id)
+        attempt.work = attempt_dir(self.work_base, run.id, row.name, number)
+        if self.runner:
+            attempt.runner = list(self.runner)
+        return attempt
+
+    def _owner(self, user_id: int) -> Owner:
+        """The run's user and Unix account (remembered: a user's mapping does not change)."""
+        if user_id not in self._owners:
+            with self.db.session() as s:
+                row = s.execute(select(User.name, User.unix_user, User.unix_created)
+                                .where(User.id == user_id)).one()
+            self._owners[user_id] = Owner(row[0], row[1], bool(row[2]))
+        return self._owners[user_id]
 
     def _save(self, row: PipelineStep, **values: Any) -> None:
         for key, value in values.items():
@@ -257,7 +279,7 @@ class Reconciler:
         if row.kind in ("job", "shell"):
             try:
                 outputs, files = collect(attempt.outputs_dir, step,
-                                         files_dir(self.base, run.id, row.name))
+                                         files_dir(self.work_base, run.id, row.name))
             except OutputError as exc:
                 self._attempt_failed(row, step, Status("failed", "failure", str(exc)), now)
                 return

@@ -4,6 +4,13 @@ The answer is written atomically to ``result.json`` in the attempt dir. After a 
 attempt without a result is sent again (at-least-once: make such endpoints idempotent).
 Outputs: ``status`` (int) and ``body`` (text, at most 64 KiB). ``${{ secrets.X }}`` in
 headers is resolved in the worker and never stored.
+
+Before anything is sent, the URL passes the server's :class:`HttpGuard` (http_guard.py: no
+loopback, link-local, unspecified or own address unless GPUPOOL_HTTP_ALLOW_HOSTS lists it);
+a refused URL fails the step with kind ``error`` and a message naming the address and why.
+The request then goes to the addresses that were checked (tried in order while a connection
+cannot be made), redirects are not followed (a 3xx is the answer) and proxy environment
+variables are ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from typing import Any
 import httpx
 
 from gpupool.server.pipelines.dag import references, render
+from gpupool.server.pipelines.http_guard import HttpGuard, RefusedUrl, Target
 from gpupool.server.pipelines.secrets import mask, mask_terms
 from gpupool.server.pipelines.steps import RUNNING, Attempt, Handle, Status, append_log
 
@@ -27,8 +35,12 @@ SecretValues = Callable[[int, Iterable[str]], dict[str, str]]
 
 
 class HttpSteps:
-    def __init__(self, secret_values: SecretValues) -> None:
+    """``guard`` decides which URLs may be called (default: :class:`HttpGuard` with no allow
+    list, for a server on 127.0.0.1)."""
+
+    def __init__(self, secret_values: SecretValues, guard: HttpGuard | None = None) -> None:
         self.secret_values = secret_values
+        self.guard = guard or HttpGuard()
         self._threads: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
 
@@ -53,6 +65,7 @@ class HttpSteps:
         terms: list[str] = []
         result: dict[str, Any]
         try:
+            target = self.guard.check(request["url"])
             names = [e.split(".", 1)[1] for v in request["headers"].values()
                      for e in _secret_refs(v)]
             values = self.secret_values(attempt.principal.team_id, names)
@@ -65,12 +78,14 @@ class HttpSteps:
                 kwargs["content"] = body.encode()
             elif body is not None:
                 kwargs["json"] = body
-            answer = httpx.request(request["method"], request["url"],
-                                   timeout=float(handle["timeout_s"]), **kwargs)
+            answer = _send(target, request["method"], float(handle["timeout_s"]), kwargs)
             text = answer.text[:MAX_BODY]
             result = {"status": answer.status_code, "body": mask(text, terms)}
             append_log(attempt, mask(f"{request['method']} {request['url']} -> "
                                      f"{answer.status_code}\n{text[:4096]}", terms))
+        except RefusedUrl as exc:
+            result = {"error": f"http step '{attempt.step.name}': {exc}", "kind": "error"}
+            append_log(attempt, f"{request['method']} {request['url']} refused: {exc}")
         except Exception as exc:  # any failure of the call is the step's failure
             kind = "timeout" if isinstance(exc, httpx.TimeoutException) else "failure"
             result = {"error": mask(f"{type(exc).__name__}: {exc}", terms), "kind": kind}
@@ -102,6 +117,20 @@ class HttpSteps:
     def delete(self, attempt: Attempt, handle: Handle) -> None:
         with self._lock:
             self._threads.pop(str(attempt.dir), None)
+
+
+def _send(target: Target, method: str, timeout: float, kwargs: dict[str, Any]) -> httpx.Response:
+    """The answer from the first checked address that accepts a connection."""
+    headers = target.headers(kwargs.pop("headers"))
+    with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
+        for address in target.addresses[:-1]:
+            try:
+                return client.request(method, target.url_for(address), headers=headers,
+                                      extensions=target.extensions, **kwargs)
+            except httpx.ConnectError:
+                continue
+        return client.request(method, target.url_for(target.addresses[-1]), headers=headers,
+                              extensions=target.extensions, **kwargs)
 
 
 def _secret_refs(text: str) -> list[str]:

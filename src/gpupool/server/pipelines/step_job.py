@@ -47,7 +47,7 @@ class JobSteps:
             command=argv, name=job_name(attempt), gpus=res.gpus, gpu_memory=res.gpu_memory,
             gpu_model=res.gpu_model, cpu=res.cpu, memory=res.memory, queue=res.queue,
             priority=attempt.priority, env=attempt.env,
-            workdir=attempt.workdir or str(attempt.dir), restart="never", max_retries=0,
+            workdir=attempt.workdir or str(attempt.own_dir), restart="never", max_retries=0,
             grace_period_s=10,
         )
         return {"spec": spec.model_dump(mode="json")}
@@ -64,6 +64,7 @@ class JobSteps:
                                      self.wake).id
             except ServiceError as exc:
                 return {**handle, "error": exc.message}
+        attempt.dir.mkdir(parents=True, exist_ok=True)
         (attempt.dir / JOB_FILE).write_text(job_id + "\n")
         return {**handle, "job_id": job_id}
 

@@ -1,6 +1,7 @@
 """The ``shell`` step executor: the command runs at once as a local process on the server's
 machine (no GPU, no scheduling), under the same crash-proof shim as jobs, so it outlives a
-server kill -9 and is re-adopted afterwards."""
+server kill -9 and is re-adopted afterwards; and like jobs, as the run's Unix account, in
+the sandbox, with an allowlisted environment (the server's executor does all of that)."""
 
 from __future__ import annotations
 
@@ -26,11 +27,15 @@ class ShellSteps:
             job_id=f"step-{attempt.run_id}-{attempt.step.name}", attempt=attempt.number,
             command=list(handle["argv"]), env=dict(handle["env"]), workdir=handle["workdir"],
             log_path=str(attempt.log_path), run_dir=str(attempt.dir / "proc"),
+            run_as=attempt.owner.unix_user,
+            owner=attempt.owner.name if attempt.owner.created else "",
+            job_dir=str(attempt.own_dir),
         )
 
     def create(self, attempt: Attempt) -> Handle:
         argv = prepare_command(attempt)
-        return {"argv": argv, "env": attempt.env, "workdir": attempt.workdir or str(attempt.dir)}
+        return {"argv": argv, "env": attempt.env,
+                "workdir": attempt.workdir or str(attempt.own_dir)}
 
     def start(self, attempt: Attempt, handle: Handle) -> Handle:
         spec = self._spec(attempt, handle)

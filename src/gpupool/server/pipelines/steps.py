@@ -14,21 +14,28 @@ server crash (kill -9 included):
 - ``delete(attempt, handle)``: release what the attempt holds (secret files); logs and
   outputs stay.
 
-Every attempt has a directory ``<data dir>/pipelines/runs/<run>/<step>/<attempt>`` holding
-``outputs/`` (``$GPUPOOL_OUTPUTS``: a file per value output, ``files/<name>`` per file output)
-and ``log`` (or, for job steps, a ``job`` file naming the job whose log it is).
+Every attempt has a directory ``<data dir>/pipelines/runs/<run>/<step>/<attempt>`` (the
+server's alone) holding ``log`` (or, for job steps, a ``job`` file naming the job whose log
+it is), and command steps a directory of their own in the work dir (``work``, owned by the
+run's Unix account, 0700) holding ``outputs/`` (``$GPUPOOL_OUTPUTS``: a file per value
+output, ``files/<name>`` per file output) and the attempt's secret files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from gpupool.executors import accounts
+from gpupool.executors.local import make_passable
 from gpupool.schemas.pipelines import FailureKind, StepSpec
+from gpupool.server.launcher import Owner
 from gpupool.server.services.identity import Principal
 
 Handle = dict[str, Any]
@@ -56,10 +63,21 @@ class Attempt:
     mask: list[str] = field(default_factory=list)
     http: dict[str, Any] | None = None
     child: dict[str, Any] | None = None
+    owner: Owner = field(default_factory=Owner)
+    """Whose run it is: its commands run as that Unix account."""
+    work: Path | None = None
+    """The attempt's own directory in the work dir (None: ``dir`` serves)."""
+    runner: list[str] = field(default_factory=lambda: [
+        sys.executable, "-m", "gpupool.server.pipelines.masked_run"])
+    """How to start ``masked_run`` as the run's account (an interpreter it can execute)."""
+
+    @property
+    def own_dir(self) -> Path:
+        return self.work or self.dir
 
     @property
     def outputs_dir(self) -> Path:
-        return self.dir / "outputs"
+        return self.own_dir / "outputs"
 
     @property
     def log_path(self) -> Path:
@@ -89,20 +107,34 @@ class StepExecutor(Protocol):
     def delete(self, attempt: Attempt, handle: Handle) -> None: ...
 
 
-def write_private(path: Path, data: bytes) -> None:
-    """Write ``data`` to a new 0600 file (replacing an older one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+def write_private(path: Path, data: bytes, account: accounts.Account | None = None) -> None:
+    """Write ``data`` to a new 0600 file (replacing an older one), owned by ``account`` when
+    given (its folder too)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()  # never write through something the account left there
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
+    if account is not None:
+        os.chown(path.parent, account.uid, account.gid)
+        os.chown(tmp, account.uid, account.gid)
     os.replace(tmp, path)
 
 
 def prepare_command(attempt: Attempt) -> list[str]:
-    """Create the attempt's directories and, for a step with secrets, its 0600 secret files;
-    return the command to run (under ``masked_run`` when the step has secrets)."""
-    (attempt.outputs_dir / "files").mkdir(parents=True, exist_ok=True)
+    """Create the attempt's own directories (owned by the run's account) and, for a step with
+    secrets, its 0600 secret files (the account's, readable by no one else); return the
+    command to run (under ``masked_run`` when the step has secrets). Raises AccountError
+    when the run's account cannot be found or created, OSError for the files."""
+    account = accounts.resolve(attempt.owner.unix_user, attempt.owner.name,
+                               attempt.owner.created)
+    make_passable(str(attempt.own_dir.parent))
+    for folder in (attempt.own_dir, attempt.outputs_dir, attempt.outputs_dir / "files"):
+        folder.mkdir(mode=0o700, exist_ok=True)
+        if account is not None:
+            os.chown(folder, account.uid, account.gid)
     if not attempt.step.secrets:
         return list(attempt.argv)
     env: dict[str, str] = {}
@@ -110,25 +142,23 @@ def prepare_command(attempt: Attempt) -> list[str]:
         value = attempt.secrets[ref.name]
         var = ref.env or ref.name.replace(".", "_").replace("-", "_")
         if ref.as_file:
-            path = attempt.dir / SECRET_FILES_DIR / ref.name
-            write_private(path, value.encode())
+            path = attempt.own_dir / SECRET_FILES_DIR / ref.name
+            write_private(path, value.encode(), account)
             env[var] = str(path)
         else:
             env[var] = value
-    secrets_file = attempt.dir / SECRETS_FILE
-    write_private(secrets_file, json.dumps({"env": env, "mask": attempt.mask}).encode())
-    return [sys.executable, "-m", "gpupool.server.pipelines.masked_run", str(secrets_file),
-            "--", *attempt.argv]
+    secrets_file = attempt.own_dir / SECRETS_FILE
+    write_private(secrets_file, json.dumps({"env": env, "mask": attempt.mask}).encode(),
+                  account)
+    return [*attempt.runner, str(secrets_file), "--", *attempt.argv]
 
 
 def drop_secrets(attempt: Attempt) -> None:
     """Remove the attempt's plaintext secret files (idempotent)."""
-    (attempt.dir / SECRETS_FILE).unlink(missing_ok=True)
-    folder = attempt.dir / SECRET_FILES_DIR
-    if folder.is_dir():
-        for path in folder.iterdir():
-            path.unlink(missing_ok=True)
-        folder.rmdir()
+    (attempt.own_dir / SECRETS_FILE).unlink(missing_ok=True)
+    folder = attempt.own_dir / SECRET_FILES_DIR
+    if folder.is_dir() and not folder.is_symlink():
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def append_log(attempt: Attempt, line: str) -> None:

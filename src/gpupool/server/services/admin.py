@@ -1,28 +1,34 @@
-"""Teams (queues with quotas), users and tokens. Admin only, except listing teams."""
+"""Teams (queues with quotas) and what the admin services share: the admin check and the
+"what still uses this" checks that guard deletions. Admin only, except listing teams.
+Users are in ``services.users``, tokens in ``services.tokens``; every change is audited
+(``services.audit``) in the transaction that makes it.
+"""
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
-from gpupool.schemas.admin import (
-    TeamCreate,
-    TeamUpdate,
-    TeamView,
-    TokenView,
-    UserCreate,
-    UserView,
-)
-from gpupool.server.auth import new_token, token_digest
+from gpupool.schemas.admin import TeamCreate, TeamUpdate, TeamView
+from gpupool.schemas.jobs import Phase
+from gpupool.schemas.pipelines import RunState
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Team, Token, User
+from gpupool.server.db.pipeline_tables import PipelineRun, PipelineSchedule
+from gpupool.server.db.tables import Job, Team, User
+from gpupool.server.services import audit
 from gpupool.server.services.errors import Conflict, Forbidden, NotFound
-from gpupool.server.services.identity import Principal
+from gpupool.server.services.identity import DEFAULT_TEAM, Principal, deleted_name
+
+ACTIVE_PHASES = (Phase.PENDING.value, Phase.STARTING.value, Phase.RUNNING.value)
+_SHOWN = 10  # at most this many ids or names in one message
 
 
-def _require_admin(principal: Principal) -> None:
+def require_admin(principal: Principal) -> None:
+    """Forbidden unless the caller is an admin."""
     if not principal.admin:
         raise Forbidden(f"user {principal.user!r} is not an admin")
 
@@ -39,8 +45,50 @@ def _team_view(team: Team) -> TeamView:
     )
 
 
-def create_team(db: Database, principal: Principal, body: TeamCreate) -> TeamView:
-    _require_admin(principal)
+def _listed(items: list[str]) -> str:
+    more = len(items) - _SHOWN
+    return ", ".join(items[:_SHOWN]) + (f" and {more} more" if more > 0 else "")
+
+
+def still_in_use(
+    s: Session, owner: str, column: Literal["user_id", "team_id"], value: int
+) -> str | None:
+    """None when no job is pending/starting/running, no pipeline run queued/running and no
+    pipeline schedule has ``column == value``; else a message for ``owner`` (e.g. "user
+    'ada'") naming the first of them and saying how to end them."""
+    jobs = s.execute(
+        select(Job.id, Job.phase)
+        .where(getattr(Job, column) == value, Job.phase.in_(ACTIVE_PHASES))
+        .order_by(Job.id)
+    ).all()
+    if jobs:
+        listed = _listed([f"{job_id} ({phase})" for job_id, phase in jobs])
+        return (f"{owner} has {len(jobs)} active job(s): {listed}; cancel them first "
+                f"(gpupool cancel JOB, for each) and try again")
+    runs = s.scalars(
+        select(PipelineRun.id).where(
+            getattr(PipelineRun, column) == value,
+            PipelineRun.state.in_((RunState.QUEUED.value, RunState.RUNNING.value)),
+        ).order_by(PipelineRun.id)
+    ).all()
+    if runs:
+        return (f"{owner} has {len(runs)} active pipeline run(s): "
+                f"{_listed([str(r) for r in runs])}; cancel them first "
+                f"(gpupool pipeline cancel RUN) and try again")
+    schedules = s.scalars(
+        select(PipelineSchedule.name).where(getattr(PipelineSchedule, column) == value)
+        .order_by(PipelineSchedule.name)
+    ).all()
+    if schedules:
+        return (f"{owner} has {len(schedules)} pipeline schedule(s): {_listed(list(schedules))}; "
+                f"delete them first (DELETE /api/v1/pipeline-schedules/NAME, or "
+                f"Client().pipelines.delete_schedule) and try again")
+    return None
+
+
+def create_team(db: Database, principal: Principal, body: TeamCreate, address: str = ""
+                ) -> TeamView:
+    require_admin(principal)
     team = Team(
         name=body.name,
         quota_milli=_milli(body.quota_gpus),
@@ -50,62 +98,71 @@ def create_team(db: Database, principal: Principal, body: TeamCreate) -> TeamVie
     try:
         with db.session() as s:
             s.add(team)
+            audit.record(s, principal.user, "team.create", body.name,
+                         f"quota {body.quota_gpus:g} GPUs, borrow limit "
+                         f"{body.borrow_limit_gpus:g} GPUs", address)
     except IntegrityError:
         raise Conflict(f"name: a team named {body.name!r} already exists") from None
     return _team_view(team)
 
 
-def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate) -> TeamView:
-    _require_admin(principal)
+def _live_team(s: Session, name: str) -> Team:
+    team = s.scalar(select(Team).where(Team.name == name, Team.deleted_at.is_(None)))
+    if team is None:
+        raise NotFound(f"no team named {name!r} (see: gpupool admin team list)")
+    return team
+
+
+def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
+                address: str = "") -> TeamView:
+    require_admin(principal)
     with db.session() as s:
-        team = s.scalar(select(Team).where(Team.name == name))
-        if team is None:
-            raise NotFound(f"no team named {name!r}")
+        team = _live_team(s, name)
+        changes = []
         if body.quota_gpus is not None:
             team.quota_milli = _milli(body.quota_gpus)
+            changes.append(f"quota {body.quota_gpus:g} GPUs")
         if body.borrow_limit_gpus is not None:
             team.borrow_limit_milli = _milli(body.borrow_limit_gpus)
+            changes.append(f"borrow limit {body.borrow_limit_gpus:g} GPUs")
+        audit.record(s, principal.user, "team.update", name, ", ".join(changes), address)
         return _team_view(team)
 
 
-def list_teams(db: Database, principal: Principal) -> list[TeamView]:
+def delete_team(db: Database, principal: Principal, name: str, address: str = "") -> TeamView:
+    """Soft-delete a team: its row stays (job history keeps its foreign keys), renamed so
+    the name can be used again, with its quota and borrow limit set to 0. Conflict for the
+    default team, and while the team has live users (disabled ones count), active jobs,
+    active pipeline runs or pipeline schedules. Returns the team as it was."""
+    require_admin(principal)
+    if name == DEFAULT_TEAM:
+        raise Conflict(f"the {DEFAULT_TEAM!r} team cannot be deleted: it is where the first "
+                       "admin lives and what the pool's capacity defaults to")
     with db.session() as s:
-        query = select(Team).order_by(Team.name)
+        team = _live_team(s, name)
+        view = _team_view(team)
+        users = s.scalars(
+            select(User.name).where(User.team_id == team.id, User.deleted_at.is_(None))
+            .order_by(User.name)
+        ).all()
+        if users:
+            raise Conflict(f"team {name!r} still has {len(users)} user(s): "
+                           f"{_listed(list(users))}; delete them first "
+                           f"(gpupool admin user delete NAME) and try again")
+        problem = still_in_use(s, f"team {name!r}", "team_id", team.id)
+        if problem:
+            raise Conflict(problem)
+        team.deleted_at = time.time()
+        team.name = deleted_name(name, team.id)
+        team.quota_milli = team.borrow_limit_milli = 0
+        audit.record(s, principal.user, "team.delete", name, "", address)
+    return view
+
+
+def list_teams(db: Database, principal: Principal) -> list[TeamView]:
+    """Live teams by name (a non-admin sees only their own)."""
+    with db.session() as s:
+        query = select(Team).where(Team.deleted_at.is_(None)).order_by(Team.name)
         if not principal.admin:
             query = query.where(Team.id == principal.team_id)
         return [_team_view(t) for t in s.scalars(query)]
-
-
-def create_user(db: Database, principal: Principal, body: UserCreate) -> UserView:
-    _require_admin(principal)
-    try:
-        with db.session() as s:
-            team = s.scalar(select(Team).where(Team.name == body.team))
-            if team is None:
-                raise NotFound(f"team: no team named {body.team!r}")
-            s.add(User(name=body.name, team_id=team.id, admin=body.admin, created_at=time.time()))
-    except IntegrityError:
-        raise Conflict(f"name: a user named {body.name!r} already exists") from None
-    return UserView(name=body.name, team=body.team, admin=body.admin)
-
-
-def list_users(db: Database, principal: Principal) -> list[UserView]:
-    _require_admin(principal)
-    with db.session() as s:
-        rows = s.execute(
-            select(User.name, Team.name, User.admin)
-            .join(Team, Team.id == User.team_id)
-            .order_by(User.name)
-        ).all()
-    return [UserView(name=r[0], team=r[1], admin=bool(r[2])) for r in rows]
-
-
-def create_token(db: Database, principal: Principal, user_name: str) -> TokenView:
-    _require_admin(principal)
-    token = new_token()
-    with db.session() as s:
-        user = s.scalar(select(User).where(User.name == user_name))
-        if user is None:
-            raise NotFound(f"user: no user named {user_name!r}")
-        s.add(Token(user_id=user.id, token_hash=token_digest(token), created_at=time.time()))
-    return TokenView(user=user_name, token=token)

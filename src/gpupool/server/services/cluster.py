@@ -69,7 +69,7 @@ def list_nodes(db: Database, principal: Principal) -> list[NodeView]:
 def list_queues(db: Database, principal: Principal) -> list[QueueView]:
     """Each team's queue: quota, borrowing limit, GPUs in use, borrowed, job counts."""
     with db.session() as s:
-        query = select(Team).order_by(Team.name)
+        query = select(Team).where(Team.deleted_at.is_(None)).order_by(Team.name)
         if not principal.admin:
             query = query.where(Team.id == principal.team_id)
         teams = s.scalars(query).all()

@@ -66,6 +66,7 @@ def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) ->
         attempts=job.attempts,
         exit_code=job.exit_code,
         enforcement=job.enforcement,
+        isolation=job.isolation,
         created_at=datetime.fromtimestamp(job.created_at, UTC),
         started_at=_dt(job.started_at),
         ended_at=_dt(job.ended_at),

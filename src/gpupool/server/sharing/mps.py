@@ -87,6 +87,9 @@ class MpsDaemons:
             try:
                 pipe.mkdir(parents=True, exist_ok=True)
                 logs.mkdir(parents=True, exist_ok=True)
+                # clients run as their owners' accounts: they must reach the pipe dir
+                for folder in (self.base_dir, pipe.parent, pipe):
+                    os.chmod(folder, 0o755)
             except OSError as exc:
                 raise MpsError(f"cannot create {pipe}: {exc.strerror}") from None
             env = {**os.environ, "CUDA_VISIBLE_DEVICES": str(card),

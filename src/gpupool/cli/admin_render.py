@@ -1,0 +1,76 @@
+"""How users, tokens and the audit log look in a terminal, and durations typed on the
+command line (``30m``, ``12h``, ``30d``, ``2w``). Pure: no requests, no exits."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import datetime
+
+from rich.markup import escape
+from rich.table import Table
+
+from gpupool.cli.jobs_render import local_time
+from gpupool.schemas.admin import AuditEvent, TokenInfo, TokenState, UserView
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
+DURATION_HELP = "a number and a unit: s, m, h, d or w (e.g. 90s, 30m, 12h, 30d, 2w)"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text`` (``30m`` -> 1800.0); ValueError saying what is expected."""
+    found = _DURATION.match(text)
+    if not found or float(found.group(1)) <= 0:
+        raise ValueError(f"{text!r} is not a duration: use {DURATION_HELP}")
+    return float(found.group(1)) * _UNITS[found.group(2).lower()]
+
+
+def _when(at: datetime | None, empty: str = "") -> str:
+    return local_time(at) if at is not None else empty
+
+
+def users_table(users: Sequence[UserView]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("USER", "TEAM", "ADMIN", "DISABLED", "UNIX USER"):
+        table.add_column(column, no_wrap=True)
+    for u in users:
+        table.add_row(
+            escape(u.name), escape(u.team), "yes" if u.admin else "",
+            "[red]disabled[/]" if u.disabled else "", escape(u.unix_user or "-"),
+        )
+    return table
+
+
+_STATE_STYLE = {TokenState.LIVE: "green", TokenState.EXPIRED: "dim", TokenState.REVOKED: "red"}
+
+
+def tokens_table(tokens: Sequence[TokenInfo], with_state: bool = False) -> Table:
+    """Columns ID, USER, CREATED, EXPIRES, LAST USED (+ STATE); never the token itself."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("ID", justify="right", no_wrap=True)
+    for column in ("USER", "CREATED", "EXPIRES", "LAST USED"):
+        table.add_column(column, no_wrap=True)
+    if with_state:
+        table.add_column("STATE", no_wrap=True)
+    for t in tokens:
+        row = [
+            str(t.id), escape(t.user), _when(t.created_at), _when(t.expires_at, "never"),
+            _when(t.last_used_at, "never"),
+        ]
+        if with_state:
+            row.append(f"[{_STATE_STYLE[t.state]}]{t.state.value}[/]")
+        table.add_row(*row)
+    return table
+
+
+def audit_table(events: Sequence[AuditEvent]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for column in ("AT", "ACTOR", "ACTION", "TARGET", "FROM", "DETAIL"):
+        table.add_column(column, no_wrap=column != "DETAIL")
+    for e in events:
+        table.add_row(
+            local_time(e.at), escape(e.actor or "-"), escape(e.action), escape(e.target),
+            escape(e.address), escape(e.detail),
+        )
+    return table

@@ -1,0 +1,89 @@
+"""The files and directories a local attempt starts from, as its account will see them:
+who runs it, its own directory (``$GPUPOOL_JOB_DIR``), and ``launch.json`` for the shim
+(its whole environment, account, umask, limits and working directory)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+
+from gpupool.executors import accounts, shim
+from gpupool.executors.accounts import Account, AccountError
+from gpupool.executors.base import LaunchError, LaunchSpec
+from gpupool.executors.job_env import environment
+from gpupool.executors.sandbox import Sandbox
+
+RUN_DIR_ENV = "GPUPOOL_RUN_DIR"
+JOB_DIR_ENV = "GPUPOOL_JOB_DIR"
+JOB_UMASK = 0o077
+JOB_RLIMITS = {"nofile": 65536, "nproc": 16384}
+
+
+def make_passable(path: str) -> None:
+    """Create the directory ``path`` and its missing parents, each new one 0711 (other
+    accounts may pass through, not list), whatever the umask."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(folder)
+            os.chmod(folder, 0o711)
+
+
+def account_for(spec: LaunchSpec, what: str) -> Account:
+    """Who runs the command: ``spec.run_as`` when this process is root (created when
+    missing and ``spec.owner`` says whose it is), else this process's own account.
+    LaunchError (prefixed with ``what``) when that account cannot be had."""
+    try:
+        found = accounts.resolve(spec.run_as, spec.owner, bool(spec.owner))
+    except AccountError as exc:
+        raise LaunchError(f"{what}: {exc}") from None
+    return found or accounts.current()
+
+
+def make_job_dir(spec: LaunchSpec, account: Account) -> str:
+    """Create the attempt's own directory (0700, owned by the account; its parents are
+    created 0711 by this process, so other accounts can pass but not list them)."""
+    if not spec.job_dir:
+        return ""
+    path = os.path.abspath(spec.job_dir)
+    make_passable(os.path.dirname(path))
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+    st = os.lstat(path)
+    if not os.path.isdir(path) or os.path.islink(path):
+        raise OSError(f"{path} is not a directory")
+    if accounts.isolating() and (st.st_uid, st.st_gid) != (account.uid, account.gid):
+        os.chown(path, account.uid, account.gid)
+    os.chmod(path, 0o700)
+    return path
+
+
+def write_launch_file(
+    spec: LaunchSpec, account: Account, run_dir: str, job_dir: str, job_path: str,
+    sandbox: Sandbox,
+) -> str:
+    """Write ``launch.json`` for the shim; return the isolation to record."""
+    extra = {RUN_DIR_ENV: run_dir}
+    if job_dir:
+        extra[JOB_DIR_ENV] = job_dir
+    env = environment(account, job_path, {**spec.env, **extra})
+    launch: dict[str, object] = {
+        "env": env, "umask": JOB_UMASK, "rlimits": JOB_RLIMITS,
+        "cwd": spec.workdir or job_dir or None, "sandboxed": sandbox.enabled,
+    }
+    if accounts.isolating() and account.uid != os.geteuid():
+        launch.update(uid=account.uid, gid=account.gid)
+    data = json.dumps(launch, sort_keys=True).encode()
+    fd = os.open(os.path.join(run_dir, shim.LAUNCH_FILE + ".tmp"),
+                 os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    os.replace(os.path.join(run_dir, shim.LAUNCH_FILE + ".tmp"),
+               os.path.join(run_dir, shim.LAUNCH_FILE))
+    who = f"as {account.name}" if accounts.isolating() else (
+        f"as {account.name} (not root: not isolated from other jobs)")
+    return f"{sandbox.describe()} {who}"
