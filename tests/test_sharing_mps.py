@@ -219,6 +219,46 @@ def test_server_enforces_shares_with_mps_and_falls_back_when_a_daemon_fails(
         servers.close()
 
 
+@pytest.mark.skipif(find_compiler() is None, reason="the interposer needs a C compiler")
+@pytest.mark.skipif(os.geteuid() != 0, reason="jobs of two accounts need a root server")
+def test_one_cards_mps_serves_one_account_at_a_time(
+    standin: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MPS runs one server per Unix user and makes other users' clients wait: a share of
+    another account on a card whose MPS serves someone uses the interposer instead, while
+    more of the same account's shares keep using MPS."""
+    monkeypatch.setenv("GPUPOOL_MPS_CONTROL", str(standin))
+    servers = make_server("sqlite", tmp_path, "1xA100-80GB")
+    server: Server = next(servers)
+    sleep = ["python3", "-c", "import time; time.sleep(120)"]
+    try:
+        with server.client() as c:
+            made = c.post("/users", json={"name": "mpsother", "team": "default"})
+            assert made.status_code == 201, made.text
+            assert made.json()["unix_user"] not in (None, "root")
+            other = c.post("/tokens", json={"user": "mpsother"}).json()["token"]
+            mine = submit(c, command=sleep, gpus=0.5, workdir="/")
+            wait_for(lambda: c.get(f"/jobs/{mine}").json()["phase"] == "running")
+            assert c.get(f"/jobs/{mine}").json()["enforcement"].startswith("mps + ")
+            with server.client(other) as o:
+                theirs = submit(o, command=sleep, gpus=0.25, workdir="/")
+                view = wait_for(lambda: (v := o.get(f"/jobs/{theirs}").json())["phase"]
+                                == "running" and v)
+            assert view["placement"]["gpus"] == [0]
+            assert view["enforcement"].startswith(
+                "interposer (mps: its MPS serves another account now)"), view["enforcement"]
+            again = submit(c, command=sleep, gpus=0.25, workdir="/")
+            wait_for(lambda: c.get(f"/jobs/{again}").json()["phase"] == "running")
+            assert c.get(f"/jobs/{again}").json()["enforcement"].startswith("mps + ")
+            for job in (mine, theirs, again):
+                c.post(f"/jobs/{job}/cancel")
+            for job in (mine, theirs, again):
+                wait_for(lambda job=job: c.get(f"/jobs/{job}").json()["phase"] == "cancelled")
+            assert c.delete("/users/mpsother").status_code == 200  # its account goes too
+    finally:
+        servers.close()
+
+
 def test_up_refuses_an_unknown_sharing_mode(tmp_path: Path) -> None:
     env = {**os.environ, "GPUPOOL_HOME": str(tmp_path / "home"), "GPUPOOL_SHARING": "hami"}
     done = subprocess.run(

@@ -1,13 +1,16 @@
 """Which Python interpreter and PATH a workload gets, on the server's machine and on Ray
 nodes alike: the running process's own interpreter (its venv, with gpupool's packages) when
-every account can run it, else the system's ``python3``."""
+every account can run it, else the system's ``python3``; and the few helpers that lay out
+what every workload's account may read (``bin/`` links, published files)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gpupool.executors import accounts
 from gpupool.executors.accounts import Account
@@ -46,3 +49,32 @@ def job_path(python: str, extra: Sequence[str] = ()) -> str:
     rest = SYSTEM_PATH if accounts.isolating() else os.environ.get("PATH", SYSTEM_PATH)
     first = [os.path.dirname(sys.executable)] if python == sys.executable else []
     return ":".join([*first, *extra, rest])
+
+
+def make_tree(folders: Sequence[tuple[Path, int]]) -> None:
+    """Create each folder (parents first, as listed) and give it its mode, whatever the
+    umask; idempotent."""
+    for path, mode in folders:
+        path.mkdir(parents=True, exist_ok=True)
+        os.chmod(path, mode)
+
+
+def link_python(bin_dir: Path, python: str) -> None:
+    """``bin_dir/python`` and ``python3``: links to the interpreter workloads get."""
+    for name in ("python", "python3"):
+        link = bin_dir / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(python)
+
+
+def publish(source: Path | str, target: Path, mode: int) -> Path:
+    """Copy ``source`` to ``target`` with ``mode`` (atomically: a reader sees the old file
+    or the new one) unless it is that very file; return ``target``. Raises OSError."""
+    if Path(source).resolve() != target.resolve():
+        tmp = target.with_name(f".{target.name}.tmp")
+        shutil.copyfile(source, tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    os.chmod(target, mode)
+    return target

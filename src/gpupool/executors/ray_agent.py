@@ -52,7 +52,13 @@ from typing import Any
 from gpupool.executors import accounts
 from gpupool.executors.accounts import Account
 from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
-from gpupool.executors.interpreter import job_path, job_python
+from gpupool.executors.interpreter import (
+    job_path,
+    job_python,
+    link_python,
+    make_tree,
+    publish,
+)
 from gpupool.executors.inventory import InventoryError, local_inventory, parse_labels
 from gpupool.executors.local import DEFAULT_LOG, LocalExecutor, make_passable
 from gpupool.executors.sandbox import Sandbox, SandboxModeError, detect
@@ -124,15 +130,9 @@ class NodeAgent:
     def _prepare(self) -> None:
         """Create the agent's tree (idempotent; see the module docstring)."""
         make_passable(str(self.root))
-        for path, mode in ((self.root, 0o711), (self.runs, 0o700), (self.jobs, 0o711),
-                           (self.shares, 0o711), (self.lib, 0o755), (self.bin, 0o755)):
-            path.mkdir(exist_ok=True)
-            os.chmod(path, mode)
-        for name in ("python", "python3"):
-            link = self.bin / name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(self.python)
+        make_tree(((self.root, 0o711), (self.runs, 0o700), (self.jobs, 0o711),
+                   (self.shares, 0o711), (self.lib, 0o755), (self.bin, 0o755)))
+        link_python(self.bin, self.python)
 
     def _hidden(self) -> list[str]:
         """What the sandbox empties (each process gets its own parts bound back)."""
@@ -142,17 +142,8 @@ class NodeAgent:
     def _publish(self, library: str) -> str:
         """The interposer as every account can load it: ``lib/libgpushare.so``, 0755 (a
         copy when the install's own library is used)."""
-        target = self.lib / LIB_NAME
-        if Path(library).resolve() != target.resolve():
-            data = Path(library).read_bytes()
-            if not target.is_file() or target.read_bytes() != data:
-                tmp = self.lib / f".{LIB_NAME}.tmp"
-                tmp.write_bytes(data)
-                os.chmod(tmp, 0o755)
-                os.replace(tmp, target)
-        os.chmod(target, 0o755)
         os.chmod(self.lib, 0o755)
-        return str(target)
+        return str(publish(library, self.lib / LIB_NAME, 0o755))
 
     def _under(self, folder: Path, where: str) -> Path:
         """``folder/where``, refused if it is not strictly inside ``folder``."""

@@ -33,36 +33,31 @@ def create(path: Path | str, limit_mib: int = 0, mode: int = 0o600) -> Path:
     processes still attached to it keep the old one). ``limit_mib`` is the per-GPU limit it
     enforces on top of the environment's (0: only the environment's). Raises ValueError for a
     negative limit, OSError if the directory is not writable."""
-    if limit_mib < 0:
-        raise ValueError(f"limit_mib must be >= 0, got {limit_mib}")
-    target = Path(path)
+    _check(limit_mib)
     header = _HEADER.pack(MAGIC, VERSION, 0, MAX_DEVS, MAX_PROCS, limit_mib * MIB)
-    data = header + bytes(FILE_SIZE - len(header))
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return target
+    return _replace(Path(path), header + bytes(FILE_SIZE - len(header)), mode)
 
 
 def write_limit(path: Path | str, limit_mib: int) -> Path:
     """Write the per-GPU limit file (bytes as decimal text, mode 0644) the interposer reads
     from ``GPUPOOL_SHARE_LIMIT_FILE``: kept where the job may read it but not change it (the
     share file itself is the job's to write: it holds the job's ledger)."""
+    _check(limit_mib)
+    return _replace(Path(path), f"{limit_mib * MIB}\n".encode(), 0o644)
+
+
+def _check(limit_mib: int) -> None:
     if limit_mib < 0:
         raise ValueError(f"limit_mib must be >= 0, got {limit_mib}")
-    target = Path(path)
+
+
+def _replace(target: Path, data: bytes, mode: int) -> Path:
+    """Atomically replace ``target`` with a file of ``data`` and ``mode``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(f"{limit_mib * MIB}\n")
-        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, mode)
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(OSError):

@@ -17,19 +17,13 @@ by the server and mode 0711 (others may pass through, never list):
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
-import sys
 from pathlib import Path
 
-from gpupool.executors import accounts
-from gpupool.executors.interpreter import job_python
-from gpupool.executors.job_env import SYSTEM_PATH
+from gpupool.executors.interpreter import job_path, job_python, link_python, make_tree, publish
 from gpupool.executors.local import make_passable
 from gpupool.server.pipelines import masked_run
-
-log = logging.getLogger("gpupool.workspace")
 
 MASKED_RUN = "masked_run.py"
 
@@ -74,37 +68,20 @@ class Workspace:
         return [str(self.jobs), str(self.shares), str(self.pipelines)]
 
     def job_path(self) -> str:
-        """Workloads' PATH: the server's own bin dir when jobs get its interpreter (its venv's
-        ``python`` and ``gpupool``), ``bin/`` (``python``), then the system's (a server that
-        is not root adds its own PATH: jobs run as that person anyway)."""
-        rest = SYSTEM_PATH if accounts.isolating() else os.environ.get("PATH", SYSTEM_PATH)
-        first = [os.path.dirname(sys.executable)] if self.python == sys.executable else []
-        return ":".join([*first, str(self.bin), rest])
+        """Workloads' PATH (see :func:`~gpupool.executors.interpreter.job_path`), with
+        ``bin/`` (``python``) before the system's directories."""
+        return job_path(self.python, [str(self.bin)])
 
     def prepare(self, interposer: str | None) -> str | None:
         """Create the tree (idempotent) and return where the interposer is published for
         every account to load (None if there is none). Raises OSError."""
-        for path, mode in ((self.root, 0o711), (self.jobs, 0o711), (self.shares, 0o711),
-                           (self.pipelines, 0o711), (self.bin, 0o755), (self.lib, 0o755)):
-            path.mkdir(parents=True, exist_ok=True)
-            os.chmod(path, mode)
-        for name in ("python", "python3"):
-            link = self.bin / name
-            if link.is_symlink() or link.exists():
-                link.unlink()
-            link.symlink_to(self.python)
-        runner = self.lib / MASKED_RUN
-        shutil.copyfile(masked_run.__file__, runner.with_suffix(".tmp"))
-        os.chmod(runner.with_suffix(".tmp"), 0o644)
-        os.replace(runner.with_suffix(".tmp"), runner)
+        make_tree(((self.root, 0o711), (self.jobs, 0o711), (self.shares, 0o711),
+                   (self.pipelines, 0o711), (self.bin, 0o755), (self.lib, 0o755)))
+        link_python(self.bin, self.python)
+        publish(masked_run.__file__, self.lib / MASKED_RUN, 0o644)
         if interposer is None:
             return None
-        target = self.lib / Path(interposer).name
-        tmp = target.with_suffix(".tmp")
-        shutil.copyfile(interposer, tmp)
-        os.chmod(tmp, 0o755)
-        os.replace(tmp, target)
-        return str(target)
+        return str(publish(interposer, self.lib / Path(interposer).name, 0o755))
 
     def masked_runner(self) -> list[str]:
         """How a workload's account starts ``masked_run`` (stdlib only: run isolated)."""
