@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from gpupool.executors import accounts
+from gpupool.executors import accounts, shim
 from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
 from gpupool.executors.local import LocalExecutor
 from gpupool.executors.sandbox import detect
@@ -126,3 +126,30 @@ def test_in_the_sandbox_a_graceful_stop_reaches_the_command_and_root_stays_hidde
     time.sleep(0.3)
     executor.kill(handle)
     assert wait_for(lambda: executor.poll(handle), timeout=20).exit_code == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("sandboxed", [False, True], ids=["plain", "bwrap"])
+def test_a_command_whose_root_shim_was_killed_keeps_its_exit_code(
+    account: accounts.Account, place: Path, sandboxed: bool
+) -> None:
+    if sandboxed and shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed")
+    executor = LocalExecutor(sandbox=detect("bwrap" if sandboxed else "none", hide=["/root"]))
+    gate = place / "gate"
+    spec = LaunchSpec(job_id="5", attempt=1, run_dir=str(place / f"shimless{sandboxed}"),
+                      run_as=NAME, owner=OWNER, job_dir=str(place / "jobs" / "shimless"),
+                      readable=(str(place),),
+                      command=["/bin/sh", "-c", f"echo ready; while [ ! -e {gate} ]; do "
+                               "sleep 0.05; done; echo done; exit 0"])
+    handle = executor.launch(spec)
+    wait_for(lambda: "ready" in Path(handle.log_path).read_text(), timeout=20)
+    os.kill(handle.pid, signal.SIGKILL)  # the root supervisor dies; the job runs on
+    wait_for(lambda: executor.poll(handle) is None and not shim.is_running(handle.pid),
+             timeout=10)
+    gate.touch()
+    outcome = wait_for(lambda: executor.poll(handle), timeout=20)
+    assert (outcome.exit_code, outcome.lost) == (0, False), outcome
+    assert Path(handle.log_path).read_text().split() == ["ready", "done"]
+    # the record the job could reach is the run dir's, which it can neither list nor write
+    assert os.stat(handle.run_dir).st_uid == 0
+    assert oct(os.stat(Path(handle.run_dir) / "command.exit").st_mode & 0o022) == "0o0"

@@ -16,8 +16,8 @@ from typing import TypeVar
 import pytest
 
 from gpupool.executors import shim
-from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
-from gpupool.executors.local import LocalExecutor
+from gpupool.executors.base import SUPERVISOR_LOST, Handle, LaunchError, LaunchSpec, Outcome
+from gpupool.executors.local import LocalExecutor, read_range, read_text
 
 PY = sys.executable
 DEADLINE_S = 20.0
@@ -316,3 +316,153 @@ def test_attempt_survives_kill_9_of_the_server_and_is_readopted(tmp_path: Path) 
     go.touch()
     outcome = outcome_of(restarted, handle)
     assert (outcome.exit_code, outcome.lost) == (9, False)
+
+
+# -- supervisor death (the shim killed) ---------------------------------------------------
+
+GATED = """
+import os, sys, time
+print('before', flush=True)
+open({ready!r}, 'w').close()
+while not os.path.exists({go!r}):
+    time.sleep(0.02)
+print('after', flush=True)
+sys.exit({code})
+"""
+
+
+def gated_attempt(tmp_path: Path, code: int = 0) -> tuple[LocalExecutor, Handle, Path]:
+    """An attempt that prints, says it is ready, waits for the returned gate, prints, exits."""
+    ready, go = tmp_path / "ready", tmp_path / "go"
+    ex = LocalExecutor()
+    handle = ex.launch(make_spec(tmp_path, GATED.format(ready=str(ready), go=str(go),
+                                                        code=code)))
+    wait_for(ready.exists, "the command to start")
+    return ex, handle, go
+
+
+def recorder_of(handle: Handle) -> int:
+    """The pid of the shim's recorder: the command's parent."""
+    child = int(wait_for(lambda: (Path(handle.run_dir) / "child.pid").exists() and
+                         (Path(handle.run_dir) / "child.pid").read_text(), "child.pid"))
+    fields = shim.stat_fields(child)
+    assert fields is not None
+    return int(fields[1])
+
+
+def kill_9(ex: LocalExecutor, pid: int) -> None:
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not shim.is_running(pid), f"pid {pid} to die")
+
+
+@pytest.mark.parametrize("code", [0, 4])
+def test_a_command_whose_shim_was_killed_keeps_its_own_exit_code(tmp_path: Path,
+                                                                 code: int) -> None:
+    ex, handle, go = gated_attempt(tmp_path, code)
+    kill_9(ex, handle.pid)
+    assert ex.poll(handle) is None and LocalExecutor().adopt(handle)  # still running
+    go.touch()
+    outcome = outcome_of(ex, handle)
+    assert (outcome.exit_code, outcome.lost, outcome.reason) == (code, False, "")
+    assert LocalExecutor().poll(handle) == outcome
+    assert ex.read_log(handle.log_path).split() == [b"before", b"after"]  # output kept flowing
+
+
+def test_a_lost_recorder_and_shim_make_an_unknown_outcome_not_a_failure(tmp_path: Path) -> None:
+    ex, handle, go = gated_attempt(tmp_path)
+    recorder = recorder_of(handle)
+    kill_9(ex, recorder)  # the shim alone is left: it copies the output from then on
+    go.touch()
+    outcome = outcome_of(ex, handle)
+    assert outcome.lost and outcome.exit_code is None and outcome.unknown, outcome
+    assert outcome.reason.startswith(SUPERVISOR_LOST) and shim.SUPERVISOR_LOST == SUPERVISOR_LOST
+    assert b"after" in ex.read_log(handle.log_path)
+    ex2, handle2, go2 = gated_attempt(tmp_path / "both")
+    recorder = recorder_of(handle2)
+    kill_9(ex2, handle2.pid)
+    kill_9(ex2, recorder)
+    go2.touch()
+    outcome = outcome_of(ex2, handle2)
+    assert outcome.unknown and outcome.exit_code is None, outcome
+    assert LocalExecutor().poll(handle2) == outcome
+
+
+def test_kill_after_the_shim_died_is_recorded_as_sigkill(tmp_path: Path) -> None:
+    ex, handle, _ = gated_attempt(tmp_path)
+    kill_9(ex, handle.pid)
+    ex.kill(handle)
+    outcome = outcome_of(ex, handle)
+    assert outcome.exit_code == -signal.SIGKILL and not outcome.lost, outcome
+
+
+# -- the log cap ----------------------------------------------------------------------------
+
+FLOOD = """
+import sys
+for i in range({lines}):
+    sys.stdout.write('line %07d {pad}\\n' % i)
+sys.stdout.flush()
+print('the end', file=sys.stderr)
+"""
+
+
+def test_a_flood_of_output_keeps_head_and_tail_under_the_cap(tmp_path: Path) -> None:
+    cap = 64 * 1024
+    ex = LocalExecutor(log_cap=cap)
+    lines = 50_000
+    handle = ex.launch(make_spec(tmp_path, FLOOD.format(lines=lines, pad="€é" * 4)))
+    assert outcome_of(ex, handle).exit_code == 0
+    log = Path(handle.log_path).read_bytes()
+    assert len(log) <= cap + 1024, len(log)
+    assert log.startswith(b"line 0000000 ")
+    assert log.endswith(b"the end\n")
+    assert f"line {lines - 1:07d}".encode() in log[-cap // 2:]
+    assert b"half of its log cap" in log
+    dropped = [line for line in log.split(b"\n") if b"were dropped here" in line]
+    assert len(dropped) == 1, dropped
+    assert int(dropped[0].split(b"[gpupool: ")[1].split()[0]) > 1_000_000
+    log.decode("utf-8")  # the cuts split no character
+    assert not (Path(handle.run_dir) / "output.tail").exists()
+    again = ex.launch(make_spec(tmp_path, "print('second attempt')", name="a2"))
+    assert outcome_of(ex, again).exit_code == 0  # the cap is per attempt
+
+
+def test_the_log_cap_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GPUPOOL_LOG_CAP_MIB", raising=False)
+    assert LocalExecutor().log_cap == 100 << 20
+    monkeypatch.setenv("GPUPOOL_LOG_CAP_MIB", "0.5")
+    assert LocalExecutor().log_cap == 512 << 10
+    monkeypatch.setenv("GPUPOOL_LOG_CAP_MIB", "lots")
+    with pytest.raises(ValueError, match="GPUPOOL_LOG_CAP_MIB"):
+        LocalExecutor()
+
+
+def test_log_reads_never_cut_a_character(tmp_path: Path) -> None:
+    text = "aé€😀b" * 40
+    data = text.encode()
+    path = tmp_path / "log"
+    path.write_bytes(data)
+    for offset in range(len(data) + 2):
+        for limit in (1, 2, 3, 5, 8, 64):
+            chunk, end, size = read_text(str(path), offset, limit)
+            assert "\ufffd" not in chunk and size == len(data)
+            raw = read_range(str(path), offset, limit)
+            assert data[offset:offset + len(raw)] == raw
+            stop = offset + len(raw)
+            assert stop >= len(data) or not 0x80 <= data[stop] < 0xC0, (offset, limit)
+    for limit in (1, 4, 7):
+        pieces, offset = [], 0
+        while True:
+            chunk, offset, _ = read_text(str(path), offset, limit)
+            if not chunk:
+                break
+            pieces.append(chunk)
+        assert "".join(pieces) == text
+    path.write_bytes(data + "€".encode()[:2])  # a character still being written
+    chunk, end, _ = read_text(str(path), len(data) - 1, 64)
+    assert chunk == "b" and end == len(data)
+    chunk, end, _ = read_text(str(path), len(data) - 1, 64, final=True)
+    assert end == len(data) + 2  # the job ended: nothing will complete it
+    path.write_bytes(data + "€".encode()[:2])
+    assert read_text(str(path), len(data), 64) == ("", len(data), len(data) + 2)  # wait for it
+    assert read_range(str(path), len(data), 64) == b""

@@ -3,6 +3,8 @@ jobs that ended while it was down get their real exit code, and nothing runs twi
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -10,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server_harness import Server, backend_params, make_server, wait_for
+from server_harness import Server, backend_params, make_server, submit, wait_for
 
 PY = sys.executable
 JOBS = 20
@@ -33,6 +35,11 @@ def worker(marker: Path, seconds: float, code: int, gate: Path | None = None) ->
 @pytest.fixture(params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     yield from make_server(request.param, tmp_path, "4xA100-80GB")
+
+
+@pytest.fixture
+def sqlite_server(tmp_path: Path) -> Iterator[Server]:
+    yield from make_server("sqlite", tmp_path, "4xA100-80GB")
 
 
 def gpus_never_oversubscribed(client) -> bool:  # type: ignore[no-untyped-def]
@@ -77,3 +84,31 @@ def test_kill_9_with_20_jobs_queued_or_running(server: Server, tmp_path: Path) -
             assert len(finals) == 1, view["events"]
         queues = c.get("/queues").json()
         assert queues[0]["used_gpus"] == 0 and queues[0]["running"] == 0
+
+
+def test_a_command_that_finished_after_its_shim_was_killed_is_not_run_again(
+    sqlite_server: Server, tmp_path: Path
+) -> None:
+    """kill -9 of the job's supervisor: the command's own exit 0 is kept (restart on-failure
+    must not run the finished command again), and its output keeps flowing to the log."""
+    marker, gate = tmp_path / "marker", tmp_path / "gate"
+    script = ("import pathlib, time\n"
+              "print('€' * 10, flush=True)\n"
+              f"with open({str(marker)!r}, 'a') as f: f.write('ran\\n')\n"
+              f"while not pathlib.Path({str(gate)!r}).exists(): time.sleep(0.05)\n"
+              "print('done', flush=True)\n")
+    server = sqlite_server
+    with server.client() as c:
+        job_id = submit(c, command=[PY, "-c", script], restart="on-failure", max_retries=2)
+        wait_for(marker.exists)
+        shim_pid = int((server.home / "runs" / job_id / "1" / "shim.pid").read_text())
+        os.kill(shim_pid, signal.SIGKILL)
+        time.sleep(0.5)  # a few polls of the loop while the command runs without its shim
+        gate.touch()
+        view = wait_for(lambda: (v := c.get(f"/jobs/{job_id}").json())["phase"] in FINAL and v)
+        assert (view["phase"], view["exit_code"], view["attempts"]) == ("succeeded", 0, 1), view
+        assert marker.read_text() == "ran\n"
+        whole = c.get(f"/jobs/{job_id}/logs").json()
+        assert whole["data"] == "€" * 10 + "\ndone\n" and whole["complete"]
+        inside = c.get(f"/jobs/{job_id}/logs", params={"offset": 1, "limit": 4}).json()
+        assert (inside["data"], inside["offset"]) == ("€", 6)  # from the next whole character

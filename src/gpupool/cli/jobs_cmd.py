@@ -28,6 +28,7 @@ from gpupool.cli.client_opts import (
     validation_line,
 )
 from gpupool.schemas.jobs import JobSpec, JobView, Phase
+from gpupool.schemas.values import find_problems
 from gpupool.sdk import Client
 
 ACTIVE = (Phase.PENDING, Phase.STARTING, Phase.RUNNING)
@@ -193,6 +194,8 @@ def load_spec(file: Path) -> JobSpec:
     if not isinstance(data, dict):
         kind = "nothing" if data is None else f"a {type(data).__name__}"
         raise fail(f"{file}: expected a mapping of job fields (command: [...], ...), found {kind}")
+    for where, problem in find_problems(data):  # YAML .inf/.nan, NUL: refuse, name the field
+        raise fail(f"{file}: {'.'.join(where)}: {problem}")
     if "gpus_per_node" in data:  # the distributed spelling of `gpus`
         if "gpus" in data:
             raise fail(f"{file}: give gpus or gpus_per_node, not both (they are the same)")

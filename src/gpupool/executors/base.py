@@ -70,16 +70,28 @@ class Handle:
         return cls(**dict(data))
 
 
+SUPERVISOR_LOST = "supervisor lost"
+"""How a lost outcome's ``reason`` starts when the process that watched the command died
+and nothing recorded how the command ended: the command may have succeeded or failed."""
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """How an attempt ended. ``exit_code`` is the process's code (negative: killed by that
     signal); ``lost`` is True when the process vanished without recording its end (then
-    ``exit_code`` is None); ``reason`` says why when the executor knows (e.g. "node n1 lost")."""
+    ``exit_code`` is None); ``reason`` says why when the executor knows (e.g. "node n1 lost",
+    or "supervisor lost: ..." when the command's own end is unknown)."""
 
     exit_code: int | None
     ended_at: float
     lost: bool = False
     reason: str = ""
+
+    @property
+    def unknown(self) -> bool:
+        """Lost with its supervisor: whether the command itself failed is not known (a
+        process on a lost node, by contrast, was cut short: that is a failure)."""
+        return self.lost and SUPERVISOR_LOST in self.reason
 
 
 class LaunchError(RuntimeError):
@@ -135,5 +147,6 @@ class Executor(Protocol):
         ...
 
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-        """Up to ``limit`` bytes of the attempt's log from ``offset`` (b"" at the end)."""
+        """Up to ``limit`` bytes of the attempt's log from ``offset`` (b"" at the end),
+        never ending inside a UTF-8 character (a bit less: the next offset continues)."""
         ...

@@ -64,9 +64,10 @@ def make_job_dir(spec: LaunchSpec, account: Account) -> str:
 
 def write_launch_file(
     spec: LaunchSpec, account: Account, run_dir: str, job_dir: str, job_path: str,
-    sandbox: Sandbox,
+    sandbox: Sandbox, log_cap: int = 0,
 ) -> str:
-    """Write ``launch.json`` for the shim; return the isolation to record."""
+    """Write ``launch.json`` for the shim (``log_cap``: the attempt's log cap in bytes, 0:
+    none); return the isolation to record."""
     extra = {RUN_DIR_ENV: run_dir}
     if job_dir:
         extra[JOB_DIR_ENV] = job_dir
@@ -74,6 +75,7 @@ def write_launch_file(
     launch: dict[str, object] = {
         "env": env, "umask": JOB_UMASK, "rlimits": JOB_RLIMITS,
         "cwd": spec.workdir or job_dir or None, "sandboxed": sandbox.enabled,
+        "log_cap": log_cap,
     }
     if accounts.isolating() and account.uid != os.geteuid():
         launch.update(uid=account.uid, gid=account.gid)

@@ -6,11 +6,21 @@ exit code in the attempt's run directory, so a restarted server learns how an at
 even if it ended while no server was running. Files in RUN_DIR:
 
 ``handle.json``  the :class:`Handle`, written by :meth:`LocalExecutor.launch`;
-``shim.pid`` / ``child.pid`` / ``exit``  written by the shim (see its module docstring);
+``shim.pid`` / ``child.pid`` / ``command.exit`` / ``exit`` / ``output.tail``  written by the
+                 shim and its recorder (see the shim's module docstring);
 ``stop``         ``{"signal": N, "sent_at": t}``, written by ``terminate``/``kill`` just before
                  they signal the group;
 ``launch.json``  how the shim starts the command (its environment, account, limits, working
-                 directory; see the shim), mode 0600.
+                 directory, log cap; see the shim), mode 0600.
+
+Supervisor death: the command's exit code is recorded twice, by the shim (``exit``) and by a
+second process that survives it (``command.exit``); :meth:`LocalExecutor.poll` falls back on
+the second, so a command that finished after its shim was killed keeps its real code. Only
+when both are gone is the outcome unknown: ``lost``, reason "supervisor lost".
+
+Logs: each attempt's output is capped (``log_cap``, GPUPOOL_LOG_CAP_MIB, default 100 MiB):
+the log keeps its head and its tail and says what was dropped between them (see
+:mod:`gpupool.executors.shim_log`). Reads never end inside a UTF-8 character.
 
 Isolation: the command runs as ``LaunchSpec.run_as`` when this executor is root (else as
 itself), with an allowlisted environment (:mod:`gpupool.executors.job_env`), ``umask 077``,
@@ -39,7 +49,7 @@ from pathlib import Path
 
 from gpupool.executors import accounts, shim
 from gpupool.executors.accounts import Account
-from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
+from gpupool.executors.base import SUPERVISOR_LOST, Handle, LaunchError, LaunchSpec, Outcome
 from gpupool.executors.job_env import SYSTEM_PATH
 from gpupool.executors.launch_files import (
     RUN_DIR_ENV,
@@ -49,25 +59,84 @@ from gpupool.executors.launch_files import (
     write_launch_file,
 )
 from gpupool.executors.sandbox import Sandbox
+from gpupool.executors.shim_log import utf8_cut, utf8_end, utf8_skip
 
 HANDLE_FILE = "handle.json"
 DEFAULT_LOG = "output.log"
-__all__ = ["RUN_DIR_ENV", "LocalExecutor", "make_passable", "read_range"]
+__all__ = ["RUN_DIR_ENV", "LocalExecutor", "log_cap_from_env", "make_passable", "read_range",
+           "read_text"]
+LOG_CAP_ENV = "GPUPOOL_LOG_CAP_MIB"
+DEFAULT_LOG_CAP_MIB = 100
 SHIM_MODULE = "gpupool.executors.shim"
 _SHIM_FILE = str(Path(shim.__file__).resolve())
 
 
-def read_range(path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
-    """Up to ``limit`` bytes of a file from ``offset``; b"" at or past the end or if there is
-    no such file yet. Raises ValueError for a negative offset or limit."""
+def log_cap_from_env() -> int:
+    """The per-attempt log cap in bytes from GPUPOOL_LOG_CAP_MIB (MiB, fractions allowed;
+    0: no cap; default 100). ValueError naming the variable when it is not a number >= 0."""
+    raw = os.environ.get(LOG_CAP_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOG_CAP_MIB << 20
+    try:
+        mib = float(raw)
+    except ValueError:
+        mib = -1.0
+    if not mib >= 0 or mib == float("inf"):
+        raise ValueError(f"{LOG_CAP_ENV}={raw!r} is not a size in MiB: give a number >= 0 "
+                         f"(e.g. {DEFAULT_LOG_CAP_MIB}; 0 turns the log cap off)")
+    return int(mib * (1 << 20))
+
+
+def _read_window(path: str, offset: int, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` + 3 bytes of ``path`` from ``offset`` (3 to see where a character at
+    the limit ends) and the file's size; (b"", size) past the end or without a file."""
     if offset < 0 or limit < 0:
         raise ValueError(f"offset and limit must be >= 0, got {offset} and {limit}")
     try:
         with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
             f.seek(offset)
-            return f.read(limit)
+            return f.read(limit + 3), size
     except FileNotFoundError:
-        return b""
+        return b"", 0
+
+
+def _text_end(data: bytes, start: int, limit: int, whole: bool) -> int:
+    """Where a chunk of ``data`` from ``start`` ends: at most ``limit`` bytes from 0, never
+    inside a UTF-8 character (a bit less; a bit more only when one character is longer than
+    the limit). Else ``data`` ends at the end of the file: a character still incomplete
+    there is left for a later read, unless ``whole`` (nothing will complete it)."""
+    if limit < len(data):
+        end = utf8_cut(data, limit)
+        if end <= start:  # one character longer than the limit: give it whole
+            end = limit + utf8_skip(data[limit:limit + 3])
+        return end
+    return max(start, len(data) if whole else utf8_end(data))
+
+
+def read_range(path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+    """Up to ``limit`` bytes of a file from ``offset``; b"" at or past the end or if there is
+    no such file yet. The bytes never end inside a UTF-8 character: a bit less is returned
+    and the next read (at ``offset`` + its length) continues with that character. Bytes are
+    returned from ``offset`` exactly (callers copy logs byte for byte): one inside a
+    character starts with its end (:func:`read_text` skips it). Raises ValueError for a
+    negative offset or limit."""
+    data, _ = _read_window(path, offset, limit)
+    return data[:_text_end(data, 0, limit, False)] if limit else b""
+
+
+def read_text(path: str, offset: int, limit: int, final: bool = False) -> tuple[str, int, int]:
+    """A log as text: (up to ``limit`` bytes decoded, the offset to read next, the file's
+    size). The text starts at the first character that starts at or after ``offset`` and
+    never ends inside one (so it holds no U+FFFD from a cut; the next offset continues).
+    ``final``: nothing more will be written, so an incomplete character at the very end is
+    returned (as U+FFFD) rather than waited for."""
+    data, size = _read_window(path, offset, limit)
+    if not data or not limit:
+        return "", offset, size
+    start = utf8_skip(data)
+    end = _text_end(data, start, limit, final)
+    return data[start:end].decode("utf-8", errors="replace"), offset + end, size
 
 
 class _ShimProcess(subprocess.Popen[bytes]):
@@ -94,15 +163,19 @@ class LocalExecutor:
         die_with_parent: bool = False,
         sandbox: Sandbox | None = None,
         job_path: str | None = None,
+        log_cap: int | None = None,
     ) -> None:
         """``die_with_parent``: attempts are killed when this process dies (a node agent's
         processes must not outlive their node's membership); by default they survive it.
         ``sandbox``: the bubblewrap sandbox to run commands in (None: none). ``job_path``:
-        the commands' PATH (default: the system directories)."""
+        the commands' PATH (default: the system directories). ``log_cap``: the most bytes
+        of output an attempt's log keeps (head and tail; 0: no cap); None: from
+        GPUPOOL_LOG_CAP_MIB in this process's environment (:func:`log_cap_from_env`)."""
         self.python = python
         self.die_with_parent = die_with_parent
         self.sandbox = sandbox or Sandbox()
         self.job_path = job_path or SYSTEM_PATH
+        self.log_cap = log_cap_from_env() if log_cap is None else max(0, log_cap)
         self._procs: dict[str, _ShimProcess] = {}
         self._lock = threading.Lock()
 
@@ -134,7 +207,7 @@ class LocalExecutor:
                     f"{what}: the job runs as Unix user {account.name!r}, who cannot enter "
                     f"its working directory {spec.workdir!r}: {why}")
         run_dir = os.path.abspath(spec.run_dir)
-        for name in (HANDLE_FILE, shim.SHIM_PID_FILE, shim.EXIT_FILE):
+        for name in (HANDLE_FILE, shim.SHIM_PID_FILE, shim.EXIT_FILE, shim.COMMAND_EXIT_FILE):
             if os.path.exists(os.path.join(run_dir, name)):
                 raise LaunchError(
                     f"{what}: run_dir {run_dir!r} was already used by an attempt ({name} "
@@ -150,7 +223,7 @@ class LocalExecutor:
         try:
             job_dir = make_job_dir(spec, account)
             isolation = write_launch_file(spec, account, run_dir, job_dir, self.job_path,
-                                          self.sandbox)
+                                          self.sandbox, self.log_cap)
         except OSError as exc:
             log.close()
             raise LaunchError(f"{what}: cannot prepare the attempt's files: {exc}") from exc
@@ -189,23 +262,36 @@ class LocalExecutor:
     def poll(self, handle: Handle) -> Outcome | None:
         """None while any process of the attempt runs; otherwise its Outcome, recorded in
         RUN_DIR/exit so every later call (by any instance) gives the same answer. The exit
-        code is the command's own; after :meth:`kill` without a recorded code it is -9 (ended
-        when the SIGKILL was sent). ``lost`` when the shim vanished without recording one."""
+        code is the command's own, also when the shim was killed and its recorder recorded
+        it (what the command left running is then killed here, as the shim would have); after
+        :meth:`kill` without a recorded code it is -9 (ended when the SIGKILL was sent).
+        ``lost`` with reason "supervisor lost" when both vanished without recording one."""
         self._reap(handle.run_dir)
         outcome = self._recorded(handle)
         if outcome is not None:
             return outcome
-        if self._is_ours(handle) or self._orphans(handle):
+        if self._is_ours(handle):
+            return None
+        command_ended = self._command_exit(handle)
+        if self._orphans(handle):
+            if command_ended is not None:  # leftovers of a command whose supervisors died
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(handle.pid, signal.SIGKILL)
             return None
         outcome = self._recorded(handle)  # the shim may have finished since the first look
         if outcome is not None:
             return outcome
+        outcome = self._command_exit(handle)
         stop = shim.read_json(os.path.join(handle.run_dir, shim.STOP_FILE)) or {}
         sent_at = stop.get("sent_at")
-        if stop.get("signal") == signal.SIGKILL and isinstance(sent_at, (int, float)):
+        if outcome is not None:
+            pass
+        elif stop.get("signal") == signal.SIGKILL and isinstance(sent_at, (int, float)):
             outcome = Outcome(-signal.SIGKILL, float(sent_at))
         else:
-            outcome = Outcome(None, time.time(), lost=True)
+            outcome = Outcome(None, time.time(), lost=True, reason=(
+                f"{SUPERVISOR_LOST}: the attempt's shim ended without recording how the "
+                "command ended (killed, or the machine restarted); the outcome is unknown"))
         self._record(handle, outcome)
         return outcome
 
@@ -233,6 +319,7 @@ class LocalExecutor:
         return [self.poll(handle) for handle in handles]
 
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
+        """:func:`read_range`: never ends inside a UTF-8 character."""
         return read_range(log_path, offset, limit)
 
     # -- beyond the protocol -----------------------------------------------------------
@@ -309,11 +396,11 @@ class LocalExecutor:
         return is_shim and os.fsencode(handle.run_dir) in args
 
     def _orphans(self, handle: Handle) -> list[int]:
-        """Running members of the handle's group left after its shim died, if they carry this
-        attempt's GPUPOOL_RUN_DIR (a group outlives its leader's pid, so the pid cannot have
-        been recycled while any member runs); empty while the shim's pid runs."""
-        if shim.is_running(handle.pid):
-            return []
+        """Running members of the handle's group (the shim's, dying or gone), if they carry
+        this attempt's GPUPOOL_RUN_DIR (a group outlives its leader's pid, so the pid cannot
+        have been recycled while any member runs). Not shortcut on the shim's pid running: a
+        shim being killed is no longer "ours" (its command line is gone) before it stops
+        running."""
         marker = f"{RUN_DIR_ENV}={handle.run_dir}".encode()
         members = shim.group_members(handle.pid)
         for pid in members:
@@ -326,13 +413,13 @@ class LocalExecutor:
         return []
 
     def _signal(self, handle: Handle, sig: signal.Signals) -> None:
-        if self._is_ours(handle):
-            stop = {"signal": int(sig), "sent_at": time.time()}
-            # without the marker the shim would forward SIGTERM (the command would get two)
-            with contextlib.suppress(OSError):
-                shim.write_json_atomic(os.path.join(handle.run_dir, shim.STOP_FILE), stop)
-        elif not self._orphans(handle):
+        if not self._is_ours(handle) and not self._orphans(handle):
             return
+        stop = {"signal": int(sig), "sent_at": time.time()}
+        # without the marker the shim would forward SIGTERM (the command would get two); with
+        # the shim gone, it tells poll that an unrecorded end was this SIGKILL
+        with contextlib.suppress(OSError):
+            shim.write_json_atomic(os.path.join(handle.run_dir, shim.STOP_FILE), stop)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(handle.pid, sig)
 
@@ -343,14 +430,28 @@ class LocalExecutor:
         code, ended_at = data.get("exit_code"), data.get("ended_at")
         if not isinstance(ended_at, (int, float)):
             ended_at = time.time()
+        reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
         if isinstance(code, int) and not data.get("lost"):
-            return Outcome(code, float(ended_at))
-        return Outcome(None, float(ended_at), lost=True)
+            return Outcome(code, float(ended_at), reason=str(reason))
+        return Outcome(None, float(ended_at), lost=True, reason=str(reason))
+
+    def _command_exit(self, handle: Handle) -> Outcome | None:
+        """How the command ended as its recorder saw it (the second record, which survives
+        the shim); None if it did not record it."""
+        data = shim.read_json(os.path.join(handle.run_dir, shim.COMMAND_EXIT_FILE))
+        code = data.get("exit_code") if data else None
+        if data is None or not isinstance(code, int) or isinstance(code, bool):
+            return None
+        ended_at = data.get("ended_at")
+        return Outcome(code, float(ended_at) if isinstance(ended_at, (int, float))
+                       else time.time())
 
     def _record(self, handle: Handle, outcome: Outcome) -> None:
         """Persist an outcome the executor inferred, so that poll stays idempotent."""
-        data = {"exit_code": outcome.exit_code, "ended_at": outcome.ended_at}
+        data: dict[str, object] = {"exit_code": outcome.exit_code, "ended_at": outcome.ended_at}
         if outcome.lost:
             data["lost"] = True
+        if outcome.reason:
+            data["reason"] = outcome.reason
         with contextlib.suppress(OSError):  # e.g. the run_dir is gone: nothing to keep stable
             shim.write_json_atomic(os.path.join(handle.run_dir, shim.EXIT_FILE), data)

@@ -21,24 +21,35 @@ from gpupool.core.request import Gang, Request
 from gpupool.plugins.fit import fitting_gpus
 
 _BIG = 1 << 30
+_INT64_MAX = int(np.iinfo(np.int64).max)
+
+
+def _copies(left: IntArray, each: int) -> IntArray:
+    """How many ``each`` (> 0) fit into each entry of ``left``, for any size of ``each``
+    (a Python int beyond int64 fits nowhere instead of overflowing numpy)."""
+    if each > _INT64_MAX:
+        return np.zeros_like(left)
+    return left // each
 
 
 def member_capacity(state: ClusterState, request: Request) -> IntArray:
-    """How many copies of ``request`` each node could hold right now (ignoring models)."""
+    """How many copies of ``request`` each node could hold right now (ignoring models).
+    Never raises for large requests: what fits nowhere gets 0."""
     cap = np.full(state.num_nodes, _BIG, dtype=np.int64)
     if request.cpu_milli:
-        cap = np.minimum(cap, state.cpu_left // request.cpu_milli)
+        cap = np.minimum(cap, _copies(state.cpu_left, request.cpu_milli))
     if request.memory_mib:
-        cap = np.minimum(cap, state.mem_left // request.memory_mib)
+        cap = np.minimum(cap, _copies(state.mem_left, request.memory_mib))
     if request.num_gpus:
         if request.is_sharing:
             # max(.., 1): a request may ask for GPU memory only (gpu_milli 0)
-            per_gpu = np.where(state.gpu_left >= 0, state.gpu_left // max(request.gpu_milli, 1), 0)
+            per_gpu = np.where(state.gpu_left >= 0,
+                               _copies(state.gpu_left, max(request.gpu_milli, 1)), 0)
             if request.gpu_memory_mib:
-                per_gpu = np.minimum(per_gpu, state.gpu_mem_left // request.gpu_memory_mib)
+                per_gpu = np.minimum(per_gpu, _copies(state.gpu_mem_left, request.gpu_memory_mib))
             gpus = per_gpu.sum(axis=1)
         else:
-            gpus = fitting_gpus(state, request).sum(axis=1) // request.num_gpus
+            gpus = _copies(fitting_gpus(state, request).sum(axis=1), request.num_gpus)
         models = state.model_mask(request.gpu_models)
         cap = np.minimum(cap, np.where(models, gpus, 0))
     return cap

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 from gpupool.schemas.jobs import NAME_PATTERN
+from gpupool.schemas.values import Number
 
 UNIX_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$"
 MAX_TOKEN_LIFETIME_S = 10 * 366 * 86400
@@ -16,14 +17,14 @@ MAX_TOKEN_LIFETIME_S = 10 * 366 * 86400
 class TeamCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME_PATTERN)
-    quota_gpus: float = Field(0, ge=0, le=100000, description="Guaranteed GPUs.")
-    borrow_limit_gpus: float = Field(0, ge=0, le=100000, description="GPUs it may borrow.")
+    quota_gpus: Number = Field(0, ge=0, le=100000, description="Guaranteed GPUs.")
+    borrow_limit_gpus: Number = Field(0, ge=0, le=100000, description="GPUs it may borrow.")
 
 
 class TeamUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    quota_gpus: float | None = Field(None, ge=0, le=100000)
-    borrow_limit_gpus: float | None = Field(None, ge=0, le=100000)
+    quota_gpus: Number | None = Field(None, ge=0, le=100000)
+    borrow_limit_gpus: Number | None = Field(None, ge=0, le=100000)
 
 
 class TeamView(BaseModel):
@@ -71,7 +72,7 @@ class UserDeleted(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(pattern=NAME_PATTERN)
-    expires_in_s: float | None = Field(
+    expires_in_s: Number | None = Field(
         default=None,
         gt=0,
         le=MAX_TOKEN_LIFETIME_S,

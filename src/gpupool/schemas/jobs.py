@@ -8,9 +8,22 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from gpupool.schemas.units import parse_mib
+from gpupool.schemas.units import (
+    MAX_GPU_MEMORY_MIB,
+    MAX_MEMORY_MIB,
+    finite_number,
+    mib_at_most,
+    parse_mib,
+)
 
 MiB = Annotated[int, BeforeValidator(parse_mib)]
+MemoryMiB = Annotated[int, BeforeValidator(mib_at_most(MAX_MEMORY_MIB, "per node"))]
+GpuMemoryMiB = Annotated[int, BeforeValidator(mib_at_most(MAX_GPU_MEMORY_MIB, "per GPU"))]
+Number = BeforeValidator(finite_number)
+"""Numeric fields refuse JSON booleans and NaN/Infinity (see ``finite_number``)."""
+MAX_GPUS_PER_NODE = 64
+MAX_CPU = 4096
+MAX_NODES = 1024
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -39,20 +52,23 @@ class JobSpec(BaseModel):
 
     command: list[str] = Field(min_length=1, description="Program and arguments.")
     name: str | None = Field(None, pattern=NAME_PATTERN)
-    gpus: float = Field(0, ge=0, le=64)
-    gpu_memory: MiB | None = Field(None, ge=1, description="Per-GPU memory, e.g. 20GiB.")
+    gpus: Annotated[float, Number] = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
+    gpu_memory: GpuMemoryMiB | None = Field(
+        None, ge=1, le=MAX_GPU_MEMORY_MIB, description="Per-GPU memory, e.g. 20GiB.")
     gpu_model: str | None = Field(None, min_length=1, max_length=64)
-    cpu: float = Field(0, ge=0, le=1024, description="CPU cores.")
-    memory: MiB = Field(0, ge=0, description="Main memory, e.g. 16GiB.")
+    cpu: Annotated[float, Number] = Field(0, ge=0, le=MAX_CPU, description="CPU cores.")
+    memory: MemoryMiB = Field(
+        0, ge=0, le=MAX_MEMORY_MIB, description="Main memory per node, e.g. 16GiB.")
     queue: str | None = Field(None, pattern=NAME_PATTERN)
-    priority: int = Field(0, ge=-1000, le=1000)
+    priority: Annotated[int, Number] = Field(0, ge=-1000, le=1000)
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
     restart: Literal["never", "on-failure"] = "never"
-    max_retries: int = Field(0, ge=0, le=100)
-    grace_period_s: float = Field(30, ge=0, le=3600)
-    nodes: int = Field(default=1, ge=1, le=256, description="Nodes of a distributed job (a gang).")
-    procs_per_node: int = Field(
+    max_retries: Annotated[int, Number] = Field(0, ge=0, le=100)
+    grace_period_s: Annotated[float, Number] = Field(30, ge=0, le=3600)
+    nodes: Annotated[int, Number] = Field(
+        default=1, ge=1, le=MAX_NODES, description="Nodes of a distributed job (a gang).")
+    procs_per_node: Annotated[int, Number] = Field(
         default=1, ge=1, le=64, description="Processes started on each node (ranks per node)."
     )
 

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
 from gpupool.schemas.units import parse_mib
+from gpupool.schemas.values import Integer, Number
 
 MiB = Annotated[int, BeforeValidator(parse_mib)]
 STEP_NAME = r"^[A-Za-z][A-Za-z0-9_-]{0,39}$"
@@ -39,10 +40,10 @@ class ParamSpec(_Strict):
 class Resources(_Strict):
     """What a job step asks for, as a job would (``gpus``: fraction below 1 or whole)."""
 
-    gpus: float = Field(0, ge=0, le=64)
+    gpus: Number = Field(0, ge=0, le=64)
     gpu_memory: MiB | None = Field(None, ge=1)
     gpu_model: str | None = Field(None, min_length=1, max_length=64)
-    cpu: float = Field(0, ge=0, le=1024)
+    cpu: Number = Field(0, ge=0, le=1024)
     memory: MiB = Field(0, ge=0)
     queue: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
@@ -52,10 +53,10 @@ class Retry(_Strict):
     (at most max_backoff_s). ``when``: which failures are retried (failure: non-zero exit or
     bad HTTP status; timeout; error: could not start or the process was lost)."""
 
-    count: int = Field(0, ge=0, le=100)
-    backoff_s: float = Field(0, ge=0, le=3600)
-    factor: float = Field(2, ge=1, le=10)
-    max_backoff_s: float = Field(600, ge=0, le=86400)
+    count: Integer = Field(0, ge=0, le=100)
+    backoff_s: Number = Field(0, ge=0, le=3600)
+    factor: Number = Field(2, ge=1, le=10)
+    max_backoff_s: Number = Field(600, ge=0, le=86400)
     when: list[FailureKind] = Field(default=["failure", "timeout", "error"])
 
 
@@ -77,7 +78,7 @@ class HttpCall(_Strict):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
     body: Any = None
-    expect_status: list[int] = Field(default_factory=list)
+    expect_status: list[Integer] = Field(default_factory=list)
 
 
 class StepSpec(_Strict):
@@ -102,7 +103,7 @@ class StepSpec(_Strict):
     depends_on: list[str] = Field(default_factory=list)
     secrets: list[SecretRef] = Field(default_factory=list)
     retry: Retry = Field(default_factory=lambda: Retry.model_validate({}))
-    timeout_s: float | None = Field(None, gt=0, le=7 * 86400)
+    timeout_s: Number | None = Field(None, gt=0, le=7 * 86400)
     allow_failure: bool = False
     workdir: str | None = None
 
@@ -145,7 +146,7 @@ class PipelineSpec(_Strict):
 
     name: str = Field(pattern=PIPELINE_NAME)
     description: str = ""
-    params: dict[str, ParamSpec | str | int | float | bool | None] = Field(default_factory=dict)
+    params: dict[str, ParamSpec | str | int | Number | bool | None] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(min_length=1, max_length=500)
     on_failure: Literal["fail_fast", "continue"] = "fail_fast"
     outputs: dict[str, str] = Field(default_factory=dict)
@@ -203,12 +204,12 @@ class RunCreate(_Strict):
 
     definition: PipelineSpec
     params: dict[str, Any] = Field(default_factory=dict)
-    priority: int = Field(0, ge=-1000, le=1000)
+    priority: Integer = Field(0, ge=-1000, le=1000)
     trigger: Literal["manual", "api"] = "api"
 
 
 class RunUpdate(_Strict):
-    priority: int = Field(ge=-1000, le=1000)
+    priority: Integer = Field(ge=-1000, le=1000)
 
 
 class StepView(BaseModel):
@@ -261,8 +262,8 @@ class ScheduleSpec(_Strict):
     cron: str = Field(min_length=1, max_length=200)
     params: dict[str, Any] = Field(default_factory=dict)
     concurrency: Literal["allow", "forbid", "replace"] = "allow"
-    catchup_limit: int = Field(1, ge=0, le=1000)
-    priority: int = Field(0, ge=-1000, le=1000)
+    catchup_limit: Integer = Field(1, ge=0, le=1000)
+    priority: Integer = Field(0, ge=-1000, le=1000)
     enabled: bool = True
 
 

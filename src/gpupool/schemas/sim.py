@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gpupool.schemas.values import Integer, Number
+
 TRACE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}\.csv$"
 SYNTHETIC = "synthetic"
 
@@ -27,9 +29,9 @@ class SimRunCreate(BaseModel):
     pods: str = Field(SYNTHETIC, max_length=104)
     policies: list[str] = Field(default_factory=lambda: ["bestfit", "fgd"], min_length=1,
                                 max_length=10)
-    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1, max_length=10)
-    tune: float = Field(1.3, ge=0, le=3)
-    scale: float = Field(0.25, gt=0, le=1, description="Size of the synthetic cluster.")
+    seeds: list[Integer] = Field(default_factory=lambda: [42], min_length=1, max_length=10)
+    tune: Number = Field(1.3, ge=0, le=3)
+    scale: Number = Field(0.25, gt=0, le=1, description="Size of the synthetic cluster.")
 
 
 class SimRunView(BaseModel):

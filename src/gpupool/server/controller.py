@@ -20,7 +20,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from pydantic import ValidationError
 from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
 from gpupool.core.cluster import Allocation, ClusterError, ClusterState
 from gpupool.core.quota import QueueQuota, QuotaBook
@@ -29,7 +31,7 @@ from gpupool.executors.base import Executor, Handle, LaunchError, NodeLostError,
 from gpupool.executors.inventory import LocalInventory
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.active import Active, handles_from_json, handles_json, to_request
-from gpupool.server.cycle import LiveJob, run_cycle
+from gpupool.server.cycle import LiveJob, error_reason, run_cycle
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Team
 from gpupool.server.job_rows import event, finish, owner_of, requeue
@@ -80,6 +82,11 @@ class Controller:
         """Capacity or quota changed since the last cycle: every pending job is reconsidered.
         Otherwise only new jobs are: old ones could not fit before and still cannot."""
         self._fresh: list[LiveJob] = []
+        self._unwritten: dict[int, Callable[[], None]] = {}
+        """Row writes that failed (the database was unavailable), by job: retried at the start
+        of every step until they succeed."""
+        self._end_failed: set[int] = set()
+        """Jobs whose end could not be written yet (kept in ``active``; logged once)."""
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._lock = threading.Lock()
@@ -126,6 +133,7 @@ class Controller:
         with self._lock:
             now = time.time()
             self._follow_membership(now)
+            self._retry_writes()
             self._load_pending()
             self._handle_cancels(now)
             self._poll(now)
@@ -226,19 +234,27 @@ class Controller:
                 .order_by(Job.id)
             ).all()
         for job_id, queue, priority, created, raw, _name in rows:
-            self._max_seen = max(self._max_seen, job_id)
+            # _max_seen moves past a row only once it is handled: a failed write is redone
             if job_id in self.pending:
+                self._max_seen = max(self._max_seen, job_id)
                 continue
-            spec = JobSpec.model_validate(raw)
             try:
+                spec = JobSpec.model_validate(raw)
                 request = to_request(job_id, spec, queue, self.models)
             except (Invalid, RequestError) as exc:
                 finish(self.db, job_id, Phase.FAILED, None, str(exc), time.time())
+                self._max_seen = max(self._max_seen, job_id)
+                continue
+            except Exception as exc:  # e.g. a row stored before today's bounds: fail that job
+                finish(self.db, job_id, Phase.FAILED, None,
+                       f"cannot be scheduled: {_problem_text(exc)}", time.time())
+                self._max_seen = max(self._max_seen, job_id)
                 continue
             live = LiveJob(job_id, queue, priority, created, request, spec.grace_period_s,
                            nodes=spec.nodes)
             self.pending[job_id] = live
             self._fresh.append(live)
+            self._max_seen = max(self._max_seen, job_id)
 
     def _handle_cancels(self, now: float) -> None:
         with self.db.session() as s:
@@ -249,9 +265,11 @@ class Controller:
                 )
             ).all()
         for job_id in ids:
+            if job_id in self._unwritten:
+                continue  # its pending write decides where it is; cancelled after that
             if job_id in self.pending:
-                del self.pending[job_id]
                 finish(self.db, job_id, Phase.CANCELLED, None, "cancelled before it started", now)
+                del self.pending[job_id]
             elif job_id in self.active and self.active[job_id].live.stopping != "cancel":
                 self._stop(self.active[job_id], "cancel", now)
             elif job_id not in self.active:
@@ -293,15 +311,32 @@ class Controller:
                     active.killed = True
                     event(self.db, job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
                 continue
-            del self.active[job_id]
-            self._dirty = True
-            for allocation in active.live.allocations:
-                self.scheduler.release(allocation)
-            active.live.allocations = ()
-            self.launcher.drop_share_file(job_id, active.attempt)
+            self._finish_ended(job_id, active, now)
+
+    def _finish_ended(self, job_id: int, active: Active, now: float) -> None:
+        """Every process of the job ended: write its row (final, or back to pending) first,
+        then forget it and give its resources back. If the write fails the job stays tracked,
+        holding its resources, and the next step writes it again (logged once per job)."""
+        allocations = active.live.allocations
+        try:
             self._ended(active, active.outcome(), now)
+        except Exception:
+            if job_id not in self._end_failed:
+                self._end_failed.add(job_id)
+                log.exception("job %s: could not record its end; retrying every step", job_id)
+            return
+        if job_id in self._end_failed:
+            self._end_failed.discard(job_id)
+            log.info("job %s: its end is recorded now", job_id)
+        del self.active[job_id]
+        self._dirty = True
+        for allocation in allocations:
+            self.scheduler.release(allocation)
+        active.live.allocations = ()
+        self.launcher.drop_share_file(job_id, active.attempt)
 
     def _ended(self, active: Active, outcome: Outcome, now: float) -> None:
+        """Write how the attempt ended (nothing in memory changes before the write)."""
         code = outcome.exit_code
         status = outcome.reason or (
             "lost (the process disappeared)" if outcome.lost else f"exit code {code}")
@@ -311,26 +346,54 @@ class Controller:
             self._requeue(active, f"preempted ({status}); back in the queue", now)
         elif code == 0 and not outcome.lost:
             finish(self.db, active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
+        elif outcome.unknown:
+            # Never re-run on an unknown outcome, whatever the restart policy: the command
+            # may have done its work (on-failure re-runs known failures; this may be none).
+            finish(self.db, active.live.id, Phase.FAILED, None,
+                   f"{status}; not run again: the command may have succeeded", now)
         else:
             failures = active.failures + 1
             spec = active.spec
             if spec.restart == "on-failure" and failures <= spec.max_retries:
-                active.failures = failures
                 self._requeue(
-                    active, f"failed ({status}); retry {failures} of {spec.max_retries}", now
+                    active, f"failed ({status}); retry {failures} of {spec.max_retries}", now,
+                    failures=failures,
                 )
             else:
                 finish(self.db, active.live.id, Phase.FAILED, code, f"failed ({status})", now,
                              failures=failures)
 
-    def _requeue(self, active: Active, message: str, now: float) -> None:
+    def _requeue(self, active: Active, message: str, now: float,
+                 failures: int | None = None) -> None:
+        """Back to pending: the row first, then the in-memory job (holding nothing)."""
         live = active.live
+        count = active.failures if failures is None else failures
+        requeue(self.db, live.id, message, count, now)
+        active.failures = count
         self._dirty = True
         live.stopping = None
         live.allocations = ()
         live.reason = ""
-        requeue(self.db, live.id, message, active.failures, now)
         self.pending[live.id] = live
+
+    def _retry_writes(self) -> None:
+        """Redo row writes that failed earlier (see ``_unwritten``); those failing again wait
+        for the next step."""
+        for job_id, write in list(self._unwritten.items()):
+            try:
+                write()
+            except Exception:
+                continue
+            del self._unwritten[job_id]
+            log.info("job %s: its row is written now", job_id)
+
+    def _write_or_retry(self, job_id: int, write: Callable[[], None]) -> None:
+        """Run ``write``; if it fails, log once and keep it for ``_retry_writes``."""
+        try:
+            write()
+        except Exception:
+            log.exception("job %s: could not write its row; retrying every step", job_id)
+            self._unwritten[job_id] = write
 
     def quota_book(self) -> QuotaBook:
         with self.db.session() as s:
@@ -361,59 +424,85 @@ class Controller:
             self._dirty = True  # the time budget ran out: finish on the next step
         self.last_cycle_seconds = time.perf_counter() - started
         for victim, preemptor in outcome.preemptions:
-            self._stop(self.active[victim.id], "preempt", now)
-            event(self.db, victim.id, Phase.RUNNING,
-                        f"preempted to make room for job {preemptor.id} "
-                        f"(queue {preemptor.queue}, priority {preemptor.priority}); "
-                        f"grace period {victim.grace_s:g} s", now)
+            try:  # the victim is told to stop first; a failed note must not block binding
+                self._stop(self.active[victim.id], "preempt", now)
+                event(self.db, victim.id, Phase.RUNNING,
+                      f"preempted to make room for job {preemptor.id} "
+                      f"(queue {preemptor.queue}, priority {preemptor.priority}); "
+                      f"grace period {victim.grace_s:g} s", now)
+            except Exception:
+                log.exception("job %s: could not record its preemption", victim.id)
         self._bind(outcome.placed, now)
         changed = {i: r for i, r in outcome.reasons.items()
                    if i in self.pending and self.pending[i].reason != r}
+        for job_id, error in outcome.errors.items():
+            if job_id in changed:  # logged when the reason changes: once per job, not per cycle
+                log.error("job %s: %s", job_id, error_reason(error), exc_info=error)
         if changed:
             with self.db.session() as s:
                 for job_id, reason in changed.items():
                     s.execute(update(Job).where(Job.id == job_id).values(reason=reason))
-                    self.pending[job_id].reason = reason
+            for job_id, reason in changed.items():
+                self.pending[job_id].reason = reason
 
     def _bind(self, placed: list[LiveJob], now: float) -> None:
         if not placed:
             return
-        bound: list[LiveJob] = []
-        with self.db.session() as s:
+        bound: list[tuple[LiveJob, Active]] = []
+        cancelled: list[LiveJob] = []
+        try:
+            with self.db.session() as s:
+                for live in placed:
+                    self._bind_row(s, live, now, bound, cancelled)
+        except BaseException:
+            # Nothing was written: every placed job waits again, holding nothing.
             for live in placed:
-                alloc = live.allocations[0]
-                ranks = ([{"node": self.state.names[a.node], "gpus": list(a.gpus)}
-                          for a in live.allocations] if len(live.allocations) > 1 else None)
-                result = s.execute(
-                    update(Job)
-                    .where(Job.id == live.id, Job.phase == Phase.PENDING.value,
-                           Job.stop_requested.is_(None))
-                    .values(phase=Phase.STARTING.value, node=self.state.names[alloc.node],
-                            gpus=list(alloc.gpus), gpu_milli=alloc.gpu_milli,
-                            gpu_memory_mib=alloc.gpu_memory_mib, ranks=ranks,
-                            attempts=Job.attempts + 1,
-                            reason="", started_at=now)
-                    .returning(Job.attempts, Job.name, Job.spec, Job.failures)
-                ).first()
-                del self.pending[live.id]
-                if result is None:  # cancelled meanwhile
-                    for allocation in live.allocations:
-                        self.scheduler.release(allocation)
-                    self._dirty = True
-                    live.allocations = ()
-                    continue
-                attempt, name, raw, failures = result
-                where = ", ".join(
-                    f"{self.state.names[a.node]} GPUs {list(a.gpus)}" if a.gpus
-                    else self.state.names[a.node] for a in live.allocations)
-                s.add(JobEvent(job_id=live.id, at=now, phase=Phase.STARTING.value,
-                               message=f"placed on {where}"))
-                spec = JobSpec.model_validate(raw)
-                live.started_at = now
-                self.active[live.id] = Active(live, name, spec, attempt, failures)
-                bound.append(live)
-        for live in bound:
+                for allocation in live.allocations:
+                    self.scheduler.release(allocation)
+                live.allocations = ()
+            self._dirty = True
+            raise
+        for live in cancelled:  # cancelled meanwhile
+            del self.pending[live.id]
+            for allocation in live.allocations:
+                self.scheduler.release(allocation)
+            self._dirty = True
+            live.allocations = ()
+        for live, active in bound:
+            del self.pending[live.id]
+            live.started_at = now
+            self.active[live.id] = active
+        for live, _ in bound:
             self._launch(self.active[live.id], now)
+
+    def _bind_row(self, s: Session, live: LiveJob, now: float,
+                  bound: list[tuple[LiveJob, Active]], cancelled: list[LiveJob]) -> None:
+        """Write one placed job's row as starting (in ``s``); memory changes come after the
+        commit, by the caller."""
+        alloc = live.allocations[0]
+        ranks = ([{"node": self.state.names[a.node], "gpus": list(a.gpus)}
+                  for a in live.allocations] if len(live.allocations) > 1 else None)
+        result = s.execute(
+            update(Job)
+            .where(Job.id == live.id, Job.phase == Phase.PENDING.value,
+                   Job.stop_requested.is_(None))
+            .values(phase=Phase.STARTING.value, node=self.state.names[alloc.node],
+                    gpus=list(alloc.gpus), gpu_milli=alloc.gpu_milli,
+                    gpu_memory_mib=alloc.gpu_memory_mib, ranks=ranks,
+                    attempts=Job.attempts + 1,
+                    reason="", started_at=now)
+            .returning(Job.attempts, Job.name, Job.spec, Job.failures)
+        ).first()
+        if result is None:
+            cancelled.append(live)
+            return
+        attempt, name, raw, failures = result
+        where = ", ".join(
+            f"{self.state.names[a.node]} GPUs {list(a.gpus)}" if a.gpus
+            else self.state.names[a.node] for a in live.allocations)
+        s.add(JobEvent(job_id=live.id, at=now, phase=Phase.STARTING.value,
+                       message=f"placed on {where}"))
+        bound.append((live, Active(live, name, JobSpec.model_validate(raw), attempt, failures)))
 
     def _launch(self, active: Active, now: float) -> None:
         live = active.live
@@ -424,22 +513,38 @@ class Controller:
         except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
             if not isinstance(exc, LaunchError):
                 log.exception("job %s: launch failed", live.id)
+            # Nothing runs: its resources are free now; its row is written (or retried).
             del self.active[live.id]
             for allocation in live.allocations:
                 self.scheduler.release(allocation)
             self._dirty = True
             live.allocations = ()
+            message = f"could not start: {exc}"
             if isinstance(exc, NodeLostError):
-                self._requeue(active, f"could not start: {exc}; back in the queue", now)
+                self._write_or_retry(live.id, lambda: self._requeue(
+                    active, f"{message}; back in the queue", now))
             else:
-                finish(self.db, live.id, Phase.FAILED, None, f"could not start: {exc}", now)
+                self._write_or_retry(live.id, lambda: finish(
+                    self.db, live.id, Phase.FAILED, None, message, now))
             return
         active.handles = handles
         what = (f"pid {handles[0].pid}" if len(handles) == 1 else
                 f"{len(handles)} processes on {len(live.allocations)} nodes")
-        with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == live.id).values(
-                phase=Phase.RUNNING.value, handle=handles_json(handles), enforcement=enforcement,
-                isolation=handles[0].isolation or None))
-            s.add(JobEvent(job_id=live.id, at=time.time(), phase=Phase.RUNNING.value,
-                           message=f"running ({what})"))
+        try:  # the processes run and are tracked: a failed note must not stop the loop
+            with self.db.session() as s:
+                s.execute(update(Job).where(Job.id == live.id).values(
+                    phase=Phase.RUNNING.value, handle=handles_json(handles),
+                    enforcement=enforcement, isolation=handles[0].isolation or None))
+                s.add(JobEvent(job_id=live.id, at=time.time(), phase=Phase.RUNNING.value,
+                               message=f"running ({what})"))
+        except Exception:
+            log.exception("job %s: could not record that it runs", live.id)
+
+
+def _problem_text(exc: Exception) -> str:
+    """One line for a job's reason: a validation error's fields and messages, else the
+    exception's text."""
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'spec'}: {e['msg']}"
+                         for e in exc.errors())
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

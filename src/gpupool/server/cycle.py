@@ -80,6 +80,15 @@ class CycleOutcome:
     """(victim, the job it makes room for)."""
     reasons: dict[int, str] = field(default_factory=dict)
     evaluated: int = 0
+    errors: dict[int, Exception] = field(default_factory=dict)
+    """Jobs whose judging raised (a policy bug or a hostile value): each stays pending with
+    the reason "cannot be scheduled: ..." while the cycle goes on for the others."""
+
+
+def error_reason(exc: BaseException) -> str:
+    """The pending reason of a job whose judging raised ``exc``."""
+    what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return f"cannot be scheduled: {what}"
 
 
 def run_cycle(
@@ -90,9 +99,40 @@ def run_cycle(
     budget_s: float | None = None,
 ) -> CycleOutcome:
     """Decide placements and preemptions. Placed jobs get their ``allocation`` (already taken
-    on the scheduler's state and counted in ``quota``); the caller binds them."""
-    started = time.perf_counter()
+    on the scheduler's state and counted in ``quota``); the caller binds them.
+
+    A job whose judging raises is left unplaced with the reason "cannot be scheduled: ..."
+    (and in ``errors``); the others are judged as usual. Should the cycle itself fail
+    part-way, everything it took is given back (state, quota, victims' preemption marks)
+    before the exception propagates: no job is left holding an allocation it was not handed."""
     out = CycleOutcome()
+    nominated = {j.id: j.nominated for j in pending}
+    try:
+        _decide(scheduler, quota, pending, running, budget_s, out)
+    except BaseException:
+        for job in out.placed:
+            for allocation in job.allocations:
+                scheduler.release(allocation)
+            job.allocations = ()
+            quota.remove(job.queue, job.amount)
+        for victim, preemptor in out.preemptions:
+            victim.stopping = None
+            preemptor.nominated = nominated.get(preemptor.id, preemptor.nominated)
+        for job in out.placed:
+            job.nominated = nominated.get(job.id, job.nominated)
+        raise
+    return out
+
+
+def _decide(
+    scheduler: Scheduler,
+    quota: QuotaBook,
+    pending: list[LiveJob],
+    running: list[LiveJob],
+    budget_s: float | None,
+    out: CycleOutcome,
+) -> None:
+    started = time.perf_counter()
     order = sorted(
         pending,
         key=lambda j: (
@@ -105,6 +145,8 @@ def run_cycle(
     )
     failed: dict[tuple[object, ...], str] = {}
     physical: dict[tuple[object, ...], str | None] = {}
+    broken: dict[tuple[object, ...], Exception] = {}
+    """Shapes whose judging raised this cycle: not tried again (they would raise again)."""
     preempt_allowed = not any(j.stopping == "preempt" for j in running)
     tried_preempt: set[tuple[object, ...]] = set()
     for job in order:
@@ -112,33 +154,28 @@ def run_cycle(
             break
         out.evaluated += 1
         shape = job.shape
-        refusal = quota.refusal(job.queue, job.amount)
-        if refusal is not None:
-            # Say first what the cluster lacks (it matters even once quota frees up).
-            if shape not in physical:
-                physical[shape] = failed.get(shape) or (
-                    scheduler.why_not(job.request) if job.nodes == 1 else
-                    (None if job.fits_somewhere(scheduler) else
-                     f"needs {job.nodes} nodes with {job.request.describe()} each"))
-            lack = physical[shape]
-            reason = f"{lack}; and {refusal}" if lack else refusal
-        else:
-            known = failed.get(shape)
-            if known is None:
-                decision = job.place(scheduler)
-                if decision.placed:
-                    job.nominated = False
-                    job.allocations = decision.allocations
-                    quota.add(job.queue, job.amount)
-                    out.placed.append(job)
-                    continue
-                known = failed[shape] = decision.reason
-            reason = known
+        error = broken.get(shape)
+        if error is None:
+            try:
+                reason = _place_or_reason(scheduler, quota, job, out, failed, physical)
+            except Exception as exc:  # one job's failure never stops the cycle
+                error = broken[shape] = exc
+        if error is not None:
+            out.errors[job.id] = error
+            out.reasons[job.id] = error_reason(error)
+            continue
+        if reason is None:
+            continue
         out.reasons[job.id] = reason
         key = (shape, job.queue, job.priority)
         if preempt_allowed and key not in tried_preempt:
             tried_preempt.add(key)
-            victims = find_victims(scheduler, quota, job, running)
+            try:
+                victims = find_victims(scheduler, quota, job, running)
+            except Exception as exc:
+                broken[shape] = out.errors[job.id] = exc
+                out.reasons[job.id] = error_reason(exc)
+                continue
             if victims:
                 job.nominated = True
                 for victim in victims:
@@ -148,7 +185,46 @@ def run_cycle(
                     f"waiting for {len(victims)} preempted job(s) to stop: {reason}"
                 )
                 preempt_allowed = False
-    return out
+
+
+def _place_or_reason(
+    scheduler: Scheduler,
+    quota: QuotaBook,
+    job: LiveJob,
+    out: CycleOutcome,
+    failed: dict[tuple[object, ...], str],
+    physical: dict[tuple[object, ...], str | None],
+) -> str | None:
+    """Place ``job`` (None: placed, added to ``out.placed`` and counted in ``quota``) or say
+    why not. Raises only with the state and the quota book as they were."""
+    shape = job.shape
+    refusal = quota.refusal(job.queue, job.amount)
+    if refusal is not None:
+        # Say first what the cluster lacks (it matters even once quota frees up).
+        if shape not in physical:
+            physical[shape] = failed.get(shape) or (
+                scheduler.why_not(job.request) if job.nodes == 1 else
+                (None if job.fits_somewhere(scheduler) else
+                 f"needs {job.nodes} nodes with {job.request.describe()} each"))
+        lack = physical[shape]
+        return f"{lack}; and {refusal}" if lack else refusal
+    known = failed.get(shape)
+    if known is not None:
+        return known
+    decision = job.place(scheduler)
+    if not decision.placed:
+        failed[shape] = decision.reason
+        return decision.reason
+    try:
+        quota.add(job.queue, job.amount)
+    except BaseException:
+        for allocation in decision.allocations:
+            scheduler.release(allocation)
+        raise
+    job.nominated = False
+    job.allocations = decision.allocations
+    out.placed.append(job)
+    return None
 
 
 def find_victims(
@@ -166,18 +242,20 @@ def find_victims(
     candidates.sort(key=lambda r: (r.priority, -r.started_at, -r.id))
     released: list[LiveJob] = []
     fits = False
-    for victim in candidates:
-        if victim.queue != job.queue and quota.borrowed(victim.queue) <= 0:
-            continue  # reclaim only takes back what is borrowed
-        for allocation in victim.allocations:
-            scheduler.release(allocation)
-        quota.remove(victim.queue, victim.amount)
-        released.append(victim)
-        if quota.refusal(job.queue, job.amount) is None and job.fits_somewhere(scheduler):
-            fits = True
-            break
-    for victim in released:
-        victim.allocations = tuple(scheduler.place_on(old.node, old.gpus, old.request)
-                                   for old in victim.allocations)
-        quota.add(victim.queue, victim.amount)
+    try:
+        for victim in candidates:
+            if victim.queue != job.queue and quota.borrowed(victim.queue) <= 0:
+                continue  # reclaim only takes back what is borrowed
+            for allocation in victim.allocations:
+                scheduler.release(allocation)
+            quota.remove(victim.queue, victim.amount)
+            released.append(victim)
+            if quota.refusal(job.queue, job.amount) is None and job.fits_somewhere(scheduler):
+                fits = True
+                break
+    finally:  # put every victim back, also when judging raised
+        for victim in released:
+            victim.allocations = tuple(scheduler.place_on(old.node, old.gpus, old.request)
+                                       for old in victim.allocations)
+            quota.add(victim.queue, victim.amount)
     return released if fits else []

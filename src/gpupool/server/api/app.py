@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 
 from gpupool import __version__
 from gpupool.server.api.deps import AppContext
+from gpupool.server.api.hostile import SafeJSONResponse, refuse_hostile_input
 from gpupool.server.api.pipeline_routes import router as pipeline_router
 from gpupool.server.api.routes import router
 from gpupool.server.isolation import shell_executor
@@ -48,7 +49,10 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
 
     if ctx.sim is None:
         ctx.sim = SimulationRunner(ctx.settings.home / "traces")
-    app = FastAPI(title="gpupool", version=__version__, lifespan=lifespan)
+    # Every route first refuses unstorable text and NaN/Infinity in its query, path and body
+    # (422 naming the field), before authentication and before anything is written.
+    app = FastAPI(title="gpupool", version=__version__, lifespan=lifespan,
+                  dependencies=[Depends(refuse_hostile_input)])
     app.state.ctx = ctx
     app.state.pipelines = pipelines
     app.include_router(router)
@@ -65,7 +69,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
         problems = [f"{_field(e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in exc.errors()]
-        return JSONResponse({"detail": "; ".join(problems)}, status_code=422)
+        return SafeJSONResponse({"detail": "; ".join(problems)}, status_code=422)
 
     # The web console (static files of gpupool.web) takes every path the API does not: it is
     # mounted last so /api/v1, /healthz and /docs match first.

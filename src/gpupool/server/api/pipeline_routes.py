@@ -20,12 +20,13 @@ from gpupool.schemas.pipelines import (
     ValidateView,
 )
 from gpupool.server.api.deps import Caller, Ctx
+from gpupool.server.api.hostile import SafeRoute
 from gpupool.server.pipelines import logs, runs, schedules
 from gpupool.server.pipelines.dag import PipelineInvalid, validate
 from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.services.errors import Invalid
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=SafeRoute)
 RunId = Annotated[int, Path(ge=1, le=2**62, description="pipeline run id")]
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")]
 

@@ -25,10 +25,11 @@ from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
 from gpupool.schemas.sim import SimRunCreate, SimRunView, TraceFile
 from gpupool.server.api.deps import Address, AppContext, Caller, Ctx
+from gpupool.server.api.hostile import SafeRoute
 from gpupool.server.services import admin, audit, cluster, jobs, simulation, tokens, users
 from gpupool.server.services.simulation import SimulationRunner
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1", route_class=SafeRoute)
 JobId = Annotated[int, Path(ge=1, le=2**62, description="job id")]
 TokenId = Annotated[int, Path(ge=1, le=2**62, description="token id")]
 
@@ -190,27 +191,28 @@ def _sim(ctx: AppContext) -> SimulationRunner:
 
 @router.get("/sim/traces", response_model=list[TraceFile])
 def list_traces(ctx: Ctx, caller: Caller) -> list[TraceFile]:
-    """Node and pod lists (openb CSV format) in the data dir's ``traces`` folder."""
-    return simulation.list_traces(_sim(ctx).folder)
+    """Your team's node and pod lists (openb CSV format); an admin sees every team's."""
+    return simulation.list_traces(_sim(ctx).folder, caller)
 
 
 @router.put("/sim/traces/{name}", response_model=TraceFile, status_code=status.HTTP_201_CREATED)
 async def upload_trace(name: str, request: Request, ctx: Ctx, caller: Caller) -> TraceFile:
-    """Store a CSV sent as the raw request body, after checking every row."""
-    data = await request.body()
-    return await run_in_threadpool(simulation.save_trace, _sim(ctx).folder, name, data)
+    """Store a CSV sent as the raw request body as your team's ``name``, after checking every
+    row (413 past 64 MiB: the body is streamed and never held whole)."""
+    return await simulation.upload_trace(_sim(ctx).folder, caller, name,
+                                         request.headers.get("content-length"), request.stream())
 
 
 @router.post("/sim/runs", response_model=SimRunView, status_code=status.HTTP_202_ACCEPTED)
 def start_sim(body: SimRunCreate, ctx: Ctx, caller: Caller) -> SimRunView:
-    return _sim(ctx).submit(body)
+    return _sim(ctx).submit(caller, body)
 
 
 @router.get("/sim/runs", response_model=list[SimRunView])
 def list_sims(ctx: Ctx, caller: Caller) -> list[SimRunView]:
-    return _sim(ctx).list()
+    return _sim(ctx).list(caller)
 
 
 @router.get("/sim/runs/{run_id}", response_model=SimRunView)
 def get_sim(run_id: str, ctx: Ctx, caller: Caller) -> SimRunView:
-    return _sim(ctx).get(run_id)
+    return _sim(ctx).get(caller, run_id)

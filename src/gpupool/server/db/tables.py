@@ -89,11 +89,16 @@ class Job(Base):
     isolation: Mapped[str | None] = mapped_column(String(200), nullable=True)
     """How the running attempt's processes are isolated, e.g. "bwrap as gp-ada" or
     "none (the server is not root)"; null for jobs never started."""
+    origin: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    """What inside the server submitted the job, e.g. ``pipeline:<run>:<step>:<attempt>:<nonce>``
+    for a pipeline step; null for jobs submitted over the API, which can never set it. Unique:
+    the server finds its own jobs by it, never by a name a user can pick."""
 
     __table_args__ = (
         Index("ix_jobs_phase", "phase"),
         Index("ix_jobs_team_id", "team_id"),
         Index("ix_jobs_stop_requested", "stop_requested"),
+        Index("ix_jobs_origin", "origin", unique=True),
     )
 
 

@@ -9,6 +9,7 @@ Templates are ``${{ params.NAME }}``, ``${{ steps.STEP.outputs.NAME }}`` (a valu
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -130,9 +131,12 @@ def coerce(value: Any, pspec: ParamSpec) -> Any:
         if isinstance(value, bool):
             raise ValueError(f"expected a number, got {value!r}")
         try:
-            return float(value)
+            number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"expected a number, got {value!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"expected a finite number, got {value!r}")
+        return number
     if isinstance(value, dict | list):
         raise ValueError(f"expected a string, got {type(value).__name__}")
     return _text(value)

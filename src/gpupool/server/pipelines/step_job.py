@@ -1,16 +1,28 @@
 """The ``job`` step executor: the step is submitted as a normal gpupool job through the jobs
 service (so it waits in its queue and is placed like any job) and followed by its id.
 
-The job is named ``pl<run>-<step>-<attempt>``: after a crash between submitting and
-recording the id, ``start`` finds it by name instead of submitting twice. Secrets never go
-into the job's spec (the jobs API shows it): the command runs under ``masked_run``, which
-reads them from the attempt's 0600 file.
+A step is bound to its job by id, never by name. The job's name ``pl<run>-<step>-<attempt>``
+is only a label for people: anyone may submit a job of that name before the run exists, so
+the engine never looks jobs up by it. Instead ``create`` writes a server-made *origin*
+``pipeline:<run>:<step>:<attempt>:<nonce>`` into the handle (stored before ``start`` is
+called), and ``start`` submits the job with it in ``jobs.origin``, a column only the server
+sets (the API body has no such field) and that is unique. After a crash between submitting
+and recording the id, ``start`` finds the job by that origin *and* the run's user
+(``jobs.find_by_origin``) instead of submitting twice; the random nonce keeps a re-used run
+id from matching an older job. A handle from before origins existed (no ``origin`` key) gets
+one on its first ``start``: such an attempt may be submitted a second time, never adopted.
+
+Secrets never go into the job's spec (the jobs API shows it): the command runs under
+``masked_run``, which reads them from the attempt's 0600 file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import secrets
 from collections.abc import Callable, Sequence
+
+from sqlalchemy.exc import IntegrityError
 
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.db.database import Database
@@ -29,7 +41,14 @@ JOB_FILE = "job"
 
 
 def job_name(attempt: Attempt) -> str:
+    """The job's name: a label for people, never used to find the job."""
     return f"pl{attempt.run_id}-{attempt.step.name}-{attempt.number}"[:100]
+
+
+def job_origin(attempt: Attempt) -> str:
+    """A fresh origin for the attempt's job (see the module docstring)."""
+    return (f"pipeline:{attempt.run_id}:{attempt.step.name}:{attempt.number}:"
+            f"{secrets.token_hex(8)}")
 
 
 class JobSteps:
@@ -50,20 +69,25 @@ class JobSteps:
             workdir=attempt.workdir or str(attempt.own_dir), restart="never", max_retries=0,
             grace_period_s=10,
         )
-        return {"spec": spec.model_dump(mode="json")}
+        return {"spec": spec.model_dump(mode="json"), "origin": job_origin(attempt)}
 
     def start(self, attempt: Attempt, handle: Handle) -> Handle:
-        name = job_name(attempt)
-        found = jobs.list_jobs(self.db, attempt.principal, name=name, limit=1)
-        if found:
-            job_id = found[0].id
-        else:
+        if "job_id" in handle or "error" in handle:
+            return handle
+        origin = str(handle.get("origin") or job_origin(attempt))
+        handle = {**handle, "origin": origin}
+        job_id = jobs.find_by_origin(self.db, attempt.principal, origin)
+        if job_id is None:
             spec = JobSpec.model_validate(handle["spec"])
             try:
                 job_id = jobs.submit(self.db, attempt.principal, spec, self.models(),
-                                     self.wake).id
+                                     self.wake, origin=origin).id
             except ServiceError as exc:
                 return {**handle, "error": exc.message}
+            except IntegrityError:  # submitted meanwhile by a second start: adopt that one
+                job_id = jobs.find_by_origin(self.db, attempt.principal, origin)
+                if job_id is None:
+                    raise
         attempt.dir.mkdir(parents=True, exist_ok=True)
         (attempt.dir / JOB_FILE).write_text(job_id + "\n")
         return {**handle, "job_id": job_id}

@@ -14,6 +14,7 @@ from typing import cast
 
 from sqlalchemy import Table, bindparam, insert, select, update
 
+from gpupool.executors.local import read_text
 from gpupool.schemas.jobs import JobEvent as JobEventView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement, RankPlacement
 from gpupool.server.db.database import Database
@@ -88,9 +89,14 @@ _INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
 
 
 def submit(
-    db: Database, principal: Principal, spec: JobSpec, known_models: Sequence[str], wake: Wake
+    db: Database, principal: Principal, spec: JobSpec, known_models: Sequence[str], wake: Wake,
+    *, origin: str | None = None,
 ) -> JobView:
-    """Queue a job in the caller's team queue (or, for admins, any queue)."""
+    """Queue a job in the caller's team queue (or, for admins, any queue).
+
+    ``origin`` is for the server's own submitters only (the API never passes it): a unique
+    mark by which ``find_by_origin`` finds the job again; a second submit with the same
+    origin fails (IntegrityError)."""
     resolve_gpu_model(spec.gpu_model, known_models)
     queue = spec.queue or principal.team
     now = time.time()
@@ -116,6 +122,7 @@ def submit(
             attempts=0,
             failures=0,
             created_at=now,
+            origin=origin,
         )
         job_id = conn.execute(_INSERT_JOB, values).scalar_one()
         conn.execute(
@@ -162,6 +169,15 @@ def list_jobs(
         return [job_view(j, t, u) for j, t, u in s.execute(query).all()]
 
 
+def find_by_origin(db: Database, principal: Principal, origin: str) -> str | None:
+    """The id of the job that ``principal`` itself submitted with ``origin``, or None. Names
+    play no part: a user can neither set an origin nor make a job match."""
+    query = select(Job.id).where(Job.origin == origin, Job.user_id == principal.user_id)
+    with db.session() as s:
+        found = s.scalar(query)
+    return None if found is None else str(found)
+
+
 def get_job(db: Database, principal: Principal, job_id: int) -> JobView:
     with db.session() as s:
         row = s.execute(_visible(principal).where(Job.id == job_id)).first()
@@ -202,17 +218,9 @@ def cancel(db: Database, principal: Principal, job_id: int, wake: Wake) -> JobVi
 def read_logs(
     db: Database, principal: Principal, job_id: int, runs_dir: Path, offset: int, limit: int
 ) -> LogChunk:
+    """Up to ``limit`` bytes of the job's log from ``offset``, as text that never starts or
+    ends inside a UTF-8 character (``offset`` in the reply continues it)."""
     view = get_job(db, principal, job_id)
-    path = runs_dir / str(job_id) / "log"
-    data = b""
-    size = path.stat().st_size if path.exists() else 0
-    if offset < size:
-        with path.open("rb") as handle:
-            handle.seek(offset)
-            data = handle.read(limit)
-    end = offset + len(data)
-    return LogChunk(
-        data=data.decode("utf-8", errors="replace"),
-        offset=end,
-        complete=view.phase.final and end >= size,
-    )
+    text, end, size = read_text(str(runs_dir / str(job_id) / "log"), offset, limit,
+                                final=view.phase.final)
+    return LogChunk(data=text, offset=end, complete=view.phase.final and end >= size)
