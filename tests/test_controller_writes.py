@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import gpupool.server.controller as controller_module
+import gpupool.server.outcomes as outcomes_module
 from gpupool.core.cluster import NodeSpec
 from gpupool.executors.base import Handle, Outcome
 from gpupool.executors.inventory import LocalInventory, parse_fake_gpus
@@ -76,7 +76,7 @@ def test_a_failed_finish_write_keeps_the_job_and_the_next_step_writes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     controller, db, job_id = running_job(tmp_path)
-    real_finish = controller_module.finish
+    real_finish = outcomes_module.finish
     calls: list[int] = []
 
     def flaky_finish(*args: Any, **kwargs: Any) -> None:
@@ -85,7 +85,7 @@ def test_a_failed_finish_write_keeps_the_job_and_the_next_step_writes_it(
             raise RuntimeError("database is locked")
         real_finish(*args, **kwargs)
 
-    monkeypatch.setattr(controller_module, "finish", flaky_finish)
+    monkeypatch.setattr(outcomes_module, "finish", flaky_finish)
     controller.step()
     assert job_id in controller.active  # not forgotten
     assert phase_of(db, job_id) == "running"

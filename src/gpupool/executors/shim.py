@@ -75,7 +75,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
@@ -99,8 +98,9 @@ def _sibling(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING or __package__:
-    from gpupool.executors import shim_log
+    from gpupool.executors import shim_exec, shim_log
 else:  # run as a script
+    shim_exec = _sibling("shim_exec")
     shim_log = _sibling("shim_log")
 
 EXIT_FILE = "exit"
@@ -324,7 +324,7 @@ class _Recorder:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
         try:
             child = subprocess.Popen(self.command, stdout=self.write_fd, stderr=self.write_fd,
-                                     **_popen_options(self.launch))
+                                     **shim_exec.popen_options(self.launch))
         except (FileNotFoundError, NotADirectoryError) as exc:
             return self.fail(NOT_FOUND, f"no such program: {exc.strerror}")
         except OSError as exc:
@@ -379,44 +379,6 @@ class _Recorder:
             shim_log.drain(self.read_fd, self.log)
             self.log.finish()
         return 0
-
-
-def _popen_options(launch: dict[str, Any]) -> dict[str, Any]:
-    """Popen keyword arguments for the command as ``launch.json`` describes it."""
-    options: dict[str, Any] = {}
-    if isinstance(launch.get("env"), dict):
-        options["env"] = {str(k): str(v) for k, v in launch["env"].items()}
-    uid, gid = launch.get("uid"), launch.get("gid")
-    if isinstance(uid, int) and isinstance(gid, int) and os.geteuid() == 0:
-        options.update(user=uid, group=gid, extra_groups=[])
-    if isinstance(launch.get("umask"), int):
-        options["umask"] = launch["umask"]
-    raw_limits = launch.get("rlimits")
-    limits: dict[str, Any] = raw_limits if isinstance(raw_limits, dict) else {}
-    cwd = launch.get("cwd") if isinstance(launch.get("cwd"), str) else None
-    ignore_term = bool(launch.get("sandboxed"))
-
-    def as_the_command() -> None:  # in the child, after the switch to the command's account
-        for name, which in (("nofile", resource.RLIMIT_NOFILE),
-                            ("nproc", resource.RLIMIT_NPROC)):
-            value = limits.get(name)
-            if isinstance(value, int) and value > 0:
-                _, hard = resource.getrlimit(which)
-                capped = value if hard == resource.RLIM_INFINITY else min(value, hard)
-                with contextlib.suppress(ValueError, OSError):
-                    resource.setrlimit(which, (capped, capped))
-        if cwd is not None:
-            try:
-                os.chdir(cwd)
-            except OSError as exc:
-                os.write(2, f"gpupool: cannot enter the working directory {cwd!r} as uid "
-                            f"{os.getuid()}: {exc.strerror}\n".encode())
-                os._exit(NOT_EXECUTABLE)
-        if ignore_term:
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-    options["preexec_fn"] = as_the_command
-    return options
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,10 @@ template rendering. No I/O, no clock.
 Templates are ``${{ params.NAME }}``, ``${{ steps.STEP.outputs.NAME }}`` (a value),
 ``${{ steps.STEP.files.NAME }}`` (the stored path of a file) and, in HTTP headers only,
 ``${{ secrets.NAME }}``. A reference to a step implies a dependency on it.
+
+Validation is linear in the size of the definition (steps, dependencies, references), and
+that size is bounded (``MAX_STEPS``, ``MAX_EDGES``, ``MAX_DEPTH``, checked before anything
+else), so one request cannot hold the server's CPU: it is hostile input.
 """
 
 from __future__ import annotations
@@ -11,14 +15,27 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gpupool.schemas.pipelines import ParamSpec, PipelineSpec, StepSpec
 
 TEMPLATE = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
+"""The template syntax, for reading: the scanning is ``_templates`` (this pattern backtracks,
+cubic on ``${{`` and a run of spaces)."""
 HTTP_OUTPUTS = ("status", "body")
+MAX_STEPS = 1000
+"""Steps of a definition, nested pipelines' steps included (the schema allows 500 a level)."""
+MAX_EDGES = 250_000
+"""``depends_on`` entries plus step references (``${{ steps.S... }}``), nested ones included:
+room for 500 steps each depending on every earlier one (124,750), duplicates counted."""
+MAX_DEPTH = 16
+"""Levels of nested pipelines."""
+MAX_PROBLEMS = 200
+"""Problems named in one answer; the rest are counted."""
+MAX_NAMES = 20
+"""Declared names listed in one problem (``declared: a, b, ...``)."""
 
 
 class PipelineInvalid(ValueError):
@@ -79,7 +96,45 @@ def _nested(where: str, value: Any) -> Iterator[tuple[str, str]]:
 
 def references(text: str) -> list[str]:
     """The expressions inside ``${{ ... }}`` of ``text``."""
-    return TEMPLATE.findall(text)
+    return [expr for _, _, expr in _templates(text)]
+
+
+def _templates(text: str) -> Iterator[tuple[int, int, str]]:
+    """``(start, end, expression)`` of each ``${{ expression }}`` in ``text``: what
+    ``TEMPLATE.finditer`` finds, in linear time. A template ends at the first ``}}``; its
+    expression is stripped of whitespace and may not span a line break (then the ``${{`` is
+    plain text and the next one is tried)."""
+    size = len(text)
+    close = -2  # the first "}}" at or after the expression's start; -1: none left
+    close_ws = 0  # where the whitespace before that "}}" begins
+    newline = -2  # the first line break at or after the expression's start; size: none
+    pos = 0
+    while True:
+        start = text.find("${{", pos)
+        if start < 0:
+            return
+        begin = start + 3
+        while begin < size and text[begin].isspace():
+            begin += 1
+        if close != -1 and close < begin:
+            close = text.find("}}", begin)
+            if close < 0:
+                return
+            close_ws = close
+            while close_ws > begin and text[close_ws - 1].isspace():
+                close_ws -= 1
+        if close < 0:
+            return
+        end = max(begin, close_ws)
+        if newline < begin:
+            newline = text.find("\n", begin)
+            if newline < 0:
+                newline = size
+        if newline < end:
+            pos = start + 1
+            continue
+        yield start, close + 2, text[begin:end]
+        pos = close + 2
 
 
 def resolve_params(spec: PipelineSpec, given: Mapping[str, Any], problems: list[str]) -> dict[
@@ -88,9 +143,10 @@ def resolve_params(spec: PipelineSpec, given: Mapping[str, Any], problems: list[
     """Given parameters over defaults, typed; problems name unknown, missing or bad ones."""
     declared = spec.param_specs()
     result: dict[str, Any] = {}
+    known = ""
     for name in given:
         if name not in declared:
-            known = ", ".join(sorted(declared)) or "none"
+            known = known or _listing(sorted(declared))
             problems.append(f"params.{name}: not a parameter of {spec.name} (declared: {known})")
     for name, pspec in declared.items():
         if name in given:
@@ -143,12 +199,58 @@ def coerce(value: Any, pspec: ParamSpec) -> Any:
 
 
 def validate(spec: PipelineSpec, params: Mapping[str, Any], where: str = "") -> Plan:
-    """The plan of a valid definition; PipelineInvalid naming every problem otherwise.
+    """The plan of a valid definition; PipelineInvalid naming every problem otherwise (the
+    first ``MAX_PROBLEMS`` of them, then how many more).
 
-    Checks: unique step names; ``depends_on`` and template references name existing steps,
-    declared outputs/files and declared parameters; no cycles; nested definitions (their
-    ``with`` must give their required parameters); pipeline outputs reference real outputs.
+    Checks: size (``MAX_STEPS``, ``MAX_EDGES``, ``MAX_DEPTH``: an oversized definition gets
+    that one problem, nothing else is looked at); unique step names; ``depends_on`` and
+    template references name existing steps, declared outputs/files and declared
+    parameters; no cycles; nested definitions (their ``with`` must give their required
+    parameters); pipeline outputs reference real outputs.
     """
+    too_big = _size_problem(spec)
+    if too_big is not None:
+        raise PipelineInvalid([f"{where}{too_big}"])
+    try:
+        return _validate(spec, params, where)
+    except PipelineInvalid as exc:
+        if len(exc.problems) <= MAX_PROBLEMS:
+            raise
+        more = len(exc.problems) - MAX_PROBLEMS
+        raise PipelineInvalid([*exc.problems[:MAX_PROBLEMS],
+                               f"... and {more} more problems"]) from None
+
+
+def _size_problem(spec: PipelineSpec) -> str | None:
+    """Why the definition is too big to check, or None. Iterative: no recursion limit."""
+    steps = edges = 0
+    stack: list[tuple[PipelineSpec, int]] = [(spec, 1)]
+    while stack:
+        current, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return f"pipelines nested more than {MAX_DEPTH} levels deep"
+        steps += len(current.steps)
+        if steps > MAX_STEPS:
+            return f"more than {MAX_STEPS} steps (nested pipelines' steps included)"
+        for text in current.outputs.values():
+            edges += _step_refs(text)
+        for step in current.steps:
+            edges += len(step.depends_on)
+            for _, text in template_fields(step):
+                edges += _step_refs(text)
+            if step.pipeline is not None:
+                stack.append((step.pipeline, depth + 1))
+        if edges > MAX_EDGES:
+            return (f"more than {MAX_EDGES} dependencies (depends_on entries and "
+                    "${{ steps... }} references, nested pipelines' included)")
+    return None
+
+
+def _step_refs(text: str) -> int:
+    return sum(1 for expr in references(text) if expr.startswith("steps."))
+
+
+def _validate(spec: PipelineSpec, params: Mapping[str, Any], where: str) -> Plan:
     problems: list[str] = []
     resolved = resolve_params(spec, params, problems)
     steps: dict[str, StepSpec] = {}
@@ -156,24 +258,25 @@ def validate(spec: PipelineSpec, params: Mapping[str, Any], where: str = "") -> 
         if step.name in steps:
             problems.append(f"steps.{step.name}: two steps have this name")
         steps[step.name] = step
+    names = _Declared(spec, steps)
     deps: dict[str, list[str]] = {}
     for step in spec.steps:
-        found: list[str] = []
+        found: dict[str, None] = {}  # insertion-ordered set: first mention first
         for dep in step.depends_on:
             if dep not in steps:
                 problems.append(f"steps.{step.name}.depends_on: no step named {dep!r}")
-            elif dep not in found:
-                found.append(dep)
+            else:
+                found[dep] = None
         for loc, text in template_fields(step):
             for expr in references(text):
-                target = _check_ref(expr, steps, spec, step, loc, problems)
-                if target is not None and target not in found:
-                    found.append(target)
-        deps[step.name] = found
+                target = _check_ref(expr, names, step, loc, problems)
+                if target is not None:
+                    found[target] = None
+        deps[step.name] = list(found)
         _check_step(step, problems)
     for key, text in spec.outputs.items():
         for expr in references(text):
-            _check_ref(expr, steps, spec, None, f"outputs.{key}", problems)
+            _check_ref(expr, names, None, f"outputs.{key}", problems)
     order = _order(deps, [s.name for s in spec.steps], problems)
     if problems:
         raise PipelineInvalid([f"{where}{p}" for p in problems])
@@ -200,7 +303,7 @@ def _check_step(step: StepSpec, problems: list[str]) -> None:
             for k, v in step.with_.items()
         }
         try:
-            validate(child, child_params, where=f"{where}.pipeline.")
+            _validate(child, child_params, where=f"{where}.pipeline.")
         except PipelineInvalid as exc:
             problems.extend(exc.problems)
 
@@ -210,13 +313,53 @@ def _placeholder(pspec: ParamSpec) -> Any:
 
 
 def _templated(value: Any) -> bool:
-    return isinstance(value, str) and TEMPLATE.search(value) is not None
+    return isinstance(value, str) and next(_templates(value), None) is not None
+
+
+class _Declared:
+    """What references of one definition may name, each list built once (a reference is
+    checked in O(1), whatever the number of parameters or outputs)."""
+
+    def __init__(self, spec: PipelineSpec, steps: Mapping[str, StepSpec]) -> None:
+        self.steps = steps
+        self.params = set(spec.params)
+        self._params_text: str | None = None
+        self._spec = spec
+        self._sets: dict[tuple[str, str], tuple[list[str], set[str]]] = {}
+        self._texts: dict[tuple[str, str], str] = {}
+
+    def params_text(self) -> str:
+        if self._params_text is None:
+            self._params_text = _listing(sorted(self._spec.params))
+        return self._params_text
+
+    def has(self, name: str, what: str, key: str) -> bool:
+        found = self._sets.get((name, what))
+        if found is None:
+            target = self.steps[name]
+            listed = step_outputs(target) if what == "outputs" else list(target.files)
+            found = self._sets[name, what] = (listed, set(listed))
+        return key in found[1]
+
+    def text(self, name: str, what: str) -> str:
+        """The declared outputs or files of a step, as a problem lists them (after has)."""
+        text = self._texts.get((name, what))
+        if text is None:
+            text = self._texts[name, what] = _listing(self._sets[name, what][0])
+        return text
+
+
+def _listing(names: Iterable[str]) -> str:
+    """``a, b, c``, the first MAX_NAMES of them, then how many in all; ``none`` if empty."""
+    items = list(names)
+    if len(items) > MAX_NAMES:
+        return ", ".join(items[:MAX_NAMES]) + f", ... ({len(items)} in all)"
+    return ", ".join(items) or "none"
 
 
 def _check_ref(
     expr: str,
-    steps: Mapping[str, StepSpec],
-    spec: PipelineSpec,
+    names: _Declared,
     step: StepSpec | None,
     loc: str,
     problems: list[str],
@@ -225,8 +368,8 @@ def _check_ref(
     where = f"steps.{step.name}.{loc}" if step is not None else loc
     parts = expr.split(".")
     if parts[0] == "params" and len(parts) == 2:
-        if parts[1] not in spec.params:
-            known = ", ".join(sorted(spec.params)) or "none"
+        if parts[1] not in names.params:
+            known = names.params_text()
             problems.append(f"{where}: unknown parameter {parts[1]!r} (declared: {known})")
         return None
     if parts[0] == "secrets" and len(parts) == 2:
@@ -236,16 +379,14 @@ def _check_ref(
         return None
     if parts[0] == "steps" and len(parts) >= 4 and parts[2] in ("outputs", "files"):
         name, what, key = parts[1], parts[2], ".".join(parts[3:])
-        target = steps.get(name)
-        if target is None:
+        if name not in names.steps:
             problems.append(f"{where}: no step named {name!r}")
             return None
         if step is not None and name == step.name:
             problems.append(f"{where}: a step cannot use its own outputs (cycle {name} → {name})")
             return None
-        declared = step_outputs(target) if what == "outputs" else list(target.files)
-        if key not in declared:
-            have = ", ".join(declared) or "none"
+        if not names.has(name, what, key):
+            have = names.text(name, what)
             problems.append(f"{where}: step {name!r} declares no {what[:-1]} {key!r} "
                             f"(declared {what}: {have})")
             return None
@@ -256,26 +397,51 @@ def _check_ref(
 
 
 def _order(deps: Mapping[str, list[str]], names: list[str], problems: list[str]) -> list[str]:
-    """Kahn's order; a cycle is reported as ``a → b → a``."""
+    """Kahn's order in waves: each wave is every step whose dependencies are all in earlier
+    waves, in the definition's order. A cycle is reported as ``a → b → a``. O(V + E) (plus
+    sorting each wave)."""
+    index: dict[str, int] = {}
+    for i, name in enumerate(names):
+        if name in deps:
+            index.setdefault(name, i)
+    waiting = dict.fromkeys(index, 0)
+    users: dict[str, list[str]] = {name: [] for name in index}
+    for name in index:
+        for dep in dict.fromkeys(deps[name]):
+            if dep in index:  # a name that is not a step is no dependency
+                waiting[name] += 1
+                users[dep].append(name)
     done: list[str] = []
-    left = [n for n in names if n in deps]
-    while left:
-        ready = [n for n in left if all(d in done or d not in deps for d in deps[n])]
-        if not ready:
-            problems.append(f"dependency cycle: {' → '.join(_cycle(deps, left))}")
-            return done
-        done.extend(ready)
-        left = [n for n in left if n not in ready]
+    wave = [name for name in index if waiting[name] == 0]
+    while wave:
+        done.extend(wave)
+        ready: list[str] = []
+        for name in wave:
+            for user in users[name]:
+                waiting[user] -= 1
+                if waiting[user] == 0:
+                    ready.append(user)
+        wave = sorted(ready, key=index.__getitem__)
+    if len(done) < len(index):
+        placed = set(done)
+        left = [name for name in index if name not in placed]
+        problems.append(f"dependency cycle: {' → '.join(_cycle(deps, left))}")
     return done
 
 
 def _cycle(deps: Mapping[str, list[str]], left: list[str]) -> list[str]:
+    """A cycle among ``left`` (steps that never became ready: each has a dependency among
+    them), found from the first: follow each step's first such dependency until one
+    repeats."""
+    inside = set(left)
     path: list[str] = []
+    at: dict[str, int] = {}
     node = left[0]
-    while node not in path:
+    while node not in at:
+        at[node] = len(path)
         path.append(node)
-        node = next(d for d in deps[node] if d in left)
-    return [*path[path.index(node):], node]
+        node = next(d for d in deps[node] if d in inside)
+    return [*path[at[node]:], node]
 
 
 def _text(value: Any) -> str:
@@ -289,7 +455,16 @@ def _text(value: Any) -> str:
 def render(text: str, values: Mapping[str, Any]) -> str:
     """``text`` with every ``${{ expr }}`` replaced by ``values[expr]`` as text (JSON for
     lists and dicts); KeyError for an expression without a value."""
-    return TEMPLATE.sub(lambda m: _text(values[m.group(1)]), text)
+    parts: list[str] = []
+    done = 0
+    for start, end, expr in _templates(text):
+        parts.append(text[done:start])
+        parts.append(_text(values[expr]))
+        done = end
+    if not done:
+        return text
+    parts.append(text[done:])
+    return "".join(parts)
 
 
 def render_any(value: Any, values: Mapping[str, Any]) -> Any:

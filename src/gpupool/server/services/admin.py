@@ -161,7 +161,7 @@ def delete_team(db: Database, principal: Principal, name: str, address: str = ""
 
 def list_teams(db: Database, principal: Principal) -> list[TeamView]:
     """Live teams by name (a non-admin sees only their own)."""
-    with db.session() as s:
+    with db.read() as s:
         query = select(Team).where(Team.deleted_at.is_(None)).order_by(Team.name)
         if not principal.admin:
             query = query.where(Team.id == principal.team_id)

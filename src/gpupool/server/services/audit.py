@@ -73,7 +73,7 @@ def list_events(db: Database, principal: Principal, limit: int) -> list[AuditVie
     """The newest ``limit`` rows, newest first. Admin only."""
     if not principal.admin:
         raise Forbidden(f"user {principal.user!r} is not an admin: the audit log is admin only")
-    with db.session() as s:
+    with db.read() as s:
         rows = s.scalars(
             select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
         ).all()

@@ -17,7 +17,7 @@ ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
 
 def list_nodes(db: Database, principal: Principal) -> list[NodeView]:
     """Every node and GPU; job ids of other teams are hidden from non-admins."""
-    with db.session() as s:
+    with db.read() as s:
         nodes = s.scalars(select(Node).order_by(Node.name)).all()
         jobs = s.execute(
             select(Job.id, Job.team_id, Job.node, Job.gpus, Job.gpu_milli, Job.gpu_memory_mib,
@@ -68,7 +68,7 @@ def list_nodes(db: Database, principal: Principal) -> list[NodeView]:
 
 def list_queues(db: Database, principal: Principal) -> list[QueueView]:
     """Each team's queue: quota, borrowing limit, GPUs in use, borrowed, job counts."""
-    with db.session() as s:
+    with db.read() as s:
         query = select(Team).where(Team.deleted_at.is_(None)).order_by(Team.name)
         if not principal.admin:
             query = query.where(Team.id == principal.team_id)

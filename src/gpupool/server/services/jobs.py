@@ -165,7 +165,7 @@ def list_jobs(
         query = query.where(Job.queue == queue)
     if name is not None:
         query = query.where(Job.name == name)
-    with db.session() as s:
+    with db.read() as s:
         return [job_view(j, t, u) for j, t, u in s.execute(query).all()]
 
 
@@ -179,7 +179,7 @@ def find_by_origin(db: Database, principal: Principal, origin: str) -> str | Non
 
 
 def get_job(db: Database, principal: Principal, job_id: int) -> JobView:
-    with db.session() as s:
+    with db.read() as s:
         row = s.execute(_visible(principal).where(Job.id == job_id)).first()
         if row is None:
             raise NotFound(f"no job {job_id}")

@@ -71,7 +71,7 @@ def list_tokens(db: Database, principal: Principal, user: str | None = None,
     is no such live user)."""
     require_admin(principal)
     now = time.time()
-    with db.session() as s:
+    with db.read() as s:
         query = select(Token, User.name).join(User, User.id == Token.user_id).order_by(Token.id)
         if user is not None:
             query = query.where(Token.user_id == _live_user(s, user).id)

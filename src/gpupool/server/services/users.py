@@ -124,7 +124,7 @@ def _created_detail(body: UserCreate, unix_user: str | None, created: bool) -> s
 def list_users(db: Database, principal: Principal) -> list[UserView]:
     """Live (not deleted) users by name, disabled ones included."""
     require_admin(principal)
-    with db.session() as s:
+    with db.read() as s:
         rows = s.execute(
             select(User, Team.name).join(Team, Team.id == User.team_id)
             .where(User.deleted_at.is_(None)).order_by(User.name)
