@@ -141,7 +141,7 @@ def run_tree(label: str, src: Path, jobs: int, submits: int, reader_counts: list
         try:
             with server.client() as admin:
                 admin.post("/teams", json={"name": "parked", "quota_gpus": 0})
-                admin.post("/users", json={"name": "bench", "team": "parked"})
+                admin.post("/users", json={"name": "bench", "team": "parked", "unix_user": "root"})
                 token = admin.post("/tokens", json={"user": "bench"}).json()["token"]
             seed(server, token, jobs)
             phase(server, token, 0, 20, max_s)  # warm-up

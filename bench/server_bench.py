@@ -37,7 +37,7 @@ def measure_server(backend: str, submits: int, threads: int, latency_samples: in
         try:
             with server.client() as admin:
                 admin.post("/teams", json={"name": "parked", "quota_gpus": 0})
-                admin.post("/users", json={"name": "bench", "team": "parked"})
+                admin.post("/users", json={"name": "bench", "team": "parked", "unix_user": "root"})
                 token = admin.post("/tokens", json={"user": "bench"}).json()["token"]
                 # Throughput: jobs that wait (their queue has no quota), so nothing runs.
                 counter = iter(range(submits))
