@@ -95,8 +95,12 @@ def up(
     from gpupool.interposer.build import available
     from gpupool.plugins.profiles import UnknownPolicyError
     from gpupool.server.isolation import private_data_dir, set_up
-    from gpupool.server.sharing import SharingModeError, detect, startup_lines
+    from gpupool.server.sharing import SharingModeError, check_mode, detect, startup_lines
 
+    try:  # a wrong mode is refused before anything is created
+        check_mode(settings.sharing)
+    except SharingModeError as exc:
+        raise _fail(str(exc)) from None
     private_data_dir(settings.home)  # 0700, and umask 077 for every file the server writes
     lock = _lock(settings.home)
     # GPU shares are enforced by MIG, MPS or the interposer (built here, cached under the
