@@ -12,64 +12,18 @@ import pytest
 from sqlalchemy import select
 
 import gpupool.server.outcomes as outcomes_module
-from gpupool.core.cluster import NodeSpec
-from gpupool.executors.base import Handle, Outcome
-from gpupool.executors.inventory import LocalInventory, parse_fake_gpus
+import inprocess
 from gpupool.schemas.jobs import JobSpec, Phase
-from gpupool.server.active import Active, to_request
 from gpupool.server.controller import Controller
-from gpupool.server.cycle import LiveJob, run_cycle
+from gpupool.server.cycle import run_cycle
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, Team, User
-from gpupool.server.settings import Settings
-
-
-class EndedExecutor:
-    """Every process it is asked about has ended with exit code 0."""
-
-    def poll_many(self, handles: list[Handle]) -> list[Outcome | None]:
-        return [Outcome(0, time.time()) for _ in handles]
-
-    def __getattr__(self, name: str) -> Any:
-        raise AssertionError(f"the loop should not call executor.{name} here")
+from gpupool.server.db.tables import Job
+from inprocess import phase_of
 
 
 def running_job(tmp_path: Path) -> tuple[Controller, Database, int]:
-    """A controller with one job running (as recovered after a restart) on a 4-GPU node."""
-    settings = Settings(home=tmp_path, work_dir=tmp_path / "work", tick_seconds=0.1,
-                        policy="bestfit")
-    db = Database(settings.db_url)
-    db.migrate()
-    inventory = LocalInventory((NodeSpec("n0", 16000, 65536, parse_fake_gpus("4xA100-80GB")),),
-                               {"n0": (0, 1, 2, 3)}, "fake")
-    controller = Controller(settings, db, EndedExecutor(), inventory)  # type: ignore[arg-type]
-    spec = JobSpec(command=["/bin/true"], gpus=2)
-    now = time.time()
-    with db.session() as s:
-        team = Team(name="t", quota_milli=4000, created_at=now)
-        s.add(team)
-        s.flush()
-        user = User(name="u", team_id=team.id, created_at=now)
-        s.add(user)
-        s.flush()
-        job = Job(name="j", team_id=team.id, user_id=user.id, queue="t",
-                  phase=Phase.RUNNING.value, spec=spec.model_dump(mode="json"), node="n0",
-                  gpus=[0, 1], attempts=1, created_at=now, started_at=now)
-        s.add(job)
-        s.flush()
-        job_id = job.id
-    controller._max_seen = job_id
-    request = to_request(job_id, spec, "t", controller.models)
-    allocation = controller.scheduler.place_on(0, (0, 1), request)
-    live = LiveJob(job_id, "t", 0, now, request, allocations=(allocation,), started_at=now)
-    handle = Handle(str(job_id), 1, 999999, str(tmp_path / "run"), str(tmp_path / "log"), now)
-    controller.active[job_id] = Active(live, "j", spec, 1, 0, handles=[handle])
-    return controller, db, job_id
-
-
-def phase_of(db: Database, job_id: int) -> str:
-    with db.session() as s:
-        return str(s.scalar(select(Job.phase).where(Job.id == job_id)))
+    """A controller with one 2-GPU job running (as recovered after a restart) on 4 GPUs."""
+    return inprocess.running_job(tmp_path, JobSpec(command=["/bin/true"], gpus=2), 4)
 
 
 def test_a_failed_finish_write_keeps_the_job_and_the_next_step_writes_it(
