@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import ssl
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -32,6 +33,7 @@ T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 E = TypeVar("E", bound=BaseException)
 API = "/api/v1"
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 # A log read that returns at least this much is probably not the end: read again at once.
 FULL_CHUNK = 64 * 1024
 
@@ -45,6 +47,7 @@ class Call(Generic[T]):
     parse: Callable[[Any], T]
     params: dict[str, str] = field(default_factory=dict)
     body: Any = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _one(model: type[M]) -> Callable[[Any], M]:
@@ -80,12 +83,16 @@ def whoami() -> Call[WhoAmI]:
     return Call("GET", f"{API}/whoami", _one(WhoAmI))
 
 
-def submit(spec: JobSpec | Mapping[str, Any]) -> Call[JobView]:
-    """Validates a mapping locally first (pydantic ValidationError naming the field)."""
+def submit(spec: JobSpec | Mapping[str, Any], idempotency_key: str | None = None) -> Call[JobView]:
+    """Validates a mapping locally first (pydantic ValidationError naming the field). The
+    request carries ``idempotency_key``, or a fresh random one: resending this same Call
+    (a retry) can never queue a second job."""
     if not isinstance(spec, JobSpec):
         spec = JobSpec.model_validate(dict(spec))
     body = spec.model_dump(mode="json", exclude_unset=True)
-    return Call("POST", f"{API}/jobs", _one(JobView), body=body)
+    key = idempotency_key if idempotency_key is not None else str(uuid.uuid4())
+    return Call("POST", f"{API}/jobs", _one(JobView), body=body,
+                headers={IDEMPOTENCY_HEADER: key})
 
 
 def jobs(
@@ -160,7 +167,8 @@ def create_token(user: str) -> Call[TokenView]:
 
 def request(client: httpx.Client | httpx.AsyncClient, call: Call[Any]) -> httpx.Request:
     """The httpx request of ``call`` (a body is sent as JSON only when there is one)."""
-    return client.build_request(call.method, call.path, params=call.params or None, json=call.body)
+    return client.build_request(call.method, call.path, params=call.params or None,
+                                json=call.body, headers=call.headers or None)
 
 
 def read(call: Call[T], response: httpx.Response) -> T:

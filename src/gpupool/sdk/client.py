@@ -130,9 +130,16 @@ class Client(_Base):
         """Who the token belongs to: user, team, admin."""
         return self._do(wire.whoami())
 
-    def submit(self, spec: JobSpec | Mapping[str, Any]) -> JobView:
-        """Submit a job; the answer is the new job (normally pending)."""
-        return self._do(wire.submit(spec))
+    def submit(
+        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> JobView:
+        """Submit a job; the answer is the new job (normally pending).
+
+        Each call sends an ``Idempotency-Key`` header: ``idempotency_key``, or a fresh
+        uuid4. Calling again with the same key and spec (within 24 h) answers the job the
+        first call created instead of queueing another; the same key with another spec is
+        an ApiError(422)."""
+        return self._do(wire.submit(spec, idempotency_key))
 
     def jobs(
         self,
@@ -307,8 +314,11 @@ class AsyncClient(_Base):
     async def whoami(self) -> WhoAmI:
         return await self._do(wire.whoami())
 
-    async def submit(self, spec: JobSpec | Mapping[str, Any]) -> JobView:
-        return await self._do(wire.submit(spec))
+    async def submit(
+        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> JobView:
+        """As ``Client.submit``."""
+        return await self._do(wire.submit(spec, idempotency_key))
 
     async def jobs(
         self,

@@ -9,11 +9,14 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import BaseRoute, Match, Mount
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpupool import __version__
 from gpupool.server.api.deps import AppContext
 from gpupool.server.api.hostile import SafeJSONResponse, refuse_hostile_input
 from gpupool.server.api.pipeline_routes import router as pipeline_router
+from gpupool.server.api.responses import errors
 from gpupool.server.api.routes import router
 from gpupool.server.isolation import shell_executor
 from gpupool.server.pipelines.engine import PipelineEngine
@@ -26,6 +29,35 @@ from gpupool.web import static_dir
 def _field(loc: tuple[object, ...] | list[object]) -> str:
     parts = [str(p) for p in loc if p not in ("body",)]
     return ".".join(parts) or "body"
+
+
+class _ApiAwareConsole:
+    """The console's static files, except that a request whose path an API route serves but
+    not with this method gets the API's 405 (JSON ``detail``, ``Allow`` listing the route's
+    methods), not the static mount's ``Allow: GET, HEAD``. Starlette's router hands such a
+    request to the catch-all mount, as a full match beats the route's partial one."""
+
+    def __init__(self, files: ASGIApp, routes: list[BaseRoute]) -> None:
+        self.files = files
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            allowed: set[str] = set()
+            for route in self.routes:
+                if isinstance(route, Mount):
+                    continue
+                match, _ = route.matches(scope)
+                if match is Match.PARTIAL:  # the path matched, the method did not
+                    allowed |= getattr(route, "methods", None) or set()
+            if allowed:
+                answer = SafeJSONResponse(
+                    {"detail": f"method {scope['method']} not allowed here; "
+                               f"allowed: {', '.join(sorted(allowed))}"},
+                    status_code=405, headers={"Allow": ", ".join(sorted(allowed))})
+                await answer(scope, receive, send)
+                return
+        await self.files(scope, receive, send)
 
 
 def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
@@ -49,6 +81,8 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
 
     if ctx.sim is None:
         ctx.sim = SimulationRunner(ctx.settings.home / "traces")
+    # Error answers are all {"detail": str} (ErrorBody, documented per route in the OpenAPI
+    # from the one table of responses.py), 422 included: never FastAPI's array model.
     # Every route first refuses unstorable text and NaN/Infinity in its query, path and body
     # (422 naming the field), before authentication and before anything is written.
     app = FastAPI(title="gpupool", version=__version__, lifespan=lifespan,
@@ -58,7 +92,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     app.include_router(router)
     app.include_router(pipeline_router)
 
-    @app.get("/healthz")
+    @app.get("/healthz", responses=errors(422))
     def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
@@ -73,5 +107,9 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
 
     # The web console (static files of gpupool.web) takes every path the API does not: it is
     # mounted last so /api/v1, /healthz and /docs match first.
-    app.mount("/", StaticFiles(directory=static_dir(), html=True), name="console")
+    # An API path with a method it does not serve answers the API's 405 (see _ApiAwareConsole).
+    # FastAPI keeps an included router as one entry of app.router.routes: list its own routes.
+    api_routes = [*app.router.routes, *router.routes, *pipeline_router.routes]
+    app.mount("/", _ApiAwareConsole(StaticFiles(directory=static_dir(), html=True), api_routes),
+              name="console")
     return app

@@ -21,12 +21,13 @@ from gpupool.schemas.pipelines import (
 )
 from gpupool.server.api.deps import Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
+from gpupool.server.api.responses import API_ERRORS, errors
 from gpupool.server.pipelines import logs, runs, schedules
 from gpupool.server.pipelines.dag import PipelineInvalid, validate
 from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.services.errors import Invalid
 
-router = APIRouter(prefix="/api/v1", route_class=SafeRoute)
+router = APIRouter(prefix="/api/v1", route_class=SafeRoute, responses=API_ERRORS)
 RunId = Annotated[int, Path(ge=1, le=2**62, description="pipeline run id")]
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")]
 
@@ -63,30 +64,31 @@ def list_runs(
     return runs.list_runs(ctx.db, caller, state, name, limit)
 
 
-@router.get("/pipeline-runs/{run_id}", response_model=RunView)
+@router.get("/pipeline-runs/{run_id}", response_model=RunView, responses=errors(404))
 def get_run(run_id: RunId, ctx: Ctx, caller: Caller) -> RunView:
     return runs.get_run(ctx.db, caller, run_id)
 
 
-@router.patch("/pipeline-runs/{run_id}", response_model=RunView)
+@router.patch("/pipeline-runs/{run_id}", response_model=RunView, responses=errors(404, 409))
 def update_run(run_id: RunId, body: RunUpdate, ctx: Ctx, caller: Caller, eng: Engine) -> RunView:
     """Change the priority of a queued run (409 once it started)."""
     return runs.set_priority(ctx.db, caller, run_id, body.priority, eng.wake)
 
 
-@router.post("/pipeline-runs/{run_id}/cancel", response_model=RunView)
+@router.post("/pipeline-runs/{run_id}/cancel", response_model=RunView,
+             responses=errors(404, 409))
 def cancel_run(run_id: RunId, ctx: Ctx, caller: Caller, eng: Engine) -> RunView:
     return runs.cancel(ctx.db, caller, run_id, eng.wake)
 
 
 @router.post("/pipeline-runs/{run_id}/retry", response_model=RunView,
-             status_code=status.HTTP_201_CREATED)
+             status_code=status.HTTP_201_CREATED, responses=errors(404, 409))
 def retry_run(run_id: RunId, ctx: Ctx, caller: Caller, eng: Engine) -> RunView:
     """A new run reusing the outputs of the steps that succeeded; the rest run again."""
     return runs.retry(ctx.db, caller, run_id, eng.missing_secrets, eng.wake)
 
 
-@router.get("/pipeline-runs/{run_id}/logs", response_model=PipelineLogs)
+@router.get("/pipeline-runs/{run_id}/logs", response_model=PipelineLogs, responses=errors(404))
 def run_logs(run_id: RunId, ctx: Ctx, caller: Caller, eng: Engine,
              step: str | None = None) -> PipelineLogs:
     return logs.read(ctx.db, caller, run_id, step, eng.base, ctx.settings.runs_dir, eng.store)
@@ -105,7 +107,7 @@ def list_schedules(ctx: Ctx, caller: Caller) -> list[ScheduleView]:
     return schedules.list_schedules(ctx.db, caller)
 
 
-@router.delete("/pipeline-schedules/{name}")
+@router.delete("/pipeline-schedules/{name}", responses=errors(404))
 def delete_schedule(name: Name, ctx: Ctx, caller: Caller) -> dict[str, str]:
     schedules.remove(ctx.db, caller, name)
     return {"deleted": name}
@@ -122,7 +124,7 @@ def list_secrets(caller: Caller, eng: Engine) -> list[SecretView]:
     return eng.store.names(caller)
 
 
-@router.delete("/secrets/{name}")
+@router.delete("/secrets/{name}", responses=errors(404))
 def delete_secret(name: Name, caller: Caller, eng: Engine) -> dict[str, str]:
     eng.store.delete(caller, name)
     return {"deleted": name}

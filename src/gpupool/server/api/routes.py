@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from gpupool.schemas.admin import (
@@ -26,10 +26,11 @@ from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
 from gpupool.schemas.sim import SimRunCreate, SimRunView, TraceFile
 from gpupool.server.api.deps import Address, AppContext, Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
+from gpupool.server.api.responses import API_ERRORS, errors
 from gpupool.server.services import admin, audit, cluster, jobs, simulation, tokens, users
 from gpupool.server.services.simulation import SimulationRunner
 
-router = APIRouter(prefix="/api/v1", route_class=SafeRoute)
+router = APIRouter(prefix="/api/v1", route_class=SafeRoute, responses=API_ERRORS)
 JobId = Annotated[int, Path(ge=1, le=2**62, description="job id")]
 TokenId = Annotated[int, Path(ge=1, le=2**62, description="token id")]
 
@@ -39,15 +40,31 @@ def whoami(caller: Caller) -> WhoAmI:
     return WhoAmI(user=caller.user, team=caller.team, admin=caller.admin)
 
 
-@router.post("/jobs", response_model=JobView, status_code=status.HTTP_201_CREATED)
-async def submit_job(spec: JobSpec, ctx: Ctx, caller: Caller) -> JobView:
+@router.post("/jobs", response_model=JobView, status_code=status.HTTP_201_CREATED,
+             responses=errors(403))
+async def submit_job(
+    spec: JobSpec,
+    ctx: Ctx,
+    caller: Caller,
+    idempotency_key: Annotated[str | None, Header(
+        alias="Idempotency-Key",
+        description=(
+            "Optional; 1 to 200 printable ASCII characters, e.g. a fresh UUID per job. Kept "
+            "per user for at least 24 h: a retry with the same key and the same spec queues "
+            "nothing and answers 201 with the first job (same id, as it is now); the same key "
+            "with a different spec answers 422 naming this header."
+        ),
+    )] = None,
+) -> JobView:
+    """Queue a job (201). With an ``Idempotency-Key``, a retry answers 201 with the job the
+    first request created (same id), never a second job; see the header's description."""
     # On SQLite the insert takes well under a millisecond, less than the hop to the worker
     # thread pool, and writes are serialised anyway; PostgreSQL waits on the network and on
     # its commit, so concurrent submits go to threads there.
     args = (ctx.db, caller, spec, ctx.controller.models, ctx.controller.wake)
     if ctx.db.is_sqlite:
-        return jobs.submit(*args)
-    return await run_in_threadpool(jobs.submit, *args)
+        return jobs.submit(*args, idempotency_key=idempotency_key)
+    return await run_in_threadpool(jobs.submit, *args, idempotency_key=idempotency_key)
 
 
 @router.get("/jobs", response_model=list[JobView])
@@ -62,17 +79,17 @@ def list_jobs(
     return jobs.list_jobs(ctx.db, caller, phase, queue, name, limit)
 
 
-@router.get("/jobs/{job_id}", response_model=JobView)
+@router.get("/jobs/{job_id}", response_model=JobView, responses=errors(404))
 def get_job(job_id: JobId, ctx: Ctx, caller: Caller) -> JobView:
     return jobs.get_job(ctx.db, caller, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", response_model=JobView)
+@router.post("/jobs/{job_id}/cancel", response_model=JobView, responses=errors(404, 409))
 def cancel_job(job_id: JobId, ctx: Ctx, caller: Caller) -> JobView:
     return jobs.cancel(ctx.db, caller, job_id, ctx.controller.wake)
 
 
-@router.get("/jobs/{job_id}/logs", response_model=LogChunk)
+@router.get("/jobs/{job_id}/logs", response_model=LogChunk, responses=errors(404))
 def job_logs(
     job_id: JobId,
     ctx: Ctx,
@@ -93,7 +110,8 @@ def list_queues(ctx: Ctx, caller: Caller) -> list[QueueView]:
     return cluster.list_queues(ctx.db, caller)
 
 
-@router.post("/teams", response_model=TeamView, status_code=status.HTTP_201_CREATED)
+@router.post("/teams", response_model=TeamView, status_code=status.HTTP_201_CREATED,
+             responses=errors(403, 409))
 def create_team(body: TeamCreate, ctx: Ctx, caller: Caller, address: Address) -> TeamView:
     view = admin.create_team(ctx.db, caller, body, address)
     ctx.controller.wake(capacity_changed=True)
@@ -105,7 +123,7 @@ def list_teams(ctx: Ctx, caller: Caller) -> list[TeamView]:
     return admin.list_teams(ctx.db, caller)
 
 
-@router.patch("/teams/{name}", response_model=TeamView)
+@router.patch("/teams/{name}", response_model=TeamView, responses=errors(403, 404))
 def update_team(
     name: str, body: TeamUpdate, ctx: Ctx, caller: Caller, address: Address
 ) -> TeamView:
@@ -114,7 +132,7 @@ def update_team(
     return view
 
 
-@router.delete("/teams/{name}", response_model=TeamView)
+@router.delete("/teams/{name}", response_model=TeamView, responses=errors(403, 404, 409))
 def delete_team(name: str, ctx: Ctx, caller: Caller, address: Address) -> TeamView:
     """Soft-delete a team with no users, active jobs or pipelines; answers it as it was."""
     view = admin.delete_team(ctx.db, caller, name, address)
@@ -122,44 +140,48 @@ def delete_team(name: str, ctx: Ctx, caller: Caller, address: Address) -> TeamVi
     return view
 
 
-@router.post("/users", response_model=UserView, status_code=status.HTTP_201_CREATED)
+@router.post("/users", response_model=UserView, status_code=status.HTTP_201_CREATED,
+             responses=errors(403, 404, 409))
 def create_user(body: UserCreate, ctx: Ctx, caller: Caller, address: Address) -> UserView:
     return users.create_user(ctx.db, caller, body, address)
 
 
-@router.get("/users", response_model=list[UserView])
+@router.get("/users", response_model=list[UserView], responses=errors(403))
 def list_users(ctx: Ctx, caller: Caller) -> list[UserView]:
     return users.list_users(ctx.db, caller)
 
 
-@router.post("/users/{name}/disable", response_model=UserView)
+@router.post("/users/{name}/disable", response_model=UserView,
+             responses=errors(403, 404, 409))
 def disable_user(name: str, ctx: Ctx, caller: Caller, address: Address) -> UserView:
     """The user's tokens are refused from the next request on; their jobs keep running."""
     return users.set_disabled(ctx.db, caller, name, True, address)
 
 
-@router.post("/users/{name}/enable", response_model=UserView)
+@router.post("/users/{name}/enable", response_model=UserView, responses=errors(403, 404))
 def enable_user(name: str, ctx: Ctx, caller: Caller, address: Address) -> UserView:
     return users.set_disabled(ctx.db, caller, name, False, address)
 
 
-@router.delete("/users/{name}", response_model=UserDeleted)
+@router.delete("/users/{name}", response_model=UserDeleted, responses=errors(403, 404, 409))
 def delete_user(name: str, ctx: Ctx, caller: Caller, address: Address) -> UserDeleted:
     """Soft-delete a user with no active jobs or pipelines: tokens revoked, name freed."""
     return users.delete_user(ctx.db, caller, name, address)
 
 
-@router.post("/users/{name}/tokens/revoke", response_model=TokensRevoked)
+@router.post("/users/{name}/tokens/revoke", response_model=TokensRevoked,
+             responses=errors(403, 404))
 def revoke_user_tokens(name: str, ctx: Ctx, caller: Caller, address: Address) -> TokensRevoked:
     return tokens.revoke_user_tokens(ctx.db, caller, name, address)
 
 
-@router.post("/tokens", response_model=TokenView, status_code=status.HTTP_201_CREATED)
+@router.post("/tokens", response_model=TokenView, status_code=status.HTTP_201_CREATED,
+             responses=errors(403, 404, 409))
 def create_token(body: TokenCreate, ctx: Ctx, caller: Caller, address: Address) -> TokenView:
     return tokens.create_token(ctx.db, caller, body, address)
 
 
-@router.get("/tokens", response_model=list[TokenInfo])
+@router.get("/tokens", response_model=list[TokenInfo], responses=errors(403, 404))
 def list_tokens(
     ctx: Ctx,
     caller: Caller,
@@ -171,12 +193,13 @@ def list_tokens(
     return tokens.list_tokens(ctx.db, caller, user, include_all)
 
 
-@router.post("/tokens/{token_id}/revoke", response_model=TokensRevoked)
+@router.post("/tokens/{token_id}/revoke", response_model=TokensRevoked,
+             responses=errors(403, 404, 409))
 def revoke_token(token_id: TokenId, ctx: Ctx, caller: Caller, address: Address) -> TokensRevoked:
     return tokens.revoke_token(ctx.db, caller, token_id, address)
 
 
-@router.get("/audit", response_model=list[AuditEvent])
+@router.get("/audit", response_model=list[AuditEvent], responses=errors(403))
 def list_audit(
     ctx: Ctx, caller: Caller, limit: Annotated[int, Query(ge=1, le=10000)] = 100
 ) -> list[AuditEvent]:
@@ -195,7 +218,8 @@ def list_traces(ctx: Ctx, caller: Caller) -> list[TraceFile]:
     return simulation.list_traces(_sim(ctx).folder, caller)
 
 
-@router.put("/sim/traces/{name}", response_model=TraceFile, status_code=status.HTTP_201_CREATED)
+@router.put("/sim/traces/{name}", response_model=TraceFile, status_code=status.HTTP_201_CREATED,
+            responses=errors(413))
 async def upload_trace(name: str, request: Request, ctx: Ctx, caller: Caller) -> TraceFile:
     """Store a CSV sent as the raw request body as your team's ``name``, after checking every
     row (413 past 64 MiB: the body is streamed and never held whole)."""
@@ -213,6 +237,6 @@ def list_sims(ctx: Ctx, caller: Caller) -> list[SimRunView]:
     return _sim(ctx).list(caller)
 
 
-@router.get("/sim/runs/{run_id}", response_model=SimRunView)
+@router.get("/sim/runs/{run_id}", response_model=SimRunView, responses=errors(404))
 def get_sim(run_id: str, ctx: Ctx, caller: Caller) -> SimRunView:
     return _sim(ctx).get(caller, run_id)

@@ -7,7 +7,17 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from sqlalchemy import JSON, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -99,6 +109,26 @@ class Job(Base):
         Index("ix_jobs_team_id", "team_id"),
         Index("ix_jobs_stop_requested", "stop_requested"),
         Index("ix_jobs_origin", "origin", unique=True),
+    )
+
+
+class IdempotencyKey(Base):
+    """One ``Idempotency-Key`` of a job submit: the user's key, the SHA-256 of the job spec it
+    came with, and the job it created. Unique per (user, key): of two concurrent submits with
+    one key only one commits; the other reads the winner. Kept at least
+    ``IDEMPOTENCY_TTL_S``; older rows are purged lazily by later keyed submits."""
+
+    __tablename__ = "idempotency_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    key: Mapped[str] = mapped_column(String(200))
+    body_hash: Mapped[str] = mapped_column(String(64))
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (
+        UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
+        Index("ix_idempotency_keys_created_at", "created_at"),
     )
 
 

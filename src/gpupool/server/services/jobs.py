@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import cast
 
-from sqlalchemy import Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from gpupool.executors.local import read_text
 from gpupool.schemas.jobs import JobEvent as JobEventView
@@ -20,6 +21,7 @@ from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement, R
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Node, Team, User
 from gpupool.server.launch_env import gpu_memory_limit_mib
+from gpupool.server.services import idempotency
 from gpupool.server.services.errors import Conflict, Forbidden, Invalid, NotFound
 from gpupool.server.services.identity import Principal
 
@@ -90,53 +92,110 @@ _INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
 
 def submit(
     db: Database, principal: Principal, spec: JobSpec, known_models: Sequence[str], wake: Wake,
-    *, origin: str | None = None,
+    *, origin: str | None = None, idempotency_key: str | None = None,
 ) -> JobView:
     """Queue a job in the caller's team queue (or, for admins, any queue).
+
+    ``idempotency_key`` (the ``Idempotency-Key`` header): a retry by the same user with the
+    same key and the same spec, within at least 24 h, queues nothing and answers the first
+    job as it is now; the same key with another spec is Invalid (422), as is a key that is
+    not 1-200 printable ASCII characters. Of concurrent submits with one key exactly one
+    queues a job (a unique constraint decides); the others answer that job.
 
     ``origin`` is for the server's own submitters only (the API never passes it): a unique
     mark by which ``find_by_origin`` finds the job again; a second submit with the same
     origin fails (IntegrityError)."""
+    key = idempotency.check_key(idempotency_key)
     resolve_gpu_model(spec.gpu_model, known_models)
+    digest = idempotency.spec_hash(spec) if key is not None else ""
     queue = spec.queue or principal.team
     now = time.time()
-    with db.session() as s:
-        conn = s.connection()
-        team = conn.execute(_SELECT_TEAM, {"name": queue}).first()
-        if team is None:
-            raise Invalid(f"queue: no queue named {queue!r}")
-        team_id, team_name = team
-        if team_id != principal.team_id and not principal.admin:
-            raise Forbidden(f"queue: you may only submit to your team's queue {principal.team!r}")
-        values = dict(
-            name=spec.name or Path(spec.command[0]).name[:100] or "job",
-            team_id=team_id,
-            user_id=principal.user_id,
-            queue=queue,
-            phase=Phase.PENDING.value,
-            priority=spec.priority,
-            spec=spec.model_dump(mode="json"),
-            reason="waiting for the scheduler",
-            gpu_milli=0,
-            gpu_memory_mib=0,
-            attempts=0,
-            failures=0,
-            created_at=now,
-            origin=origin,
-        )
-        job_id = conn.execute(_INSERT_JOB, values).scalar_one()
-        conn.execute(
-            _INSERT_EVENT,
-            {"job_id": job_id, "at": now, "phase": Phase.PENDING.value, "message": "submitted"},
-        )
+    first: int | None = None
+    try:
+        with db.session() as s:
+            conn = s.connection()
+            if key is not None:
+                first = idempotency.find(conn, principal.user_id, key, digest, now, purge=True)
+            if first is None:
+                job_id, name, team_name = _insert_job(conn, principal, spec, queue, now, origin)
+                if key is not None:
+                    idempotency.record(conn, principal.user_id, key, digest, job_id, now)
+    except IntegrityError:
+        if key is None:
+            raise
+        with db.session() as s:  # a concurrent submit with this key committed first
+            first = idempotency.find(s.connection(), principal.user_id, key, digest, now,
+                                     purge=False)
+        if first is None:
+            raise
+        return _own_job(db, principal, first)
+    if first is not None:
+        return _own_job(db, principal, first)
     wake()
     when = datetime.fromtimestamp(now, UTC)
     return JobView(
-        id=str(job_id), name=str(values["name"]), team=team_name, user=principal.user,
+        id=str(job_id), name=name, team=team_name, user=principal.user,
         queue=queue, phase=Phase.PENDING, priority=spec.priority, spec=spec,
-        reason=str(values["reason"]), created_at=when,
+        reason=_WAITING, created_at=when,
         events=[JobEventView(at=when, phase=Phase.PENDING, message="submitted")],
     )
+
+
+_WAITING = "waiting for the scheduler"
+
+
+def _insert_job(
+    conn: Connection, principal: Principal, spec: JobSpec, queue: str, now: float,
+    origin: str | None,
+) -> tuple[int, str, str]:
+    """Insert the pending job and its first event; (job id, job name, team name)."""
+    team = conn.execute(_SELECT_TEAM, {"name": queue}).first()
+    if team is None:
+        raise Invalid(f"queue: no queue named {queue!r}")
+    team_id, team_name = team
+    if team_id != principal.team_id and not principal.admin:
+        raise Forbidden(f"queue: you may only submit to your team's queue {principal.team!r}")
+    name = spec.name or Path(spec.command[0]).name[:100] or "job"
+    values = dict(
+        name=name,
+        team_id=team_id,
+        user_id=principal.user_id,
+        queue=queue,
+        phase=Phase.PENDING.value,
+        priority=spec.priority,
+        spec=spec.model_dump(mode="json"),
+        reason=_WAITING,
+        gpu_milli=0,
+        gpu_memory_mib=0,
+        attempts=0,
+        failures=0,
+        created_at=now,
+        origin=origin,
+    )
+    job_id = int(conn.execute(_INSERT_JOB, values).scalar_one())
+    conn.execute(
+        _INSERT_EVENT,
+        {"job_id": job_id, "at": now, "phase": Phase.PENDING.value, "message": "submitted"},
+    )
+    return job_id, name, str(team_name)
+
+
+def _own_job(db: Database, principal: Principal, job_id: int) -> JobView:
+    """The caller's own job ``job_id`` as it is now (whatever team it was queued in)."""
+    query = (
+        select(Job, Team.name, User.name)
+        .join(Team, Team.id == Job.team_id)
+        .join(User, User.id == Job.user_id)
+        .where(Job.id == job_id, Job.user_id == principal.user_id)
+    )
+    with db.read() as s:
+        row = s.execute(query).first()
+        if row is None:
+            raise NotFound(f"no job {job_id}")
+        events = s.scalars(
+            select(JobEvent).where(JobEvent.job_id == job_id).order_by(JobEvent.id)
+        ).all()
+        return job_view(row[0], row[1], row[2], events)
 
 
 def _visible(principal: Principal):  # type: ignore[no-untyped-def]
