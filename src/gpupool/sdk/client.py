@@ -15,9 +15,8 @@ does not check out fails every request with an ApiError(0) naming the URL.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -37,43 +36,15 @@ from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
 from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _wire as wire
-from gpupool.sdk._tls import Verify, verify_setting
-from gpupool.sdk.config import ServerConfig, discover
-from gpupool.sdk.errors import ApiError
+from gpupool.sdk._base import DEFAULT_TIMEOUT, _Base
+from gpupool.sdk._tls import Verify
+from gpupool.sdk.async_client import AsyncClient
+from gpupool.sdk.config import ServerConfig
 from gpupool.sdk.pipelines import Pipelines
 
 T = TypeVar("T")
-DEFAULT_TIMEOUT = 30.0
 
-
-class _Base:
-    def __init__(
-        self,
-        url: str | None,
-        token: str | None,
-        config: ServerConfig | None,
-        timeout: float,
-        verify: Verify = None,
-    ) -> None:
-        self.config = config or discover(url, token)
-        self.timeout = timeout
-        self._verify = verify_setting(verify, self.config)
-        self._headers = {"Authorization": f"Bearer {self.config.token}"}
-
-    @property
-    def url(self) -> str:
-        return self.config.url
-
-    def _unreachable(self, exc: httpx.TransportError) -> ApiError:
-        return wire.transport_error(self.config.url, self.config.source, exc, self.timeout)
-
-    def _deadline(self, timeout: float | None) -> float | None:
-        return None if timeout is None else time.monotonic() + timeout
-
-    @staticmethod
-    def _check_deadline(view: JobView, deadline: float | None, timeout: float | None) -> None:
-        if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"job {view.id} is still {view.phase.value} after {timeout:g} s")
+__all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client"]
 
 
 class Client(_Base):
@@ -264,160 +235,3 @@ class Client(_Base):
     def audit(self, limit: int = 100) -> list[AuditEvent]:
         """Admin only: the newest admin actions and refused sign-ins, newest first."""
         return self._do(admin_wire.audit(limit))
-
-
-class AsyncClient(_Base):
-    """The asyncio twin of ``Client``: the same methods as coroutines (``follow_logs`` is an
-    async iterator). Use ``async with``, or ``await aclose()``."""
-
-    def __init__(
-        self,
-        url: str | None = None,
-        token: str | None = None,
-        *,
-        config: ServerConfig | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        transport: httpx.AsyncBaseTransport | None = None,
-        verify: Verify = None,
-    ) -> None:
-        super().__init__(url, token, config, timeout, verify)
-        self._http = httpx.AsyncClient(
-            base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport,
-            verify=self._verify,
-        )
-
-    async def __aenter__(self) -> AsyncClient:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        await self._http.aclose()
-
-    async def _do(self, call: wire.Call[T]) -> T:
-        try:
-            response = await self._http.send(wire.request(self._http, call))
-        except httpx.TransportError as exc:
-            raise self._unreachable(exc) from None
-        return wire.read(call, response)
-
-    async def _id(self, ref: str | int) -> str:
-        found = wire.job_id(ref)
-        return found if found is not None else (await self.job(ref)).id
-
-    async def whoami(self) -> WhoAmI:
-        return await self._do(wire.whoami())
-
-    async def submit(
-        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
-    ) -> JobView:
-        """As ``Client.submit``."""
-        return await self._do(wire.submit(spec, idempotency_key))
-
-    async def jobs(
-        self,
-        phase: Phase | str | None = None,
-        queue: str | None = None,
-        name: str | None = None,
-        all_teams: bool = False,
-    ) -> list[JobView]:
-        return await self._do(wire.jobs(phase, queue, name, all_teams))
-
-    async def job(self, ref: str | int) -> JobView:
-        found = wire.job_id(ref)
-        if found is not None:
-            return await self._do(wire.job(found))
-        name = str(ref).strip()
-        latest = wire.newest_named(name, await self.jobs(name=name))
-        return await self._do(wire.job(latest.id))
-
-    async def cancel(self, ref: str | int) -> JobView:
-        return await self._do(wire.cancel(await self._id(ref)))
-
-    async def logs(self, ref: str | int, offset: int = 0) -> LogChunk:
-        return await self._do(wire.logs(await self._id(ref), offset))
-
-    async def follow_logs(self, ref: str | int, poll: float = 0.3) -> AsyncIterator[str]:
-        job_id, offset = await self._id(ref), 0
-        while True:
-            chunk = await self._do(wire.logs(job_id, offset))
-            offset = chunk.offset
-            if chunk.data:
-                yield chunk.data
-            if chunk.complete:
-                return
-            if len(chunk.data) < wire.FULL_CHUNK:
-                await asyncio.sleep(poll)
-
-    async def wait(
-        self, ref: str | int, timeout: float | None = None, poll: float = 0.3
-    ) -> JobView:
-        job_id, deadline = await self._id(ref), self._deadline(timeout)
-        while True:
-            view = await self._do(wire.job(job_id))
-            if view.phase.final:
-                return view
-            self._check_deadline(view, deadline, timeout)
-            await asyncio.sleep(poll)
-
-    async def nodes(self) -> list[NodeView]:
-        return await self._do(wire.nodes())
-
-    async def queues(self) -> list[QueueView]:
-        return await self._do(wire.queues())
-
-    async def teams(self) -> list[TeamView]:
-        return await self._do(wire.teams())
-
-    async def create_team(
-        self, name: str, quota_gpus: float = 0, borrow_limit_gpus: float = 0
-    ) -> TeamView:
-        return await self._do(wire.create_team(name, quota_gpus, borrow_limit_gpus))
-
-    async def update_team(
-        self, name: str, quota_gpus: float | None = None, borrow_limit_gpus: float | None = None
-    ) -> TeamView:
-        return await self._do(wire.update_team(name, quota_gpus, borrow_limit_gpus))
-
-    async def users(self) -> list[UserView]:
-        return await self._do(wire.users())
-
-    async def create_user(
-        self, name: str, team: str, admin: bool = False, unix_user: str | None = None
-    ) -> UserView:
-        return await self._do(admin_wire.create_user(name, team, admin, unix_user))
-
-    async def disable_user(self, name: str) -> UserView:
-        return await self._do(admin_wire.disable_user(name))
-
-    async def enable_user(self, name: str) -> UserView:
-        return await self._do(admin_wire.enable_user(name))
-
-    async def delete_user(self, name: str) -> UserDeleted:
-        return await self._do(admin_wire.delete_user(name))
-
-    async def delete_team(self, name: str) -> TeamView:
-        return await self._do(admin_wire.delete_team(name))
-
-    async def create_token(self, user: str, expires_in_s: float | None = None) -> TokenView:
-        return await self._do(admin_wire.create_token(user, expires_in_s))
-
-    async def tokens(
-        self, user: str | None = None, include_all: bool = False
-    ) -> list[TokenInfo]:
-        return await self._do(admin_wire.tokens(user, include_all))
-
-    async def revoke_token(self, token_id: int) -> TokensRevoked:
-        return await self._do(admin_wire.revoke_token(token_id))
-
-    async def revoke_user_tokens(self, user: str) -> TokensRevoked:
-        return await self._do(admin_wire.revoke_user_tokens(user))
-
-    async def audit(self, limit: int = 100) -> list[AuditEvent]:
-        return await self._do(admin_wire.audit(limit))

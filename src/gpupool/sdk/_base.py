@@ -1,0 +1,45 @@
+"""What the blocking and the asyncio clients share: configuration, TLS, deadlines."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+
+from gpupool.schemas.jobs import JobView
+from gpupool.sdk import _wire as wire
+from gpupool.sdk._tls import Verify, verify_setting
+from gpupool.sdk.config import ServerConfig, discover
+from gpupool.sdk.errors import ApiError
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class _Base:
+    def __init__(
+        self,
+        url: str | None,
+        token: str | None,
+        config: ServerConfig | None,
+        timeout: float,
+        verify: Verify = None,
+    ) -> None:
+        self.config = config or discover(url, token)
+        self.timeout = timeout
+        self._verify = verify_setting(verify, self.config)
+        self._headers = {"Authorization": f"Bearer {self.config.token}"}
+
+    @property
+    def url(self) -> str:
+        return self.config.url
+
+    def _unreachable(self, exc: httpx.TransportError) -> ApiError:
+        return wire.transport_error(self.config.url, self.config.source, exc, self.timeout)
+
+    def _deadline(self, timeout: float | None) -> float | None:
+        return None if timeout is None else time.monotonic() + timeout
+
+    @staticmethod
+    def _check_deadline(view: JobView, deadline: float | None, timeout: float | None) -> None:
+        if deadline is not None and time.monotonic() >= deadline:
+            raise TimeoutError(f"job {view.id} is still {view.phase.value} after {timeout:g} s")
