@@ -1,5 +1,6 @@
-"""Pure rules of a pipeline definition: parameters, references, dependencies, order, and
-template rendering. No I/O, no clock.
+"""Pure rules of a pipeline definition: parameters, references, dependencies and order
+(templates are scanned and rendered by :mod:`gpupool.server.pipelines.templates`, re-exported
+here). No I/O, no clock.
 
 Templates are ``${{ params.NAME }}``, ``${{ steps.STEP.outputs.NAME }}`` (a value),
 ``${{ steps.STEP.files.NAME }}`` (the stored path of a file) and, in HTTP headers only,
@@ -12,18 +13,24 @@ else), so one request cannot hold the server's CPU: it is hostile input.
 
 from __future__ import annotations
 
-import json
 import math
-import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from gpupool.schemas.pipelines import ParamSpec, PipelineSpec, StepSpec
+from gpupool.server.pipelines.templates import (
+    TEMPLATE,
+    as_text,
+    references,
+    render,
+    render_any,
+    scan,
+)
 
-TEMPLATE = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
-"""The template syntax, for reading: the scanning is ``_templates`` (this pattern backtracks,
-cubic on ``${{`` and a run of spaces)."""
+__all__ = ["TEMPLATE", "PipelineInvalid", "Plan", "references", "render", "render_any",
+           "validate"]
+
 HTTP_OUTPUTS = ("status", "body")
 MAX_STEPS = 1000
 """Steps of a definition, nested pipelines' steps included (the schema allows 500 a level)."""
@@ -94,49 +101,6 @@ def _nested(where: str, value: Any) -> Iterator[tuple[str, str]]:
             yield from _nested(f"{where}[{i}]", item)
 
 
-def references(text: str) -> list[str]:
-    """The expressions inside ``${{ ... }}`` of ``text``."""
-    return [expr for _, _, expr in _templates(text)]
-
-
-def _templates(text: str) -> Iterator[tuple[int, int, str]]:
-    """``(start, end, expression)`` of each ``${{ expression }}`` in ``text``: what
-    ``TEMPLATE.finditer`` finds, in linear time. A template ends at the first ``}}``; its
-    expression is stripped of whitespace and may not span a line break (then the ``${{`` is
-    plain text and the next one is tried)."""
-    size = len(text)
-    close = -2  # the first "}}" at or after the expression's start; -1: none left
-    close_ws = 0  # where the whitespace before that "}}" begins
-    newline = -2  # the first line break at or after the expression's start; size: none
-    pos = 0
-    while True:
-        start = text.find("${{", pos)
-        if start < 0:
-            return
-        begin = start + 3
-        while begin < size and text[begin].isspace():
-            begin += 1
-        if close != -1 and close < begin:
-            close = text.find("}}", begin)
-            if close < 0:
-                return
-            close_ws = close
-            while close_ws > begin and text[close_ws - 1].isspace():
-                close_ws -= 1
-        if close < 0:
-            return
-        end = max(begin, close_ws)
-        if newline < begin:
-            newline = text.find("\n", begin)
-            if newline < 0:
-                newline = size
-        if newline < end:
-            pos = start + 1
-            continue
-        yield start, close + 2, text[begin:end]
-        pos = close + 2
-
-
 def resolve_params(spec: PipelineSpec, given: Mapping[str, Any], problems: list[str]) -> dict[
     str, Any
 ]:
@@ -195,7 +159,7 @@ def coerce(value: Any, pspec: ParamSpec) -> Any:
         return number
     if isinstance(value, dict | list):
         raise ValueError(f"expected a string, got {type(value).__name__}")
-    return _text(value)
+    return as_text(value)
 
 
 def validate(spec: PipelineSpec, params: Mapping[str, Any], where: str = "") -> Plan:
@@ -313,7 +277,7 @@ def _placeholder(pspec: ParamSpec) -> Any:
 
 
 def _templated(value: Any) -> bool:
-    return isinstance(value, str) and next(_templates(value), None) is not None
+    return isinstance(value, str) and next(scan(value), None) is not None
 
 
 class _Declared:
@@ -442,37 +406,3 @@ def _cycle(deps: Mapping[str, list[str]], left: list[str]) -> list[str]:
         path.append(node)
         node = next(d for d in deps[node] if d in inside)
     return [*path[at[node]:], node]
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return json.dumps(value)
-    return "" if value is None else str(value)
-
-
-def render(text: str, values: Mapping[str, Any]) -> str:
-    """``text`` with every ``${{ expr }}`` replaced by ``values[expr]`` as text (JSON for
-    lists and dicts); KeyError for an expression without a value."""
-    parts: list[str] = []
-    done = 0
-    for start, end, expr in _templates(text):
-        parts.append(text[done:start])
-        parts.append(_text(values[expr]))
-        done = end
-    if not done:
-        return text
-    parts.append(text[done:])
-    return "".join(parts)
-
-
-def render_any(value: Any, values: Mapping[str, Any]) -> Any:
-    """``render`` applied to every string inside lists and dicts."""
-    if isinstance(value, str):
-        return render(value, values)
-    if isinstance(value, dict):
-        return {k: render_any(v, values) for k, v in value.items()}
-    if isinstance(value, list):
-        return [render_any(v, values) for v in value]
-    return value
