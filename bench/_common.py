@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results"
@@ -21,3 +22,12 @@ def trace_dir(given: str | None) -> Path:
 def machine() -> str:
     cpu = platform.processor() or platform.machine()
     return f"{cpu}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
+
+
+def parked_token(server: Any) -> str:
+    """A token of a user whose team has no quota, so its jobs wait and nothing runs (mapped to
+    root explicitly: a bench leaves no Unix account behind)."""
+    with server.client() as admin:
+        admin.post("/teams", json={"name": "parked", "quota_gpus": 0})
+        admin.post("/users", json={"name": "bench", "team": "parked", "unix_user": "root"})
+        return str(admin.post("/tokens", json={"user": "bench"}).json()["token"])

@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from _common import REPO, RESULTS, machine
+from _common import REPO, RESULTS, machine, parked_token
 
 sys.path.insert(0, str(REPO / "tests"))
 from server_harness import make_server, wait_for
@@ -139,10 +139,7 @@ def run_tree(label: str, src: Path, jobs: int, submits: int, reader_counts: list
         gen = make_server("sqlite", Path(tmp), "1xA100-80GB", extra_env=env)
         server = next(gen)
         try:
-            with server.client() as admin:
-                admin.post("/teams", json={"name": "parked", "quota_gpus": 0})
-                admin.post("/users", json={"name": "bench", "team": "parked", "unix_user": "root"})
-                token = admin.post("/tokens", json={"user": "bench"}).json()["token"]
+            token = parked_token(server)
             seed(server, token, jobs)
             phase(server, token, 0, 20, max_s)  # warm-up
             results = []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import RESULTS, machine
+from _common import RESULTS, machine, parked_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from gpupool.core.cluster import ClusterState, GpuSpec, NodeSpec
@@ -35,10 +35,8 @@ def measure_server(backend: str, submits: int, threads: int, latency_samples: in
         gen = make_server(backend, Path(tmp), "1xA100-80GB")
         server = next(gen)
         try:
+            token = parked_token(server)
             with server.client() as admin:
-                admin.post("/teams", json={"name": "parked", "quota_gpus": 0})
-                admin.post("/users", json={"name": "bench", "team": "parked", "unix_user": "root"})
-                token = admin.post("/tokens", json={"user": "bench"}).json()["token"]
                 # Throughput: jobs that wait (their queue has no quota), so nothing runs.
                 counter = iter(range(submits))
                 lock = threading.Lock()
