@@ -344,3 +344,33 @@ def test_async_client_admin_methods(server: Server, names: list[str]) -> None:
             assert (await gp.audit(limit=1))[0].action == "team.delete"
 
     asyncio.run(story())
+
+
+def test_every_admin_operation_refuses_strangers_and_non_admins(
+    server: Server, names: list[str]
+) -> None:
+    """The admin operations this issue added, tried with no token, a bad token and a
+    non-admin's token: 401, 401, 403 — and nothing changed."""
+    with server.client() as admin:
+        victim = unique(names, "vic")
+        make_user(server, admin, victim)
+        team = unique(names, "tm")
+        assert admin.post("/teams", json={"name": team}).status_code == 201
+        calls = [("get", "/tokens"), ("post", "/tokens/1/revoke"),
+                 ("post", f"/users/{victim}/tokens/revoke"), ("post", f"/users/{victim}/disable"),
+                 ("post", f"/users/{victim}/enable"), ("delete", f"/users/{victim}"),
+                 ("delete", f"/teams/{team}"), ("get", "/audit")]
+        nobody = httpx.Client(base_url=server.url + "/api/v1", timeout=30)
+        forged = httpx.Client(base_url=server.url + "/api/v1", timeout=30,
+                              headers={"Authorization": "Bearer gp_not-a-token"})
+        with nobody, forged, server.client(make_user(server, admin, unique(names, "eve"))) as eve:
+            for method, path in calls:
+                assert getattr(nobody, method)(path).status_code == 401, (method, path)
+                assert getattr(forged, method)(path).status_code == 401, (method, path)
+                assert getattr(eve, method)(path).status_code == 403, (method, path)
+        users = {u["name"]: u for u in admin.get("/users").json()}
+        assert victim in users and not users[victim]["disabled"]
+        assert team in [t["name"] for t in admin.get("/teams").json()]
+        assert whoami(server, admin.post("/tokens", json={"user": victim}).json()["token"]
+                      ).status_code == 200
+        assert admin.delete(f"/teams/{team}").status_code == 200
