@@ -15,6 +15,8 @@ echo "== mypy (strict, the whole package)"
 .venv/bin/mypy src/gpupool
 echo "== import-linter (layers of ARCHITECTURE.md)"
 .venv/bin/lint-imports
+echo "== mkdocs (the user guide in docs/guide; strict: a broken link fails)"
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict  # into site/ (git-ignored); not --quiet: it hides the warnings strict counts
 echo "== pytest"
 # The console tests drive Debian's chromium and the isolation tests bubblewrap; install them
 # when we may (root with apt-get), and never fail the run over it: without them those tests

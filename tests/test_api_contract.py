@@ -1,7 +1,10 @@
 """The OpenAPI document tells the truth about error answers (issue "hostile input", item 10):
 every error body is ``{"detail": str}`` (422 included), each operation documents 401 (but
 public routes) and 422, and an API path called with a method it does not serve answers the
-API's own 405 (``Allow`` listing the route's methods, JSON body), not the console's."""
+API's own 405 (``Allow`` listing the route's methods, JSON body), not the console's. Bounds
+of optional numbers are real JSON Schema keywords, a body that is not UTF-8 is a 422 like any
+malformed JSON, and the simulator's policies and seeds are documented as the server checks
+them (findings of the schemathesis runs of test_api_fuzz.py)."""
 
 from __future__ import annotations
 
@@ -104,3 +107,49 @@ def test_every_operation_documents_its_errors(spec: dict[str, Any]) -> None:
     assert seen > 30
     assert "413" in spec["paths"]["/api/v1/sim/traces/{name}"]["put"]["responses"]
     assert "403" in spec["paths"]["/api/v1/users"]["post"]["responses"]
+
+
+def _raw_bounds(node: Any, where: str = "") -> Iterator[str]:
+    """Where ``node`` holds pydantic's own bound names (``ge``, ``le``, ``gt``, ``lt``) as
+    schema keywords: JSON Schema ignores them, so the bound is not documented at all."""
+    if isinstance(node, dict):
+        for key in ("ge", "le", "gt", "lt"):
+            if isinstance(node.get(key), int | float) and not isinstance(node[key], bool):
+                yield f"{where}/{key}"
+        for key, value in node.items():
+            yield from _raw_bounds(value, f"{where}/{key}")
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _raw_bounds(value, f"{where}/{index}")
+
+
+def test_every_bound_is_a_json_schema_keyword(spec: dict[str, Any]) -> None:
+    """Optional numbers (``X | None``) show minimum/maximum, not pydantic's ``ge``/``le``."""
+    assert list(_raw_bounds(spec)) == []
+    schemas = spec["components"]["schemas"]
+    quota = schemas["TeamUpdate"]["properties"]["quota_gpus"]["anyOf"][0]
+    assert (quota["minimum"], quota["maximum"]) == (0, 100000)
+    assert schemas["TokenCreate"]["properties"]["expires_in_s"]["anyOf"][0]["exclusiveMinimum"] == 0
+
+
+def test_sim_policies_and_seeds_are_documented(server: Server, spec: dict[str, Any]) -> None:
+    """The policies a run may name are the server's own list; a seed numpy refuses (negative)
+    is refused at once (422), not accepted and failed later."""
+    from gpupool.plugins.profiles import POLICIES
+
+    request = spec["components"]["schemas"]["SimRunCreate"]["properties"]
+    assert request["policies"]["items"]["enum"] == list(POLICIES)
+    assert request["seeds"]["items"]["minimum"] == 0
+    with server.client() as c:
+        answer = c.post("/sim/runs", json={"seeds": [-1]})
+        assert answer.status_code == 422 and "seeds.0" in answer.json()["detail"], answer.text
+
+
+def test_a_body_that_is_not_utf8_is_a_documented_422(server: Server) -> None:
+    """Not FastAPI's bare 400 "There was an error parsing the body", documented nowhere."""
+    with server.client() as c:
+        for path in ("/teams", "/jobs", "/tokens"):
+            answer = c.post(path, content=b'{"name": "\xe9"}',
+                            headers={"Content-Type": "application/json"})
+            assert answer.status_code == 422, (path, answer.text)
+            assert answer.json() == {"detail": "body: not valid UTF-8"}

@@ -429,13 +429,14 @@ def test_simulator_uploads_traces_runs_policies_and_plots(
     expect(traces.locator("tr[data-trace='sim-nodes.csv']")).to_contain_text("node list")
     expect(traces.locator("tr[data-trace='sim-pods.csv']")).to_contain_text("40")
 
-    # Both files, fgd and random (bestfit unticked), two seeds; run and follow it.
+    # Both files, fgd and random (bestfit and gpupool unticked), two seeds; run and follow it.
     page.get_by_label("Trace files", exact=True).check()
     page.get_by_label("Node list").select_option("sim-nodes.csv")
     page.get_by_label("Pod list").select_option("sim-pods.csv")
     expect(page.get_by_label("bestfit", exact=True)).to_be_checked()
     expect(page.get_by_label("fgd", exact=True)).to_be_checked()
     page.get_by_label("bestfit", exact=True).uncheck()
+    page.get_by_label("gpupool", exact=True).uncheck()
     page.get_by_label("random", exact=True).check()
     page.get_by_label("Seeds").fill("42, 7")
     page.get_by_role("button", name="Run", exact=True).click()

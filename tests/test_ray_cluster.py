@@ -220,6 +220,28 @@ def test_two_node_gang_gets_consistent_env_and_all_reduces_over_gloo(server: Ser
     assert lines[0]["MASTER_ADDR"] == "127.0.0.1"
 
 
+def test_one_node_with_two_processes_gets_the_same_env_and_all_reduces(
+        server: Server) -> None:
+    """--procs-per-node on a single-node job: two ranks on one Ray node (issue 15, item 3)."""
+    pytest.importorskip("torch", reason="torch (CPU) is needed for the all-reduce")
+    if not VENV_FOR_JOBS:
+        pytest.skip(NEEDS_VENV)
+    with server.client() as c:
+        job_id = submit(c, command=[PY, "-c", ALL_REDUCE], gpus=2, procs_per_node=2,
+                        name="onenode")
+        view = final(c, job_id, timeout=180)
+        text = log_text(c, job_id)
+        assert view["phase"] == "succeeded", (view, text)
+    lines = [dict(kv.split("=", 1) for kv in x.split()[1:])
+             for x in text.splitlines() if x.startswith("allreduce ")]
+    assert sorted(int(x["RANK"]) for x in lines) == [0, 1]
+    for x in lines:
+        assert x["sum"] == "3" and x["WORLD_SIZE"] == "2" and x["NODE_RANK"] == "0"
+        assert x["LOCAL_RANK"] == x["RANK"] and x["LOCAL_WORLD_SIZE"] == "2"
+        assert x["GPUPOOL_NODE_NAME"] == view["placement"]["node"]
+    assert len({(x["MASTER_ADDR"], x["MASTER_PORT"]) for x in lines}) == 1
+
+
 def gpupool(server: Server, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gpupool.cli.main", *args], env=server.env,
                           capture_output=True, text=True, timeout=timeout)

@@ -58,13 +58,13 @@ def test_reason_does_not_depend_on_policy(policy):
         (
             [node("a0", gpus=2, free=[300, 250]), node("a1", gpus=1, free=[100])],
             gpu(1, 500),
-            "needs 0.5 of one GPU: 2 nodes have GPUs but at most 300 milli-GPU free on one GPU",
+            "needs 0.5 of one GPU: 2 nodes have GPUs but at most 0.3 of a GPU free on one GPU",
         ),
         (
             [node("a0", gpus=2, gpu_mem_mib=8192, free=[1000, 300])],
             gpu(1, 500, gpu_mem_mib=16384),
-            "needs 0.5 of one GPU with 16384 MiB: 1 node has GPUs but at most 1000 milli-GPU "
-            "free on one GPU (or under 16384 MiB GPU memory free)",
+            "needs 0.5 of one GPU with 16384 MiB: 1 node has GPUs but under 16384 MiB GPU "
+            "memory free on each GPU with the share free",
         ),
         (
             [node("n0", cpu=2), node("n1", cpu=8, mem_gib=8), node("n2", cpu=16, mem_gib=4)],

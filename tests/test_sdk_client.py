@@ -135,17 +135,53 @@ def test_an_unknown_name_is_a_404() -> None:
     assert (info.value.status, info.value.message) == (404, "no job named 'nosuch'")
 
 
+def test_submit_takes_the_spec_fields_as_keywords() -> None:
+    server = Recorder({"POST /api/v1/jobs": answer(201, job_json("8"))})
+    with server.client() as gp:
+        assert gp.submit(command=["python", "train.py"], gpus=0.5, memory="16GiB").id == "8"
+        with pytest.raises(TypeError, match="not both"):
+            gp.submit({"command": ["x"]}, gpus=1)
+        with pytest.raises(TypeError, match="needs a job"):
+            gp.submit()
+        with pytest.raises(ValidationError, match="gpuz"):
+            gp.submit(command=["x"], gpuz=1)
+    assert len(server.requests) == 1
+    assert json.loads(server.requests[0].content) == {
+        "command": ["python", "train.py"], "gpus": 0.5, "memory": 16384}
+
+
 def test_job_filters_go_in_the_query() -> None:
     server = Recorder({"GET /api/v1/jobs": answer(200, [])})
     with server.client() as gp:
         gp.jobs()
         gp.jobs(phase="running", queue="vision", all_teams=True)
-    assert dict(server.requests[0].url.params) == {}
+        gp.jobs(phase=["pending", "running"], order="queue", limit=7)
+    assert dict(server.requests[0].url.params) == {"order": "newest", "limit": "1000"}
     assert dict(server.requests[1].url.params) == {
         "phase": "running",
         "queue": "vision",
-        "all_teams": "true",
+        "order": "newest",
+        "limit": "1000",
     }
+    assert server.requests[2].url.params.multi_items() == [
+        ("order", "queue"), ("phase", "pending"), ("phase", "running"), ("limit", "7")]
+
+
+def test_jobs_follow_the_next_cursor_until_the_last_page() -> None:
+    pages = {None: ([{"n": 1}], "c1"), "c1": ([{"n": 2}], None)}
+    seen: list[str | None] = []
+
+    def reply(request: httpx.Request) -> httpx.Response:
+        cursor = request.url.params.get("cursor")
+        seen.append(cursor)
+        rows, after = pages[cursor]
+        headers = {"X-Next-Cursor": after} if after else {}
+        return httpx.Response(200, json=[job_json(str(r["n"])) for r in rows], headers=headers)
+
+    server = Recorder({"GET /api/v1/jobs": reply})
+    with server.client() as gp:
+        assert [j.id for j in gp.jobs()] == ["1", "2"]
+    assert seen == [None, "c1"]
 
 
 def test_follow_logs_reads_on_from_each_offset_until_complete() -> None:

@@ -53,6 +53,8 @@ def team_create(
             f"team {team.name}: quota {team.quota_gpus:g} GPUs, "
             f"borrow limit {team.borrow_limit_gpus:g} GPUs"
         )
+    if team.warning:
+        err.print(f"warning: {team.warning}", style="yellow", soft_wrap=True, markup=False)
 
 
 @team_app.command("set")
@@ -76,9 +78,12 @@ def team_set(
             f"team {team.name}: quota {team.quota_gpus:g} GPUs, "
             f"borrow limit {team.borrow_limit_gpus:g} GPUs"
         )
+    if team.warning:
+        err.print(f"warning: {team.warning}", style="yellow", soft_wrap=True, markup=False)
 
 
 @team_app.command("list")
+@team_app.command("ls", hidden=True)
 def team_list(json_out: Json = False, url: Url = None, token: Token = None) -> None:
     """List teams with their quotas."""
     with connect(url, token) as client, handled():
@@ -135,6 +140,7 @@ def user_create(
 
 
 @user_app.command("list")
+@user_app.command("ls", hidden=True)
 def user_list(json_out: Json = False, url: Url = None, token: Token = None) -> None:
     """List users, whether they are disabled, and their Unix account.
 

@@ -10,7 +10,21 @@ import typer
 
 from gpupool.cli import admin_render
 from gpupool.cli import jobs_render as render
-from gpupool.cli.client_opts import Json, Token, Url, connect, err, fail, handled, out, print_json
+from gpupool.cli.client_opts import (
+    Json,
+    Token,
+    Url,
+    connect,
+    cut,
+    err,
+    fail,
+    fetch_limit,
+    handled,
+    limit_option,
+    out,
+    print_json,
+    say_more,
+)
 
 token_app = typer.Typer(
     help="API tokens: shown once, optionally expiring, revocable at once.", no_args_is_help=True
@@ -54,6 +68,7 @@ def token_create(
 
 
 @token_app.command("list")
+@token_app.command("ls", hidden=True)
 def token_list(
     user: Annotated[
         str | None, typer.Option("--user", metavar="NAME", help="Only this user's tokens.")
@@ -111,7 +126,7 @@ def token_revoke(
 
 
 def audit(
-    limit: Annotated[int, typer.Option(min=1, max=10000, help="How many rows.")] = 50,
+    limit: Annotated[int, limit_option(50, "events")] = 50,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
@@ -123,8 +138,10 @@ def audit(
     address. Refusals are coalesced: one row per address and reason per 10 s, the next row
     counting those left out."""
     with connect(url, token) as client, handled():
-        events = client.audit(limit)
+        events, more = cut(client.audit(fetch_limit(limit)), limit)
     if json_out:
         print_json(events)
     else:
         render.print_table(out, admin_render.audit_table(events), "no audit events")
+    if more:
+        say_more(limit, "events")

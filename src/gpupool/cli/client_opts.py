@@ -8,7 +8,7 @@ import json
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from gpupool.sdk import ApiError, Client, ConfigError
 
+T = TypeVar("T")
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 if not out.is_terminal and "COLUMNS" not in os.environ:
@@ -37,6 +38,32 @@ Token = Annotated[
     ),
 ]
 Json = Annotated[bool, typer.Option("--json", help="Print JSON instead of text.")]
+
+
+def limit_option(default: int, what: str) -> Any:
+    """A ``--limit/-n N`` option (0: every row) for a listing of ``what``."""
+    return typer.Option("--limit", "-n", min=0, metavar="N",
+                        help=f"Show at most N {what} (0: every one). Default {default}.")
+
+
+def fetch_limit(limit: int) -> int | None:
+    """What to ask the SDK for to show ``limit`` rows (0: all): one row more tells whether
+    more exist without counting them all."""
+    return None if limit == 0 else limit + 1
+
+
+def cut(rows: list[T], limit: int) -> tuple[list[T], bool]:
+    """The first ``limit`` of ``rows`` (fetched with ``fetch_limit``), and whether more
+    exist."""
+    more = limit != 0 and len(rows) > limit
+    return (rows[:limit] if more else rows), more
+
+
+def say_more(limit: int, what: str) -> None:
+    """Tell (on stderr, after the listing) that more than the ``limit`` shown exist."""
+    err.print(f"showing the first {limit} {what}: more exist (--limit N shows more, "
+              "--limit 0 every one)", style="yellow")
+
 
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3

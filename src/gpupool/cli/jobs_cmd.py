@@ -5,7 +5,6 @@ SDK; see ``client_opts`` for the shared options, errors and exit codes."""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,7 +12,7 @@ import typer
 import yaml
 from pydantic import ValidationError
 
-from gpupool.cli import admin_cmd
+from gpupool.cli import admin_cmd, cancel_cmd, logs_cmd, ps_cmd
 from gpupool.cli import jobs_render as render
 from gpupool.cli.client_opts import (
     Json,
@@ -31,12 +30,16 @@ from gpupool.schemas.jobs import JobSpec, JobView, Phase
 from gpupool.schemas.values import find_problems
 from gpupool.sdk import Client
 
-ACTIVE = (Phase.PENDING, Phase.STARTING, Phase.RUNNING)
-PHASES = ", ".join(p.value for p in Phase)
 Ref = Annotated[str, typer.Argument(help="Job id, or name (the newest job of that name).")]
 Wait = Annotated[
     bool, typer.Option("--wait", help="Block until the job ends; exit with its exit code.")
 ]
+IdempotencyKey = Annotated[str | None, typer.Option(
+    "--idempotency-key", metavar="KEY",
+    help="Retry-safe submit: the same KEY with the same job within 24 h answers the job the "
+         "first submit queued instead of queueing another (e.g. a script that retries after a "
+         "dropped connection). 1-200 printable ASCII characters. Default: a fresh one.",
+)]
 # Options of `run` that differ from the JobSpec field they fill, for error messages.
 OPTION_OF = {"command": "command", "grace_period_s": "--grace-period"}
 
@@ -45,10 +48,10 @@ def register(app: typer.Typer) -> None:
     """Add the job, cluster and admin commands to ``app``."""
     app.command(name="run", context_settings={"allow_interspersed_args": False})(run)
     app.command(name="submit")(submit)
-    app.command(name="ps")(ps)
-    app.command(name="logs")(logs)
+    app.command(name="ps")(ps_cmd.ps)
+    app.command(name="logs")(logs_cmd.logs)
     app.command(name="describe")(describe)
-    app.command(name="cancel")(cancel)
+    app.command(name="cancel")(cancel_cmd.cancel)
     app.command(name="nodes")(nodes)
     app.command(name="queues")(queues)
     app.add_typer(admin_cmd.app, name="admin")
@@ -117,6 +120,7 @@ def run(
         ),
     ] = None,
     wait: Wait = False,
+    idempotency_key: IdempotencyKey = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
@@ -160,12 +164,13 @@ def run(
         spec = JobSpec.model_validate(fields)
     except ValidationError as exc:
         raise fail(_option_errors(exc)) from None
-    _submit(spec, wait, json_out, url, token)
+    _submit(spec, wait, json_out, url, token, idempotency_key)
 
 
 def submit(
     file: Annotated[Path, typer.Argument(help="YAML file with JobSpec fields.")],
     wait: Wait = False,
+    idempotency_key: IdempotencyKey = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
@@ -177,7 +182,7 @@ def submit(
     Unknown fields are rejected. A relative workdir is relative to the file; none: the cwd.
     """
     spec = load_spec(file)
-    _submit(spec, wait, json_out, url, token)
+    _submit(spec, wait, json_out, url, token, idempotency_key)
 
 
 def load_spec(file: Path) -> JobSpec:
@@ -251,9 +256,15 @@ def _option_errors(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
-def _submit(spec: JobSpec, wait: bool, json_out: bool, url: str | None, token: str | None) -> None:
+def _submit(spec: JobSpec, wait: bool, json_out: bool, url: str | None, token: str | None,
+            idempotency_key: str | None = None) -> None:
+    if idempotency_key is not None and not (
+            0 < len(idempotency_key) <= 200
+            and all(" " <= c <= "~" for c in idempotency_key)):
+        raise fail(f"--idempotency-key {idempotency_key!r}: give 1 to 200 printable ASCII "
+                   "characters, e.g. a UUID")
     with connect(url, token) as client, handled():
-        view = client.submit(spec)
+        view = client.submit(spec, idempotency_key=idempotency_key)
         if json_out and not wait:
             print_json(view)
         if not json_out:
@@ -261,9 +272,11 @@ def _submit(spec: JobSpec, wait: bool, json_out: bool, url: str | None, token: s
         if not wait:
             return
         final = _wait(client, view)
-    if json_out:
-        print_json(final)
-    err.print(_final_line(final), soft_wrap=True, markup=False)
+        if json_out:
+            print_json(final)
+        if final.phase is Phase.FAILED:  # the cause is usually at the end of its output
+            logs_cmd.print_tail(client, final)
+    err.print(render.final_line(final), soft_wrap=True, markup=False)
     raise typer.Exit(code=exit_code(final))
 
 
@@ -287,78 +300,6 @@ def exit_code(view: JobView) -> int:
     return 1
 
 
-def _final_line(view: JobView) -> str:
-    line = f"job {view.id} ({view.name}) {view.phase.value}"
-    if view.reason and view.reason != view.phase.value:
-        return f"{line}: {view.reason}"
-    if view.exit_code is not None and view.phase is not Phase.SUCCEEDED:
-        return f"{line} with exit code {view.exit_code}"
-    return line
-
-
-def ps(
-    all_phases: Annotated[
-        bool, typer.Option("--all", "-a", help="Also jobs that ended (default: active only).")
-    ] = False,
-    all_teams: Annotated[
-        bool, typer.Option("--all-teams", help="Jobs of every team, not only yours.")
-    ] = False,
-    phase: Annotated[
-        str | None, typer.Option(metavar="PHASE", help=f"Only jobs in this phase: {PHASES}.")
-    ] = None,
-    queue: Annotated[str | None, typer.Option(help="Only jobs in this queue.")] = None,
-    json_out: Json = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """List jobs, newest first: pending, starting and running ones unless --all or --phase."""
-    if phase is not None and phase not in PHASES.split(", "):
-        raise fail(f"--phase {phase!r}: choose one of {PHASES}")
-    with connect(url, token) as client, handled():
-        if phase is not None or all_phases:
-            jobs = client.jobs(phase=phase, queue=queue, all_teams=all_teams)
-        else:
-            jobs = [j for p in ACTIVE for j in client.jobs(p, queue, all_teams=all_teams)]
-            jobs.sort(key=lambda j: int(j.id) if j.id.isdigit() else 0, reverse=True)
-    if json_out:
-        print_json(jobs)
-        return
-    empty = "no jobs" if phase or all_phases else "no active jobs (gpupool ps --all shows ended)"
-    render.print_table(out, render.jobs_table(jobs), empty)
-
-
-def logs(
-    job: Ref,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Keep printing until the job ends.")
-    ] = False,
-    url: Url = None,
-    token: Token = None,
-) -> None:
-    """Print a job's output (stdout and stderr together)."""
-    with connect(url, token) as client, handled():
-        if follow:
-            for text in client.follow_logs(job):
-                _write(text)
-            return
-        job_id, offset = client.job(job).id, 0
-        while True:
-            chunk = client.logs(job_id, offset)
-            _write(chunk.data)
-            if chunk.complete or not chunk.data or chunk.offset == offset:
-                return
-            offset = chunk.offset
-
-
-def _write(text: str) -> None:
-    try:
-        sys.stdout.write(text)
-        sys.stdout.flush()
-    except BrokenPipeError:  # `gpupool logs JOB | head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        raise typer.Exit(code=0) from None
-
-
 def describe(job: Ref, json_out: Json = False, url: Url = None, token: Token = None) -> None:
     """Show one job: phase, why it waits, where it runs, what it asked for, its history."""
     with connect(url, token) as client, handled():
@@ -367,18 +308,6 @@ def describe(job: Ref, json_out: Json = False, url: Url = None, token: Token = N
         print_json(view)
     else:
         out.print(render.describe(view))
-
-
-def cancel(job: Ref, json_out: Json = False, url: Url = None, token: Token = None) -> None:
-    """Cancel a job: a pending one at once, a running one after SIGTERM and its grace period."""
-    with connect(url, token) as client, handled():
-        view = client.cancel(job)
-    if json_out:
-        print_json(view)
-    elif view.phase.final:
-        typer.echo(f"job {view.id} {view.phase.value}")
-    else:
-        typer.echo(f"cancel requested for job {view.id} (it was {view.phase.value})")
 
 
 def nodes(json_out: Json = False, url: Url = None, token: Token = None) -> None:

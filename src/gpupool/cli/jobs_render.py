@@ -94,8 +94,10 @@ def _why(view: JobView) -> str:
     return ""
 
 
-def jobs_table(jobs: Sequence[JobView], now: datetime | None = None) -> Table:
-    """One row per job: id, name, queue, phase, GPUs asked, where, age, short reason."""
+def jobs_table(jobs: Sequence[JobView], now: datetime | None = None,
+               wide: bool = False) -> Table:
+    """One row per job: id, name, queue, phase, GPUs asked, where, age, reason (cut to one
+    short line unless ``wide``: then whole, wrapped)."""
     rows = [
         (
             view.id,
@@ -114,12 +116,13 @@ def jobs_table(jobs: Sequence[JobView], now: datetime | None = None) -> Table:
         table.add_column(
             column, no_wrap=True, justify="right" if column == "ID" else "left", min_width=width
         )
-    table.add_column("REASON", no_wrap=True, overflow="ellipsis")
+    table.add_column("REASON", no_wrap=not wide, overflow="fold" if wide else "ellipsis")
     for view, row in zip(jobs, rows, strict=True):
         style = PHASE_STYLE[view.phase]
         cells = [escape(cell) for cell in row]
         cells[3] = f"[{style}]{cells[3]}[/]"
-        table.add_row(*cells, escape(shorten(_why(view))))
+        why = _why(view)
+        table.add_row(*cells, escape(why if wide else shorten(why)))
     return table
 
 
@@ -304,3 +307,13 @@ def print_table(console: Console, table: Table, empty: str) -> None:
         console.print(table)
     else:
         console.print(empty, style="dim")
+
+
+def final_line(view: JobView) -> str:
+    """How a job ended, in one line: ``job 7 (train) failed: failed (exit code 3)``."""
+    line = f"job {view.id} ({view.name}) {view.phase.value}"
+    if view.reason and view.reason != view.phase.value:
+        return f"{line}: {view.reason}"
+    if view.exit_code is not None and view.phase is not Phase.SUCCEEDED:
+        return f"{line} with exit code {view.exit_code}"
+    return line

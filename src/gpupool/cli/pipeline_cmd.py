@@ -16,10 +16,14 @@ from gpupool.cli.client_opts import (
     Token,
     Url,
     connect,
+    cut,
     fail,
+    fetch_limit,
     handled,
+    limit_option,
     out,
     print_json,
+    say_more,
 )
 from gpupool.cli.pipeline_render import dag_tree, runs_table
 from gpupool.schemas.pipelines import PipelineSpec, RunState, RunView
@@ -105,16 +109,20 @@ def validate(file: File, param: Params = None, url: Url = None, token: Token = N
 
 
 @app.command(name="ls")
+@app.command(name="list", hidden=True)
 def ls(state: Annotated[str | None, typer.Option(help="Only runs in this state.")] = None,
        name: Annotated[str | None, typer.Option(help="Only runs of this pipeline.")] = None,
+       limit: Annotated[int, limit_option(100, "runs")] = 100,
        json_out: Json = False, url: Url = None, token: Token = None) -> None:
     """List pipeline runs, newest first."""
     with connect(url, token) as gp, handled():
-        runs = gp.pipelines.runs(state, name)
+        runs, more = cut(gp.pipelines.runs(state, name, limit=fetch_limit(limit)), limit)
     if json_out:
         print_json(runs)
     else:
         out.print(runs_table(runs))
+    if more:
+        say_more(limit, "runs")
 
 
 @app.command()
@@ -214,6 +222,7 @@ def secret_set(
 
 
 @secret_app.command(name="ls")
+@secret_app.command(name="list", hidden=True)
 def secret_ls(json_out: Json = False, url: Url = None, token: Token = None) -> None:
     """List the team's secret names (never values)."""
     with connect(url, token) as gp, handled():

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from gpupool.core.cluster import NodeSpec
-from gpupool.core.frag import TargetWorkload
-from gpupool.sim.plot import plot_allocation
-from gpupool.sim.timed import TimedResult, run_timed, speed_up_arrivals
-from gpupool.sim.trace import TracePod
+if TYPE_CHECKING:
+    from rich.console import Console
 
-out = Console()
-err = Console(stderr=True)
+    from gpupool.core.cluster import NodeSpec
+    from gpupool.sim.timed import TimedResult
+    from gpupool.sim.trace import TracePod
+
+
+@functools.cache
+def consoles() -> tuple[Console, Console]:
+    """(stdout, stderr) consoles of the sim commands, made on first use (rich is imported
+    then, not to show the help)."""
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
 
 
 def run_timed_mode(
@@ -32,6 +38,19 @@ def run_timed_mode(
     speedup: float = 1.0,
 ) -> None:
     """Run every (policy, seed), print a table, and write JSON / plot when asked."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.table import Table
+
+    from gpupool.core.frag import TargetWorkload
+    from gpupool.sim.timed import run_timed, speed_up_arrivals
+
+    out, err = consoles()
     try:
         pods = speed_up_arrivals(trace, speedup) if speedup != 1.0 else list(trace)
         workload = TargetWorkload.from_requests(p.request for p in pods)
@@ -77,5 +96,7 @@ def run_timed_mode(
         json_out.write_text(json.dumps(payload, indent=1) + "\n")
         out.print(f"results written to {json_out}")
     if plot is not None:
+        from gpupool.sim.plot import plot_allocation
+
         plot_allocation(results, plot, f"GPU allocation over time — {title}")
         out.print(f"plot written to {plot}")

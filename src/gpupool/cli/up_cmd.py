@@ -3,38 +3,53 @@
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.markup import escape
 
-from gpupool.cli.up_access import AccessError, clear_text_warning, tls_files
+from gpupool.cli.choices import POLICIES, completer
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from gpupool.executors.base import Executor
     from gpupool.executors.inventory import LocalInventory
     from gpupool.executors.sandbox import Sandbox
+    from gpupool.server.db.database import Database
     from gpupool.server.settings import Settings
+    from gpupool.server.stopping import HoldingController
 
 DEFAULT_PORT = 8470
 
-err = Console(stderr=True)
+
+@functools.cache
+def _err() -> Console:
+    from rich.console import Console  # rich is imported when `up` runs, not for its help
+
+    return Console(stderr=True)
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    _err().print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
 def up(
-    port: int = typer.Option(DEFAULT_PORT, help="Port to listen on (at --host)."),
+    port: int = typer.Option(DEFAULT_PORT, metavar="PORT", help="Port to listen on (at --host)."),
     host: str | None = typer.Option(
-        None,
+        None, metavar="ADDRESS",
         help="Address to listen on (default $GPUPOOL_HOST or 127.0.0.1). Any other than a "
         "loopback address exposes the API to the network: serve HTTPS there (--tls-cert).",
     ),
@@ -48,32 +63,39 @@ def up(
         help="PEM private key (unencrypted) of --tls-cert (or $GPUPOOL_TLS_KEY).",
     ),
     home: Path | None = typer.Option(
-        None, help="Data directory (default $GPUPOOL_HOME or ~/.gpupool)."
+        None, metavar="DIR", help="Data directory (default $GPUPOOL_HOME or ~/.gpupool)."
     ),
     fake_gpus: str | None = typer.Option(
-        None,
+        None, metavar="GPUS",
         help="Declare GPUs on a machine without them, e.g. 4xA100-80GB,2xT4-16GB "
         "(or $GPUPOOL_FAKE_GPUS).",
     ),
     database_url: str | None = typer.Option(
-        None, help="Database URL (default SQLite in the data dir; or $GPUPOOL_DATABASE_URL)."
+        None, metavar="URL",
+        help="Database URL (default SQLite in the data dir; or $GPUPOOL_DATABASE_URL).",
     ),
-    policy: str | None = typer.Option(None, help="Placement policy (default gpupool)."),
-    tick: float = typer.Option(0.5, help="Seconds between scheduler passes when idle."),
+    policy: str | None = typer.Option(
+        None, metavar="POLICY", autocompletion=completer(POLICIES),
+        help=f"Placement policy: one of {', '.join(POLICIES)} (default gpupool, or "
+        "$GPUPOOL_POLICY).",
+    ),
+    tick: float = typer.Option(
+        0.5, metavar="SECONDS", help="Seconds between scheduler passes when idle."
+    ),
     ray: str | None = typer.Option(
-        None,
+        None, metavar="ADDRESS",
         help="Pool the nodes of a Ray cluster: its address (host:port), or 'local' to start "
         "a single-node head on 127.0.0.1 (or $GPUPOOL_RAY). Needs pip install 'gpupool[ray]'.",
     ),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1 (or --host, over HTTPS with --tls-cert and
-    --tls-key), SQLite state, this machine's GPUs."""
-    # The server stack is imported here so that other commands start fast.
-    import uvicorn
+    --tls-key), SQLite state, this machine's GPUs.
 
-    from gpupool.server.api.app import create_app
-    from gpupool.server.api.deps import AppContext
-    from gpupool.server.controller import Controller
+    It runs until `gpupool down` or Ctrl-C. Either way running jobs keep running and the next
+    `gpupool up` on the same data dir re-adopts them; pending jobs stay queued. `gpupool down
+    --drain` or `--cancel-jobs` stops with no job left running."""
+    # The server stack is imported here so that other commands start fast.
+    from gpupool.cli.up_access import clear_text_warning
     from gpupool.server.db.database import Database
     from gpupool.server.services.identity import bootstrap
     from gpupool.server.settings import Settings
@@ -96,6 +118,7 @@ def up(
     from gpupool.plugins.profiles import UnknownPolicyError
     from gpupool.server.isolation import private_data_dir, set_up
     from gpupool.server.sharing import SharingModeError, check_mode, detect, startup_lines
+    from gpupool.server.stopping import HoldingController
 
     try:  # a wrong mode is refused before anything is created
         check_mode(settings.sharing)
@@ -131,7 +154,7 @@ def up(
     except SharingModeError as exc:
         raise _fail(str(exc)) from None
     try:
-        controller = Controller(
+        controller = HoldingController(  # a Controller that `gpupool down --drain` can hold
             settings,
             db,
             executor,
@@ -147,6 +170,7 @@ def up(
     gpus = sum(len(n.gpus) for n in inventory.nodes)
     token = bootstrap(db, settings.token_file, gpus * 1000)
     settings.server_file.write_text(json.dumps({"url": settings.url, "pid": os.getpid()}) + "\n")
+    err = _err()
     kind = {"fake": "fake", "nvml": "NVML", "none": "no", "ray": "Ray"}[inventory.source]
     where_from = f"  {len(inventory.nodes)} Ray node(s)" if settings.ray else ""
     err.print(
@@ -171,19 +195,61 @@ def up(
     err.print(
         "submit a first job:  gpupool run --gpus 0.5 -- python -c 'print(1)'", highlight=False
     )
-    app = create_app(AppContext(settings, db, controller))
+    err.print("stop the server:     gpupool down, or Ctrl-C here (running jobs keep running; "
+              "see gpupool down --help)", highlight=False)
     try:
-        uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning",
-                    ssl_certfile=settings.tls_cert or None, ssl_keyfile=settings.tls_key or None)
+        _serve(settings, db, controller)
     finally:
         controller.launcher.close()  # also done at the app's shutdown; idempotent
         lock.close()
+
+
+def _serve(settings: Settings, db: Database, controller: HoldingController) -> None:
+    """Serve the API until Ctrl-C, SIGTERM or `gpupool down`, then say what happens to the
+    jobs; exit 130 after Ctrl-C, 3 when the server could not start (e.g. the port is taken)."""
+    import uvicorn
+
+    from gpupool.server.api.app import create_app
+    from gpupool.server.api.deps import AppContext
+    from gpupool.server.serving import Serving, signal_name
+    from gpupool.server.stopping import Stopper, counts, farewell
+
+    def stopping(sig: int) -> None:
+        again = "; Ctrl-C again skips waiting for requests in flight" if (
+            sig == signal.SIGINT) else ""
+        _err().print(f"gpupool: stopping ({signal_name(sig)}{again})", highlight=False)
+
+    app = create_app(AppContext(settings, db, controller))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            ssl_certfile=settings.tls_cert or None,
+                            ssl_keyfile=settings.tls_key or None)
+    server = Serving(config, stopping)
+    stopper = Stopper(db, controller, server.request_exit)
+    app.state.stopper = stopper
+    server.run()
+    if not server.started and server.signal is None:
+        raise typer.Exit(code=3)  # uvicorn said why (e.g. the address is in use)
+    if server.signal is not None:
+        why = signal_name(server.signal)
+    else:
+        why = f"gpupool down by {stopper.requested_by}"
+    try:
+        running, pending = counts(db)
+    except Exception:  # the database is gone: say what we can
+        _err().print(f"gpupool stopped ({why}).", highlight=False)
+    else:
+        _err().print(escape(farewell(why, running, pending, settings.home)), highlight=False,
+                     soft_wrap=True)
+    if server.signal == signal.SIGINT:
+        raise typer.Exit(code=130)
 
 
 def _checked_access(settings: Settings) -> Settings:
     """``settings`` with absolute TLS file paths and a plain host; exit 2 naming the problem
     when the TLS options (or $GPUPOOL_TLS_CERT / $GPUPOOL_TLS_KEY) cannot be used."""
     import dataclasses
+
+    from gpupool.cli.up_access import AccessError, tls_files
 
     try:
         cert, key = tls_files(settings.tls_cert, settings.tls_key)

@@ -40,6 +40,8 @@ def _read_window(path: str, offset: int, limit: int) -> tuple[bytes, int]:
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
+            if offset >= size:  # also past what seek accepts (e.g. 2**44)
+                return b"", size
             f.seek(offset)
             return f.read(limit + 3), size
     except FileNotFoundError:

@@ -64,9 +64,15 @@ class FitFilter:
             if short.any():
                 if request.is_sharing:
                     best = int(state.gpu_left[short].max())
-                    detail = f"at most {best} milli-GPU free on one GPU"
-                    if request.gpu_memory_mib:
-                        detail += f" (or under {request.gpu_memory_mib} MiB GPU memory free)"
+                    if request.gpu_memory_mib and best >= request.gpu_milli:
+                        detail = (f"under {request.gpu_memory_mib} MiB GPU memory free on "
+                                  "each GPU with the share free")
+                    else:
+                        detail = ("no GPU with any share free" if best <= 0 else
+                                  f"at most {best / 1000:g} of a GPU free on one GPU")
+                        if request.gpu_memory_mib:
+                            detail += (f" (or under {request.gpu_memory_mib} MiB GPU memory "
+                                       "free)")
                 else:
                     best = int(fit_count[short].max())
                     detail = "none free" if best == 0 else f"at most {best} free"

@@ -4,14 +4,22 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from gpupool.schemas.jobs import NAME_PATTERN
+from gpupool.schemas.units import finite_number
 from gpupool.schemas.values import Number
 
 UNIX_NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}$"
 MAX_TOKEN_LIFETIME_S = 10 * 366 * 86400
+# Optional bounded numbers: the bounds come before the validator, else pydantic writes them
+# into the OpenAPI as the unknown keywords ``ge``/``le`` (no minimum/maximum) inside ``| None``.
+GpuCount = Annotated[float, Field(ge=0, le=100000, allow_inf_nan=False),
+                     BeforeValidator(finite_number)]
+Lifetime = Annotated[float, Field(gt=0, le=MAX_TOKEN_LIFETIME_S, allow_inf_nan=False),
+                     BeforeValidator(finite_number)]
 
 
 class TeamCreate(BaseModel):
@@ -23,14 +31,18 @@ class TeamCreate(BaseModel):
 
 class TeamUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    quota_gpus: Number | None = Field(None, ge=0, le=100000)
-    borrow_limit_gpus: Number | None = Field(None, ge=0, le=100000)
+    quota_gpus: GpuCount | None = None
+    borrow_limit_gpus: GpuCount | None = None
 
 
 class TeamView(BaseModel):
     name: str
     quota_gpus: float
     borrow_limit_gpus: float
+    warning: str | None = Field(
+        default=None, description="Set by a create or update after which the teams' guaranteed "
+                          "quotas add up to more than the pool: they cannot all be honoured "
+                          "at once.")
 
 
 class UserCreate(BaseModel):
@@ -72,10 +84,8 @@ class UserDeleted(BaseModel):
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(pattern=NAME_PATTERN)
-    expires_in_s: Number | None = Field(
+    expires_in_s: Lifetime | None = Field(
         default=None,
-        gt=0,
-        le=MAX_TOKEN_LIFETIME_S,
         description="Seconds until the token stops working; null: it never expires.",
     )
 

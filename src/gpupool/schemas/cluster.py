@@ -5,13 +5,31 @@ from __future__ import annotations
 from pydantic import BaseModel, Field
 
 
+class GpuShare(BaseModel):
+    """One running job's hold on one GPU."""
+
+    job: str = Field(description='The job\'s id, or "(other team)" for a job you may not see.')
+    milli: int = Field(description="Its compute share in thousandths of the GPU (1000: all of "
+                       "it; 0: a memory-only share).")
+    memory_limit_mib: int = Field(description="Its GPU memory limit: the GPU memory it asked "
+                                  "for, else its fraction of the card's (0: none known).")
+
+
 class GpuView(BaseModel):
     index: int
     model: str
     memory_mib: int
     allocated_milli: int
-    allocated_memory_mib: int
+    allocated_memory_mib: int = Field(
+        description="GPU memory its jobs asked for explicitly (`gpu_memory`), as the scheduler "
+        "counts it: jobs asking for a fraction only add nothing here (see "
+        "`reserved_memory_mib`).")
+    reserved_memory_mib: int = Field(
+        0, description="The sum of its jobs' GPU memory limits (`shares`): may exceed "
+        "`memory_mib` when fraction-only and memory-only shares overlap.")
     jobs: list[str] = Field(default_factory=list)
+    shares: list[GpuShare] = Field(
+        default_factory=list, description="Each job's share, in the order of `jobs`.")
 
 
 class NodeView(BaseModel):

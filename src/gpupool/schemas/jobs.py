@@ -18,7 +18,10 @@ from gpupool.schemas.units import (
 
 MiB = Annotated[int, BeforeValidator(parse_mib)]
 MemoryMiB = Annotated[int, BeforeValidator(mib_at_most(MAX_MEMORY_MIB, "per node"))]
-GpuMemoryMiB = Annotated[int, BeforeValidator(mib_at_most(MAX_GPU_MEMORY_MIB, "per GPU"))]
+# The bounds come before the validator: else, inside ``| None``, pydantic writes them into the
+# OpenAPI as the unknown keywords ``ge``/``le`` instead of minimum/maximum.
+GpuMemoryMiB = Annotated[int, Field(ge=1, le=MAX_GPU_MEMORY_MIB),
+                         BeforeValidator(mib_at_most(MAX_GPU_MEMORY_MIB, "per GPU"))]
 Number = BeforeValidator(finite_number)
 """Numeric fields refuse JSON booleans and NaN/Infinity (see ``finite_number``)."""
 MAX_GPUS_PER_NODE = 64
@@ -40,6 +43,16 @@ class Phase(StrEnum):
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
 
 
+class JobOrder(StrEnum):
+    """How a job listing is sorted."""
+
+    NEWEST = "newest"
+    """Newest first (by id)."""
+    QUEUE = "queue"
+    """As the scheduler takes a queue's jobs: higher priority first, then first come first
+    served (the scheduler also puts jobs within their queue's quota ahead of borrowers)."""
+
+
 class JobSpec(BaseModel):
     """A job as submitted. ``gpus`` is 0 (none), a fraction below 1 (a share of one GPU), or
     a whole number of GPUs; ``gpu_memory`` alone asks for a share with that much GPU memory.
@@ -53,8 +66,7 @@ class JobSpec(BaseModel):
     command: list[str] = Field(min_length=1, description="Program and arguments.")
     name: str | None = Field(None, pattern=NAME_PATTERN)
     gpus: Annotated[float, Number] = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
-    gpu_memory: GpuMemoryMiB | None = Field(
-        None, ge=1, le=MAX_GPU_MEMORY_MIB, description="Per-GPU memory, e.g. 20GiB.")
+    gpu_memory: GpuMemoryMiB | None = Field(None, description="Per-GPU memory, e.g. 20GiB.")
     gpu_model: str | None = Field(None, min_length=1, max_length=64)
     cpu: Annotated[float, Number] = Field(0, ge=0, le=MAX_CPU, description="CPU cores.")
     memory: MemoryMiB = Field(
@@ -173,3 +185,5 @@ class LogChunk(BaseModel):
     data: str
     offset: int = Field(description="Where the next read should start.")
     complete: bool = Field(description="True once the job ended and the log is read to the end.")
+    size: int = Field(0, description="The log's size in bytes at this read: a read from "
+                      "`size - N` gives its last N bytes.")

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from gpupool.schemas.units import parse_mib
+from gpupool.schemas.units import finite_number, parse_mib
 from gpupool.schemas.values import Integer, Number
 
 MiB = Annotated[int, BeforeValidator(parse_mib)]
@@ -23,6 +23,7 @@ OUTPUT_NAME = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 SECRET_NAME = r"^[A-Za-z_][A-Za-z0-9_.-]{0,99}$"
 FailureKind = Literal["failure", "timeout", "error"]
+# Bounds of an optional number come before its validator (see schemas.admin.GpuCount).
 
 
 class _Strict(BaseModel):
@@ -41,7 +42,7 @@ class Resources(_Strict):
     """What a job step asks for, as a job would (``gpus``: fraction below 1 or whole)."""
 
     gpus: Number = Field(0, ge=0, le=64)
-    gpu_memory: MiB | None = Field(None, ge=1)
+    gpu_memory: Annotated[int, Field(ge=1), BeforeValidator(parse_mib)] | None = None
     gpu_model: str | None = Field(None, min_length=1, max_length=64)
     cpu: Number = Field(0, ge=0, le=1024)
     memory: MiB = Field(0, ge=0)
@@ -103,7 +104,8 @@ class StepSpec(_Strict):
     depends_on: list[str] = Field(default_factory=list)
     secrets: list[SecretRef] = Field(default_factory=list)
     retry: Retry = Field(default_factory=lambda: Retry.model_validate({}))
-    timeout_s: Number | None = Field(None, gt=0, le=7 * 86400)
+    timeout_s: Annotated[float, Field(gt=0, le=7 * 86400, allow_inf_nan=False),
+                         BeforeValidator(finite_number)] | None = None
     allow_failure: bool = False
     workdir: str | None = None
 

@@ -12,10 +12,29 @@ It speaks the wire contract (``gpupool.schemas``) only; see ``discover`` for how
 and token are found.
 """
 
-from gpupool.sdk.client import AsyncClient, Client
+from typing import TYPE_CHECKING, Any
+
+from gpupool.sdk.client import Client
 from gpupool.sdk.config import ServerConfig, discover
 from gpupool.sdk.errors import ApiError, ConfigError
-from gpupool.sdk.pipelines import Pipelines
+
+if TYPE_CHECKING:
+    from gpupool.sdk.async_client import AsyncClient
+    from gpupool.sdk.pipelines import Pipelines
+
+
+def __getattr__(name: str) -> Any:
+    # Imported on first use: a CLI command that needs neither asyncio nor YAML starts faster.
+    if name == "AsyncClient":
+        from gpupool.sdk.async_client import AsyncClient
+
+        return AsyncClient
+    if name == "Pipelines":
+        from gpupool.sdk.pipelines import Pipelines
+
+        return Pipelines
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "ApiError", "AsyncClient", "Client", "ConfigError", "Pipelines", "ServerConfig", "discover",

@@ -7,7 +7,6 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from gpupool.schemas.admin import (
-    AuditEvent,
     TeamView,
     TokenCreate,
     TokenInfo,
@@ -67,7 +66,3 @@ def revoke_token(token_id: int) -> Call[TokensRevoked]:
 
 def revoke_user_tokens(user: str) -> Call[TokensRevoked]:
     return Call("POST", f"{API}/users/{_name(user)}/tokens/revoke", _one(TokensRevoked))
-
-
-def audit(limit: int) -> Call[list[AuditEvent]]:
-    return Call("GET", f"{API}/audit", _many(AuditEvent), params={"limit": str(int(limit))})

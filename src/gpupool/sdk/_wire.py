@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import ssl
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -25,7 +25,7 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
 from gpupool.sdk.config import CA_FILE_ENV
 from gpupool.sdk.errors import ApiError
 
@@ -45,9 +45,19 @@ class Call(Generic[T]):
     method: str
     path: str
     parse: Callable[[Any], T]
-    params: dict[str, str] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    paged: bool = False
+    """A page of a listing: ``parse`` gets ``{"items": rows, "next": cursor or None}``."""
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of a listing; ``next_cursor`` is None on the last."""
+
+    items: list[T]
+    next_cursor: str | None
 
 
 def _one(model: type[M]) -> Callable[[Any], M]:
@@ -83,6 +93,18 @@ def whoami() -> Call[WhoAmI]:
     return Call("GET", f"{API}/whoami", _one(WhoAmI))
 
 
+def spec_of(spec: JobSpec | Mapping[str, Any] | None,
+            fields: Mapping[str, Any]) -> JobSpec | Mapping[str, Any]:
+    """The job of ``submit(spec)`` or ``submit(**fields)``; TypeError for both or neither."""
+    if spec is not None and fields:
+        raise TypeError("submit() takes a spec or JobSpec fields as keywords, not both "
+                        f"(got a spec and {', '.join(sorted(fields))})")
+    if spec is None and not fields:
+        raise TypeError("submit() needs a job: a JobSpec, a mapping, or fields as keywords, "
+                        "e.g. submit(command=['python', 'train.py'], gpus=0.5)")
+    return spec if spec is not None else fields
+
+
 def submit(spec: JobSpec | Mapping[str, Any], idempotency_key: str | None = None) -> Call[JobView]:
     """Validates a mapping locally first (pydantic ValidationError naming the field). The
     request carries ``idempotency_key``, or a fresh random one: resending this same Call
@@ -95,22 +117,22 @@ def submit(spec: JobSpec | Mapping[str, Any], idempotency_key: str | None = None
                 headers={IDEMPOTENCY_HEADER: key})
 
 
-def jobs(
-    phase: Phase | str | None = None,
+def job_filters(
+    phase: Phase | str | Sequence[Phase | str] | None = None,
     queue: str | None = None,
     name: str | None = None,
-    all_teams: bool = False,
-) -> Call[list[JobView]]:
-    params: dict[str, str] = {}
+    order: JobOrder | str = JobOrder.NEWEST,
+) -> dict[str, str | list[str]]:
+    """The query of a job listing: ``phase`` one phase or several (any of them)."""
+    params: dict[str, str | list[str]] = {"order": JobOrder(order).value}
     if phase is not None:
-        params["phase"] = Phase(phase).value
+        phases = [phase] if isinstance(phase, str) else list(phase)
+        params["phase"] = [Phase(p).value for p in phases]
     if queue is not None:
         params["queue"] = queue
     if name is not None:
         params["name"] = name
-    if all_teams:
-        params["all_teams"] = "true"
-    return Call("GET", f"{API}/jobs", _many(JobView), params=params)
+    return params
 
 
 def job(job_id: str) -> Call[JobView]:
@@ -121,9 +143,23 @@ def cancel(job_id: str) -> Call[JobView]:
     return Call("POST", f"{API}/jobs/{job_id}/cancel", _one(JobView))
 
 
-def logs(job_id: str, offset: int) -> Call[LogChunk]:
+def logs(job_id: str, offset: int, limit: int | None = None) -> Call[LogChunk]:
     params = {"offset": str(offset)}
+    if limit is not None:
+        params["limit"] = str(limit)
     return Call("GET", f"{API}/jobs/{job_id}/logs", _one(LogChunk), params=params)
+
+
+TAIL_BYTES = 64 * 1024
+
+
+def last_lines(text: str, lines: int, cut: bool) -> str:
+    """The last ``lines`` lines of ``text`` (``cut``: it starts mid-log, so its first,
+    probably partial, line is dropped)."""
+    found = text.splitlines(keepends=True)
+    if cut and len(found) > 1:
+        found = found[1:]
+    return "".join(found[-lines:])
 
 
 def nodes() -> Call[list[NodeView]]:
@@ -177,7 +213,10 @@ def read(call: Call[T], response: httpx.Response) -> T:
     if not response.is_success:
         raise ApiError(response.status_code, error_message(response))
     try:
-        return call.parse(response.json())
+        data = response.json()
+        if call.paged:
+            data = {"items": data, "next": response.headers.get("X-Next-Cursor")}
+        return call.parse(data)
     except ValueError as exc:  # bad JSON, or pydantic's ValidationError (a ValueError)
         problem = _problem(exc)
         raise ApiError(

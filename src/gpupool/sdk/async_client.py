@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -20,8 +20,9 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
 from gpupool.sdk import _admin_wire as admin_wire
+from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
 from gpupool.sdk._base import DEFAULT_TIMEOUT, _Base
 from gpupool.sdk._tls import Verify
@@ -79,26 +80,35 @@ class AsyncClient(_Base):
         return await self._do(wire.whoami())
 
     async def submit(
-        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+        self, spec: JobSpec | Mapping[str, Any] | None = None, /, *,
+        idempotency_key: str | None = None, **fields: Any,
     ) -> JobView:
         """As ``Client.submit``."""
-        return await self._do(wire.submit(spec, idempotency_key))
+        return await self._do(wire.submit(wire.spec_of(spec, fields), idempotency_key))
 
     async def jobs(
         self,
-        phase: Phase | str | None = None,
+        phase: Phase | str | Sequence[Phase | str] | None = None,
         queue: str | None = None,
         name: str | None = None,
         all_teams: bool = False,
+        *,
+        order: JobOrder | str = JobOrder.NEWEST,
+        limit: int | None = None,
     ) -> list[JobView]:
-        return await self._do(wire.jobs(phase, queue, name, all_teams))
+        """Jobs visible to the caller (an admin sees every team's: ``all_teams`` changes
+        nothing), filtered by what is given (``phase``: one or several), in ``order``
+        (newest first, or ``"queue"``: as the scheduler takes them). Every match, following
+        the server's pages, or only the first ``limit``."""
+        filters = wire.job_filters(phase, queue, name, order)
+        return await _paging.acollect(self._do, f"{wire.API}/jobs", JobView, filters, limit)
 
     async def job(self, ref: str | int) -> JobView:
         found = wire.job_id(ref)
         if found is not None:
             return await self._do(wire.job(found))
         name = str(ref).strip()
-        latest = wire.newest_named(name, await self.jobs(name=name))
+        latest = wire.newest_named(name, await self.jobs(name=name, limit=1))
         return await self._do(wire.job(latest.id))
 
     async def cancel(self, ref: str | int) -> JobView:
@@ -106,6 +116,14 @@ class AsyncClient(_Base):
 
     async def logs(self, ref: str | int, offset: int = 0) -> LogChunk:
         return await self._do(wire.logs(await self._id(ref), offset))
+
+    async def log_tail(self, ref: str | int, lines: int = 20) -> str:
+        """As ``Client.log_tail``."""
+        job_id = await self._id(ref)
+        size = (await self._do(wire.logs(job_id, 0, limit=1))).size
+        start = max(0, size - wire.TAIL_BYTES)
+        chunk = await self._do(wire.logs(job_id, start, limit=wire.TAIL_BYTES))
+        return wire.last_lines(chunk.data, lines, cut=start > 0)
 
     async def follow_logs(self, ref: str | int, poll: float = 0.3) -> AsyncIterator[str]:
         job_id, offset = await self._id(ref), 0
@@ -183,5 +201,5 @@ class AsyncClient(_Base):
     async def revoke_user_tokens(self, user: str) -> TokensRevoked:
         return await self._do(admin_wire.revoke_user_tokens(user))
 
-    async def audit(self, limit: int = 100) -> list[AuditEvent]:
-        return await self._do(admin_wire.audit(limit))
+    async def audit(self, limit: int | None = 100) -> list[AuditEvent]:
+        return await _paging.acollect(self._do, f"{wire.API}/audit", AuditEvent, {}, limit)

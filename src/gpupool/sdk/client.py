@@ -16,9 +16,9 @@ does not check out fails every request with an ApiError(0) naming the URL.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -33,18 +33,29 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
 from gpupool.sdk import _admin_wire as admin_wire
+from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
 from gpupool.sdk._base import DEFAULT_TIMEOUT, _Base
 from gpupool.sdk._tls import Verify
-from gpupool.sdk.async_client import AsyncClient
 from gpupool.sdk.config import ServerConfig
-from gpupool.sdk.pipelines import Pipelines
+
+if TYPE_CHECKING:
+    from gpupool.sdk.async_client import AsyncClient
+    from gpupool.sdk.pipelines import Pipelines
 
 T = TypeVar("T")
 
 __all__ = ["DEFAULT_TIMEOUT", "AsyncClient", "Client"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "AsyncClient":  # imported on first use (asyncio costs a CLI command time)
+        from gpupool.sdk.async_client import AsyncClient
+
+        return AsyncClient
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Client(_Base):
@@ -69,8 +80,17 @@ class Client(_Base):
             base_url=self.config.url, headers=self._headers, timeout=timeout, transport=transport,
             verify=self._verify,
         )
-        self.pipelines = Pipelines(self._do)
-        """Pipeline runs, schedules and secrets (gpupool.sdk.pipelines)."""
+        self._pipelines: Pipelines | None = None
+
+    @property
+    def pipelines(self) -> Pipelines:
+        """Pipeline runs, schedules and secrets (gpupool.sdk.pipelines; imported on first
+        use, with YAML)."""
+        if self._pipelines is None:
+            from gpupool.sdk.pipelines import Pipelines
+
+            self._pipelines = Pipelines(self._do)
+        return self._pipelines
 
     def __enter__(self) -> Client:
         return self
@@ -102,25 +122,35 @@ class Client(_Base):
         return self._do(wire.whoami())
 
     def submit(
-        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+        self, spec: JobSpec | Mapping[str, Any] | None = None, /, *,
+        idempotency_key: str | None = None, **fields: Any,
     ) -> JobView:
-        """Submit a job; the answer is the new job (normally pending).
+        """Submit a job; the answer is the new job (normally pending). The job is ``spec``
+        (a JobSpec or a mapping of its fields) or the JobSpec fields as keywords:
+        ``submit(command=["python", "train.py"], gpus=0.5, memory="16GiB")``.
 
         Each call sends an ``Idempotency-Key`` header: ``idempotency_key``, or a fresh
         uuid4. Calling again with the same key and spec (within 24 h) answers the job the
         first call created instead of queueing another; the same key with another spec is
         an ApiError(422)."""
-        return self._do(wire.submit(spec, idempotency_key))
+        return self._do(wire.submit(wire.spec_of(spec, fields), idempotency_key))
 
     def jobs(
         self,
-        phase: Phase | str | None = None,
+        phase: Phase | str | Sequence[Phase | str] | None = None,
         queue: str | None = None,
         name: str | None = None,
         all_teams: bool = False,
+        *,
+        order: JobOrder | str = JobOrder.NEWEST,
+        limit: int | None = None,
     ) -> list[JobView]:
-        """Jobs visible to the caller, newest first, filtered by what is given."""
-        return self._do(wire.jobs(phase, queue, name, all_teams))
+        """Jobs visible to the caller (an admin sees every team's: ``all_teams`` changes
+        nothing), filtered by what is given (``phase``: one or several), in ``order``
+        (newest first, or ``"queue"``: as the scheduler takes them). Every match, following
+        the server's pages, or only the first ``limit``."""
+        filters = wire.job_filters(phase, queue, name, order)
+        return _paging.collect(self._do, f"{wire.API}/jobs", JobView, filters, limit)
 
     def job(self, ref: str | int) -> JobView:
         """One job with its events; ApiError(404) when no job matches ``ref``."""
@@ -128,7 +158,7 @@ class Client(_Base):
         if found is not None:
             return self._do(wire.job(found))
         name = str(ref).strip()
-        latest = wire.newest_named(name, self.jobs(name=name))
+        latest = wire.newest_named(name, self.jobs(name=name, limit=1))
         return self._do(wire.job(latest.id))
 
     def cancel(self, ref: str | int) -> JobView:
@@ -138,6 +168,14 @@ class Client(_Base):
     def logs(self, ref: str | int, offset: int = 0) -> LogChunk:
         """The job's output from ``offset``; read again from ``chunk.offset`` for more."""
         return self._do(wire.logs(self._id(ref), offset))
+
+    def log_tail(self, ref: str | int, lines: int = 20) -> str:
+        """The last ``lines`` lines of the job's output (from its last 64 KiB)."""
+        job_id = self._id(ref)
+        size = self._do(wire.logs(job_id, 0, limit=1)).size
+        start = max(0, size - wire.TAIL_BYTES)
+        chunk = self._do(wire.logs(job_id, start, limit=wire.TAIL_BYTES))
+        return wire.last_lines(chunk.data, lines, cut=start > 0)
 
     def follow_logs(self, ref: str | int, poll: float = 0.3) -> Iterator[str]:
         """Non-empty pieces of output as they come, until the job ended and all was read."""
@@ -232,6 +270,7 @@ class Client(_Base):
         """Admin only: revoke every token of ``user``."""
         return self._do(admin_wire.revoke_user_tokens(user))
 
-    def audit(self, limit: int = 100) -> list[AuditEvent]:
-        """Admin only: the newest admin actions and refused sign-ins, newest first."""
-        return self._do(admin_wire.audit(limit))
+    def audit(self, limit: int | None = 100) -> list[AuditEvent]:
+        """Admin only: the newest ``limit`` admin actions and refused sign-ins (every one
+        when None), newest first."""
+        return _paging.collect(self._do, f"{wire.API}/audit", AuditEvent, {}, limit)

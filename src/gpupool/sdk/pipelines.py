@@ -35,6 +35,7 @@ from gpupool.schemas.pipelines import (
     ValidateRequest,
     ValidateView,
 )
+from gpupool.sdk import _paging
 from gpupool.sdk._wire import API, Call
 
 T = TypeVar("T")
@@ -100,16 +101,15 @@ class Pipelines:
         return result
 
     def runs(self, state: RunState | str | None = None, name: str | None = None,
-             limit: int = 100) -> list[RunView]:
-        """Runs visible to the caller, newest first (without their steps)."""
-        params = {"limit": str(limit)}
+             limit: int | None = 100) -> list[RunView]:
+        """The newest ``limit`` runs visible to the caller (every one when None), newest
+        first, without their steps."""
+        params: dict[str, str | list[str]] = {}
         if state is not None:
             params["state"] = RunState(state).value
         if name is not None:
             params["name"] = name
-        result: list[RunView] = self._do(Call("GET", f"{API}/pipeline-runs", _many(RunView),
-                                              params=params))
-        return result
+        return _paging.collect(self._do, f"{API}/pipeline-runs", RunView, params, limit)
 
     def get(self, run_id: str | int) -> RunView:
         """One run with its steps (states, outputs, stored file paths)."""

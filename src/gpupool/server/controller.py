@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 
 from sqlalchemy import select, update
 
+from gpupool.core.capacity import never_fits
 from gpupool.core.cluster import Allocation, ClusterState
 from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import RequestError
@@ -101,6 +102,15 @@ class Controller:
     def models(self) -> tuple[str, ...]:
         return self.state.models
 
+    def never_fits(self, spec: JobSpec) -> str | None:
+        """Why no node of this fixed pool could ever hold ``spec`` (its whole capacity, not
+        what is free), else None. A pool whose nodes come and go (``membership``, e.g. Ray)
+        may grow: None, and the job's pending reason says it cannot fit as the pool is now."""
+        if self.membership is not None:
+            return None
+        state = self.state  # read once: the loop may swap in a new state
+        return never_fits(state, to_request(0, spec, "", state.models), spec.nodes)
+
     def wake(self, capacity_changed: bool = False) -> None:
         """Run a step soon. ``capacity_changed`` (quota edits) makes it reconsider every
         pending job, not only new ones."""
@@ -120,11 +130,20 @@ class Controller:
         self.launcher.close()  # the server stops: so do its MPS daemons
 
     def _run(self) -> None:
+        failing = ""  # the failure last logged, while steps keep failing (an outage)
         while not self._halt.is_set():
             try:
                 self.step()
-            except Exception:  # the loop must survive any one bad step
-                log.exception("scheduler loop step failed")
+            except Exception as exc:  # the loop must survive any one bad step
+                # Logged once per outage (e.g. the database down), not on every tick.
+                if problem_text(exc) != failing:
+                    failing = problem_text(exc)
+                    log.exception("scheduler loop step failed; retrying every tick "
+                                  "(logged again only if the failure changes)")
+            else:
+                if failing:
+                    log.warning("scheduler loop steps succeed again")
+                failing = ""
             self._wake.wait(self.settings.tick_seconds)
             # Coalesce a burst of submits into one step (costs at most a few ms of latency).
             time.sleep(STEP_COALESCE_S)

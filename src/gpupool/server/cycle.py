@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field, replace
 
+from gpupool.core.capacity import never_fits
 from gpupool.core.cluster import Allocation
 from gpupool.core.quota import QuotaBook
 from gpupool.core.request import Gang, Request
@@ -202,7 +203,8 @@ def _place_or_reason(
     if refusal is not None:
         # Say first what the cluster lacks (it matters even once quota frees up).
         if shape not in physical:
-            physical[shape] = failed.get(shape) or (
+            physical[shape] = failed.get(shape) or never_fits(
+                scheduler.state, job.request, job.nodes) or (
                 scheduler.why_not(job.request) if job.nodes == 1 else
                 (None if job.fits_somewhere(scheduler) else
                  f"needs {job.nodes} nodes with {job.request.describe()} each"))
@@ -213,8 +215,10 @@ def _place_or_reason(
         return known
     decision = job.place(scheduler)
     if not decision.placed:
-        failed[shape] = decision.reason
-        return decision.reason
+        # A request no node could ever hold says so, rather than what is free right now.
+        why = never_fits(scheduler.state, job.request, job.nodes) or decision.reason
+        failed[shape] = why
+        return why
     try:
         quota.add(job.queue, job.amount)
     except BaseException:

@@ -28,12 +28,14 @@ def finish(
 
 
 def requeue(db: Database, job_id: int, message: str, failures: int, now: float) -> None:
-    """Back to pending, holding nothing: placement, handles and stop request cleared."""
+    """Back to pending, holding nothing: placement, handles and stop request cleared, and the
+    last attempt's start, end and exit code too (its events keep them): the job shows as it
+    waits now, not as it ran before."""
     with db.session() as s:
         s.execute(update(Job).where(Job.id == job_id).values(
             phase=Phase.PENDING.value, node=None, gpus=None, ranks=None, handle=None,
             enforcement=None, stop_requested=None, stop_deadline=None, reason=message,
-            failures=failures))
+            failures=failures, started_at=None, ended_at=None, exit_code=None))
         s.add(JobEvent(job_id=job_id, at=now, phase=Phase.PENDING.value, message=message))
 
 

@@ -105,7 +105,7 @@ class Launcher:
     ) -> list[LaunchSpec]:
         """What identifies each process of an attempt (rank order), for lookups after a
         restart (the command and environment are not needed there)."""
-        gang = len(nodes) > 1
+        gang = len(nodes) > 1 or procs_per_node > 1  # as ``start`` decides
         specs = []
         for node_rank, node in enumerate(nodes):
             for local in range(procs_per_node if gang else 1):
@@ -128,7 +128,10 @@ class Launcher:
         handles: list[Handle] = []
         enforcement: str | None = None
         try:
-            dist = self._rendezvous(allocations) if len(allocations) > 1 else None
+            # Several nodes, or several processes on one: every process gets the distributed
+            # env (ranks, world size, rendezvous), as torchrun would give it.
+            multi = len(allocations) > 1 or spec.procs_per_node > 1
+            dist = self._rendezvous(allocations) if multi else None
             for node_rank, alloc in enumerate(allocations):
                 node_name = self.state.names[alloc.node]
                 physical = self.inventory.physical_gpus.get(node_name, ())

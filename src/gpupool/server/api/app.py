@@ -14,10 +14,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpupool import __version__
 from gpupool.server.api.deps import AppContext
+from gpupool.server.api.docs_pages import install_docs_pages
 from gpupool.server.api.hostile import SafeJSONResponse, refuse_hostile_input
 from gpupool.server.api.pipeline_routes import router as pipeline_router
 from gpupool.server.api.responses import errors
 from gpupool.server.api.routes import router
+from gpupool.server.api.server_routes import router as server_router
+from gpupool.server.api.storage_errors import install as install_storage_errors
+from gpupool.server.api.storage_errors import ping
 from gpupool.server.isolation import shell_executor
 from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.pipelines.http_guard import HttpGuard
@@ -86,15 +90,22 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     # Every route first refuses unstorable text and NaN/Infinity in its query, path and body
     # (422 naming the field), before authentication and before anything is written.
     app = FastAPI(title="gpupool", version=__version__, lifespan=lifespan,
-                  dependencies=[Depends(refuse_hostile_input)])
+                  dependencies=[Depends(refuse_hostile_input)],
+                  docs_url=None, redoc_url=None)  # offline pages: see docs_pages.py
     app.state.ctx = ctx
     app.state.pipelines = pipelines
     app.include_router(router)
     app.include_router(pipeline_router)
+    app.include_router(server_router)  # /api/v1/server: gpupool down
+    install_docs_pages(app)  # /docs and /redoc from packaged assets, no CDN
 
-    @app.get("/healthz", responses=errors(422))
+    @app.get("/healthz", responses=errors(422, 503))
     def healthz() -> dict[str, str]:
+        ping(ctx.db)  # 503 naming the database while it cannot be reached
         return {"status": "ok"}
+
+    # A full disk answers 507, an unreachable database 503 (api/storage_errors.py).
+    install_storage_errors(app, ctx.db, ctx.settings.home)
 
     @app.exception_handler(ServiceError)
     async def service_error(_request: Request, exc: ServiceError) -> JSONResponse:
@@ -109,7 +120,8 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     # mounted last so /api/v1, /healthz and /docs match first.
     # An API path with a method it does not serve answers the API's 405 (see _ApiAwareConsole).
     # FastAPI keeps an included router as one entry of app.router.routes: list its own routes.
-    api_routes = [*app.router.routes, *router.routes, *pipeline_router.routes]
+    api_routes = [*app.router.routes, *router.routes, *pipeline_router.routes,
+                  *server_router.routes]
     app.mount("/", _ApiAwareConsole(StaticFiles(directory=static_dir(), html=True), api_routes),
               name="console")
     return app

@@ -21,10 +21,12 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from pydantic_core import PydanticSerializationError
+from starlette.exceptions import HTTPException  # FastAPI raises Starlette's own
 
 from gpupool.schemas.values import MAX_PROBLEMS, find_problems, segment, text_problem
 
 _READS = {"GET", "HEAD"}
+_FASTAPI_PARSE_ERROR = "There was an error parsing the body"
 
 
 def _json_body_expected(request: Request) -> bool:
@@ -105,7 +107,7 @@ class SafeRoute(APIRoute):
             return super().get_route_handler()
         target.response_class = SafeJSONResponse
         try:
-            safe = super().get_route_handler()
+            safe = _body_errors_are_422(super().get_route_handler())
         finally:
             target.response_class = default
         if not self.methods or not self.methods <= _READS:
@@ -119,3 +121,25 @@ class SafeRoute(APIRoute):
                 return await safe(request)
 
         return handler
+
+
+def _body_errors_are_422(
+    handler: Callable[[Request], Coroutine[Any, Any, Response]],
+) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+    """``handler``, answering a JSON body that cannot even be decoded (not UTF-8: FastAPI's
+    bare 400 "There was an error parsing the body") with the 422 that malformed JSON gets,
+    naming the body: every invalid input is one documented 422."""
+
+    async def checked(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HTTPException as exc:
+            if exc.status_code != 400 or exc.detail != _FASTAPI_PARSE_ERROR:
+                raise
+            cause = exc.__cause__
+            why = ("not valid UTF-8" if isinstance(cause, UnicodeDecodeError)
+                   else "cannot be parsed as JSON")
+            raise RequestValidationError([{"loc": ("body",), "msg": why,
+                                           "type": "json_invalid"}]) from None
+
+    return checked

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request, status
+from fastapi import APIRouter, Depends, Path, Query, Request, Response, status
 
 from gpupool.schemas.pipelines import (
     PipelineLogs,
@@ -21,14 +21,15 @@ from gpupool.schemas.pipelines import (
 )
 from gpupool.server.api.deps import Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
-from gpupool.server.api.responses import API_ERRORS, errors
+from gpupool.server.api.paging import PAGED, Cursor, send_page
+from gpupool.server.api.responses import API_ERRORS, MAX_ID, errors
 from gpupool.server.pipelines import logs, runs, schedules
 from gpupool.server.pipelines.dag import PipelineInvalid, validate
 from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.services.errors import Invalid
 
 router = APIRouter(prefix="/api/v1", route_class=SafeRoute, responses=API_ERRORS)
-RunId = Annotated[int, Path(ge=1, le=2**62, description="pipeline run id")]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="pipeline run id")]
 Name = Annotated[str, Path(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,99}$")]
 
 
@@ -56,12 +57,16 @@ def create_run(body: RunCreate, ctx: Ctx, caller: Caller, eng: Engine) -> RunVie
     return runs.create(ctx.db, caller, new, eng.missing_secrets, eng.wake)
 
 
-@router.get("/pipeline-runs", response_model=list[RunView])
+@router.get("/pipeline-runs", response_model=list[RunView], responses=PAGED)
 def list_runs(
-    ctx: Ctx, caller: Caller, state: RunState | None = None, name: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 100,
+    ctx: Ctx, caller: Caller, request: Request, response: Response,
+    state: RunState | None = None, name: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=10000, description="Rows per page.")] = 100,
+    cursor: Cursor = None,
 ) -> list[RunView]:
-    return runs.list_runs(ctx.db, caller, state, name, limit)
+    """Runs your team may see, newest first, one page at a time."""
+    page = runs.list_runs(ctx.db, caller, state, name, limit, cursor)
+    return send_page(page, request, response)
 
 
 @router.get("/pipeline-runs/{run_id}", response_model=RunView, responses=errors(404))

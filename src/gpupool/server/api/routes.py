@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from gpupool.schemas.admin import (
@@ -22,17 +23,18 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
 from gpupool.schemas.sim import SimRunCreate, SimRunView, TraceFile
 from gpupool.server.api.deps import Address, AppContext, Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
-from gpupool.server.api.responses import API_ERRORS, errors
+from gpupool.server.api.paging import PAGED, Cursor, send_page
+from gpupool.server.api.responses import API_ERRORS, MAX_ID, errors
 from gpupool.server.services import admin, audit, cluster, jobs, simulation, tokens, users
 from gpupool.server.services.simulation import SimulationRunner
 
 router = APIRouter(prefix="/api/v1", route_class=SafeRoute, responses=API_ERRORS)
-JobId = Annotated[int, Path(ge=1, le=2**62, description="job id")]
-TokenId = Annotated[int, Path(ge=1, le=2**62, description="token id")]
+JobId = Annotated[int, Path(ge=1, le=MAX_ID, description="job id")]
+TokenId = Annotated[int, Path(ge=1, le=MAX_ID, description="token id")]
 
 
 @router.get("/whoami", response_model=WhoAmI)
@@ -61,22 +63,31 @@ async def submit_job(
     # On SQLite the insert takes well under a millisecond, less than the hop to the worker
     # thread pool, and writes are serialised anyway; PostgreSQL waits on the network and on
     # its commit, so concurrent submits go to threads there.
-    args = (ctx.db, caller, spec, ctx.controller.models, ctx.controller.wake)
-    if ctx.db.is_sqlite:
-        return jobs.submit(*args, idempotency_key=idempotency_key)
-    return await run_in_threadpool(jobs.submit, *args, idempotency_key=idempotency_key)
+    call = partial(jobs.submit, ctx.db, caller, spec, ctx.controller.models, ctx.controller.wake,
+                   idempotency_key=idempotency_key, never_fits=ctx.controller.never_fits)
+    return call() if ctx.db.is_sqlite else await run_in_threadpool(call)
 
 
-@router.get("/jobs", response_model=list[JobView])
+@router.get("/jobs", response_model=list[JobView], responses=PAGED)
 def list_jobs(
     ctx: Ctx,
     caller: Caller,
-    phase: Phase | None = None,
+    request: Request,
+    response: Response,
+    phase: Annotated[list[Phase] | None, Query(
+        description="Only jobs in these phases (repeat the parameter for several).")] = None,
     queue: str | None = None,
     name: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=10000)] = 1000,
+    order: Annotated[JobOrder, Query(
+        description="`newest` first, or `queue`: as the scheduler takes them (higher "
+                    "priority first, then first come first served).")] = JobOrder.NEWEST,
+    limit: Annotated[int, Query(ge=1, le=10000, description="Rows per page.")] = 1000,
+    cursor: Cursor = None,
 ) -> list[JobView]:
-    return jobs.list_jobs(ctx.db, caller, phase, queue, name, limit)
+    """Jobs your team may see (an admin: every team's), one page at a time: the headers say
+    when more exist (see the 200 answer)."""
+    page = jobs.list_jobs(ctx.db, caller, phase or (), queue, name, limit, order, cursor)
+    return send_page(page, request, response)
 
 
 @router.get("/jobs/{job_id}", response_model=JobView, responses=errors(404))
@@ -199,12 +210,14 @@ def revoke_token(token_id: TokenId, ctx: Ctx, caller: Caller, address: Address) 
     return tokens.revoke_token(ctx.db, caller, token_id, address)
 
 
-@router.get("/audit", response_model=list[AuditEvent], responses=errors(403))
+@router.get("/audit", response_model=list[AuditEvent], responses=errors(403) | PAGED)
 def list_audit(
-    ctx: Ctx, caller: Caller, limit: Annotated[int, Query(ge=1, le=10000)] = 100
+    ctx: Ctx, caller: Caller, request: Request, response: Response,
+    limit: Annotated[int, Query(ge=1, le=10000, description="Rows per page.")] = 100,
+    cursor: Cursor = None,
 ) -> list[AuditEvent]:
-    """Admin actions and refused sign-ins, newest first."""
-    return audit.list_events(ctx.db, caller, limit)
+    """Admin actions and refused sign-ins, newest first, one page at a time."""
+    return send_page(audit.list_events(ctx.db, caller, limit, cursor), request, response)
 
 
 def _sim(ctx: AppContext) -> SimulationRunner:

@@ -15,6 +15,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 MIGRATIONS = Path(__file__).resolve().parents[1] / "migrations"
+CONNECT_TIMEOUT_S = 5
+"""PostgreSQL: seconds to wait for a connection (unless the URL sets ``connect_timeout``)."""
 
 
 def normalise_url(url: str) -> str:
@@ -42,7 +44,13 @@ class Database:
         if self.is_sqlite:
             kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
         else:
+            # pre-ping: a connection the server lost (restarted, network cut) is replaced,
+            # not handed to a request. libpq waits forever for an unanswered connect by
+            # default: give up after CONNECT_TIMEOUT_S unless the URL says otherwise (the API
+            # answers 503, see api/storage_errors.py).
             kwargs.update(pool_size=10, max_overflow=20, pool_pre_ping=True)
+            if "connect_timeout" not in make_url(self.url).query:
+                kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)

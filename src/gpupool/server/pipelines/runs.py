@@ -19,6 +19,7 @@ from gpupool.server.db.pipeline_tables import PipelineRun, PipelineSchedule, Pip
 from gpupool.server.db.tables import Team, User
 from gpupool.server.pipelines import views
 from gpupool.server.pipelines.dag import PipelineInvalid, references, template_fields, validate
+from gpupool.server.services import paging
 from gpupool.server.services.errors import Conflict, Invalid, NotFound
 from gpupool.server.services.identity import Principal
 
@@ -121,9 +122,13 @@ def _visible(principal: Principal):  # type: ignore[no-untyped-def]
 
 
 def list_runs(db: Database, principal: Principal, state: RunState | None = None,
-              name: str | None = None, limit: int = 100) -> list[RunView]:
-    """Newest first, without steps (``get_run`` has them)."""
-    query = _visible(principal).order_by(PipelineRun.id.desc()).limit(limit)
+              name: str | None = None, limit: int = 100,
+              cursor: str | None = None) -> paging.Page[RunView]:
+    """One page, newest first (after ``cursor``'s run when given), without steps
+    (``get_run`` has them)."""
+    query = _visible(principal).order_by(PipelineRun.id.desc()).limit(limit + 1)
+    if cursor is not None:
+        query = query.where(PipelineRun.id < paging.decode(cursor, "pipeline-runs", 1)[0])
     if state is not None:
         query = query.where(PipelineRun.state == state.value)
     if name is not None:
@@ -131,7 +136,8 @@ def list_runs(db: Database, principal: Principal, state: RunState | None = None,
     with db.session() as s:
         rows = s.execute(query).all()
         names = _schedule_names(s, {r[0].schedule_id for r in rows if r[0].schedule_id})
-    return [views.run_view(r, t, u, [], names) for r, t, u in rows]
+    return paging.page_of(rows, limit, "pipeline-runs", lambda r: (r[0].id,),
+                          lambda r: views.run_view(r[0], r[1], r[2], [], names))
 
 
 def _schedule_names(s: Any, ids: set[int | None]) -> dict[int, str]:

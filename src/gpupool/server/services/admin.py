@@ -18,7 +18,7 @@ from gpupool.schemas.jobs import Phase
 from gpupool.schemas.pipelines import RunState
 from gpupool.server.db.database import Database
 from gpupool.server.db.pipeline_tables import PipelineRun, PipelineSchedule
-from gpupool.server.db.tables import Job, Team, User
+from gpupool.server.db.tables import Job, Node, Team, User
 from gpupool.server.services import audit
 from gpupool.server.services.errors import Conflict, Forbidden, NotFound
 from gpupool.server.services.identity import DEFAULT_TEAM, Principal, deleted_name
@@ -101,9 +101,11 @@ def create_team(db: Database, principal: Principal, body: TeamCreate, address: s
             audit.record(s, principal.user, "team.create", body.name,
                          f"quota {body.quota_gpus:g} GPUs, borrow limit "
                          f"{body.borrow_limit_gpus:g} GPUs", address)
+        view = _team_view(team)
     except IntegrityError:
         raise Conflict(f"name: a team named {body.name!r} already exists") from None
-    return _team_view(team)
+    view.warning = quota_warning(db)
+    return view
 
 
 def _live_team(s: Session, name: str) -> Team:
@@ -126,7 +128,26 @@ def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
             team.borrow_limit_milli = _milli(body.borrow_limit_gpus)
             changes.append(f"borrow limit {body.borrow_limit_gpus:g} GPUs")
         audit.record(s, principal.user, "team.update", name, ", ".join(changes), address)
-        return _team_view(team)
+        view = _team_view(team)
+    view.warning = quota_warning(db)
+    return view
+
+
+def quota_warning(db: Database) -> str | None:
+    """What to tell an admin when the live teams' guaranteed quotas add up to more than the
+    pool's GPUs (None when they fit, or before any node registered)."""
+    with db.read() as s:
+        quotas = s.execute(select(Team.name, Team.quota_milli).where(
+            Team.deleted_at.is_(None), Team.quota_milli > 0).order_by(Team.name)).all()
+        pool = sum(len(gpus or ()) for gpus in s.scalars(select(Node.gpus))) * 1000
+    total = sum(q for _, q in quotas)
+    if not pool or total <= pool:
+        return None
+    each = ", ".join(f"{n} {q / 1000:g}" for n, q in quotas[:_SHOWN])
+    more = f" and {len(quotas) - _SHOWN} more" if len(quotas) > _SHOWN else ""
+    return (f"guaranteed quotas add up to {total / 1000:g} GPUs ({each}{more}), more than the "
+            f"pool's {pool // 1000}: they cannot all be honoured at once (lower one: gpupool "
+            "admin team set NAME --quota-gpus N)")
 
 
 def delete_team(db: Database, principal: Principal, name: str, address: str = "") -> TeamView:

@@ -16,12 +16,13 @@ import time
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from gpupool.schemas.admin import AuditEvent as AuditView
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import AuditEvent
+from gpupool.server.services import paging
 from gpupool.server.services.errors import Forbidden
 
 if TYPE_CHECKING:  # identity records refusals here: import it for types only
@@ -69,18 +70,23 @@ def refused(
         record(s, actor, LOGIN_REFUSED, target, detail, address)
 
 
-def list_events(db: Database, principal: Principal, limit: int) -> list[AuditView]:
-    """The newest ``limit`` rows, newest first. Admin only."""
+def list_events(db: Database, principal: Principal, limit: int,
+                cursor: str | None = None) -> paging.Page[AuditView]:
+    """One page of rows, newest first (after ``cursor``'s row when given). Admin only."""
     if not principal.admin:
         raise Forbidden(f"user {principal.user!r} is not an admin: the audit log is admin only")
+    query = select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc())
+    if cursor is not None:
+        at, last = paging.decode(cursor, "audit", 2)
+        query = query.where(or_(AuditEvent.at < at,
+                                and_(AuditEvent.at == at, AuditEvent.id < last)))
     with db.read() as s:
-        rows = s.scalars(
-            select(AuditEvent).order_by(AuditEvent.at.desc(), AuditEvent.id.desc()).limit(limit)
-        ).all()
-    return [
-        AuditView(
-            id=r.id, at=datetime.fromtimestamp(r.at, UTC), actor=r.actor, action=r.action,
-            target=r.target, detail=r.detail, address=r.address,
-        )
-        for r in rows
-    ]
+        rows = s.scalars(query.limit(limit + 1)).all()
+    return paging.page_of(rows, limit, "audit", lambda r: (r.at, r.id), _view)
+
+
+def _view(r: AuditEvent) -> AuditView:
+    return AuditView(
+        id=r.id, at=datetime.fromtimestamp(r.at, UTC), actor=r.actor, action=r.action,
+        target=r.target, detail=r.detail, address=r.address,
+    )

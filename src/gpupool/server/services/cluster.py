@@ -3,43 +3,54 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Any
 
 from sqlalchemy import func, select
 
-from gpupool.schemas.cluster import GpuView, NodeView, QueueView
+from gpupool.schemas.cluster import GpuShare, GpuView, NodeView, QueueView
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Node, Team
+from gpupool.server.launch_env import gpu_memory_limit_mib
 from gpupool.server.services.identity import Principal
 
 ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
 
 
 def list_nodes(db: Database, principal: Principal) -> list[NodeView]:
-    """Every node and GPU; job ids of other teams are hidden from non-admins."""
+    """Every node and GPU with each running job's share of it; job ids of other teams are
+    hidden from non-admins."""
     with db.read() as s:
         nodes = s.scalars(select(Node).order_by(Node.name)).all()
         jobs = s.execute(
-            select(Job.id, Job.team_id, Job.node, Job.gpus, Job.gpu_milli, Job.gpu_memory_mib,
-                   Job.spec)
+            select(Job.id, Job.team_id, Job.node, Job.gpus, Job.ranks, Job.gpu_milli,
+                   Job.gpu_memory_mib, Job.spec)
             .where(Job.phase.in_(ACTIVE))
         ).all()
+    cards = {n.name: [int(g["memory_mib"]) for g in n.gpus] for n in nodes}
     cpu: dict[str, int] = defaultdict(int)
     mem: dict[str, int] = defaultdict(int)
-    milli: dict[tuple[str, int], int] = defaultdict(int)
-    gmem: dict[tuple[str, int], int] = defaultdict(int)
-    names: dict[tuple[str, int], list[str]] = defaultdict(list)
-    for job_id, team_id, node, gpus, gpu_milli, gpu_memory, raw in jobs:
-        if node is None:
-            continue
+    asked: dict[tuple[str, int], int] = defaultdict(int)
+    shares: dict[tuple[str, int], list[GpuShare]] = defaultdict(list)
+    for job_id, team_id, node, gpus, ranks, gpu_milli, gpu_memory, raw in jobs:
         spec = JobSpec.model_validate(raw)
-        cpu[node] += round(spec.cpu * 1000)
-        mem[node] += spec.memory
-        for g in gpus or ():
-            milli[(node, g)] += gpu_milli
-            gmem[(node, g)] += gpu_memory
-            visible = principal.admin or team_id == principal.team_id
-            names[(node, g)].append(str(job_id) if visible else "(other team)")
+        visible = principal.admin or team_id == principal.team_id
+        name = str(job_id) if visible else "(other team)"
+        # A multi-node job holds its whole request on every rank's node (as recovery.py
+        # restores it); ranks is null for a single-node job.
+        places = ([(r["node"], r["gpus"]) for r in ranks] if ranks
+                  else [(node, gpus or [])] if node is not None else [])
+        for where, held in places:
+            cpu[where] += round(spec.cpu * 1000)
+            mem[where] += spec.memory
+            # The limit the job's processes get (launch_env), from its smallest card there.
+            sizes = cards.get(where, [])
+            card = min((sizes[g] for g in held if g < len(sizes)), default=0)
+            limit = gpu_memory_limit_mib(gpu_milli, gpu_memory, card)
+            for g in held:
+                asked[(where, g)] += gpu_memory
+                shares[(where, g)].append(GpuShare(job=name, milli=gpu_milli,
+                                                   memory_limit_mib=limit))
     return [
         NodeView(
             name=n.name,
@@ -47,23 +58,28 @@ def list_nodes(db: Database, principal: Principal) -> list[NodeView]:
             memory_mib=n.memory_mib,
             cpu_allocated_milli=cpu[n.name],
             memory_allocated_mib=mem[n.name],
-            gpus=[
-                GpuView(
-                    index=i,
-                    model=g["model"],
-                    memory_mib=g["memory_mib"],
-                    allocated_milli=milli[(n.name, i)],
-                    allocated_memory_mib=gmem[(n.name, i)],
-                    jobs=names[(n.name, i)],
-                )
-                for i, g in enumerate(n.gpus)
-            ],
+            gpus=[_gpu_view(i, g, asked[(n.name, i)], shares[(n.name, i)])
+                  for i, g in enumerate(n.gpus)],
             labels=dict(n.labels),
             source=n.source,
             mechanisms=list(n.mechanisms or []),
         )
         for n in nodes
     ]
+
+
+def _gpu_view(index: int, card: dict[str, Any], asked_mib: int,
+              shares: list[GpuShare]) -> GpuView:
+    return GpuView(
+        index=index,
+        model=card["model"],
+        memory_mib=card["memory_mib"],
+        allocated_milli=sum(s.milli for s in shares),
+        allocated_memory_mib=asked_mib,
+        reserved_memory_mib=sum(s.memory_limit_mib for s in shares),
+        jobs=[s.job for s in shares],
+        shares=shares,
+    )
 
 
 def list_queues(db: Database, principal: Principal) -> list[QueueView]:

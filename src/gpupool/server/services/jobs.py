@@ -10,18 +10,26 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy import Connection, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 
 from gpupool.executors.local import read_text
 from gpupool.schemas.jobs import JobEvent as JobEventView
-from gpupool.schemas.jobs import JobSpec, JobView, LogChunk, Phase, Placement, RankPlacement
+from gpupool.schemas.jobs import (
+    JobOrder,
+    JobSpec,
+    JobView,
+    LogChunk,
+    Phase,
+    Placement,
+    RankPlacement,
+)
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Node, Team, User
 from gpupool.server.launch_env import gpu_memory_limit_mib
-from gpupool.server.services import idempotency
+from gpupool.server.services import idempotency, paging
 from gpupool.server.services.errors import Conflict, Forbidden, Invalid, NotFound
 from gpupool.server.services.identity import Principal
 
@@ -93,6 +101,7 @@ _INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
 def submit(
     db: Database, principal: Principal, spec: JobSpec, known_models: Sequence[str], wake: Wake,
     *, origin: str | None = None, idempotency_key: str | None = None,
+    never_fits: Callable[[JobSpec], str | None] | None = None,
 ) -> JobView:
     """Queue a job in the caller's team queue (or, for admins, any queue).
 
@@ -104,9 +113,15 @@ def submit(
 
     ``origin`` is for the server's own submitters only (the API never passes it): a unique
     mark by which ``find_by_origin`` finds the job again; a second submit with the same
-    origin fails (IntegrityError)."""
+    origin fails (IntegrityError).
+
+    ``never_fits``: why the pool could never hold ``spec`` (None: it could); such a job is
+    Invalid (422) with that reason, as it would wait forever."""
     key = idempotency.check_key(idempotency_key)
     resolve_gpu_model(spec.gpu_model, known_models)
+    impossible = never_fits(spec) if never_fits is not None else None
+    if impossible is not None:
+        raise Invalid(impossible)
     digest = idempotency.spec_hash(spec) if key is not None else ""
     queue = spec.queue or principal.team
     now = time.time()
@@ -212,20 +227,43 @@ def _visible(principal: Principal):  # type: ignore[no-untyped-def]
 def list_jobs(
     db: Database,
     principal: Principal,
-    phase: Phase | None = None,
+    phases: Sequence[Phase] = (),
     queue: str | None = None,
     name: str | None = None,
     limit: int = 1000,
-) -> list[JobView]:
-    query = _visible(principal).order_by(Job.id.desc()).limit(limit)
-    if phase is not None:
-        query = query.where(Job.phase == phase.value)
+    order: JobOrder = JobOrder.NEWEST,
+    cursor: str | None = None,
+) -> paging.Page[JobView]:
+    """One page of the jobs ``principal`` may see, in ``order``, of any of ``phases`` (all
+    when empty); ``cursor`` continues from an earlier page of the same order."""
+    kind = f"jobs:{order.value}"
+    query = _visible(principal)
+    if order is JobOrder.QUEUE:
+        query = query.order_by(Job.priority.desc(), Job.created_at, Job.id)
+        if cursor is not None:
+            prio, created, last = paging.decode(cursor, kind, 3)
+            query = query.where(or_(
+                Job.priority < prio,
+                and_(Job.priority == prio, or_(
+                    Job.created_at > created, and_(Job.created_at == created, Job.id > last)))))
+    else:
+        query = query.order_by(Job.id.desc())
+        if cursor is not None:
+            query = query.where(Job.id < paging.decode(cursor, kind, 1)[0])
+    if phases:
+        query = query.where(Job.phase.in_([p.value for p in phases]))
     if queue is not None:
         query = query.where(Job.queue == queue)
     if name is not None:
         query = query.where(Job.name == name)
     with db.read() as s:
-        return [job_view(j, t, u) for j, t, u in s.execute(query).all()]
+        rows = s.execute(query.limit(limit + 1)).all()
+
+    def key(row: Any) -> tuple[float, ...]:
+        job = row[0]
+        return (job.priority, job.created_at, job.id) if order is JobOrder.QUEUE else (job.id,)
+
+    return paging.page_of(rows, limit, kind, key, lambda r: job_view(r[0], r[1], r[2]))
 
 
 def find_by_origin(db: Database, principal: Principal, origin: str) -> str | None:
@@ -282,4 +320,5 @@ def read_logs(
     view = get_job(db, principal, job_id)
     text, end, size = read_text(str(runs_dir / str(job_id) / "log"), offset, limit,
                                 final=view.phase.final)
-    return LogChunk(data=text, offset=end, complete=view.phase.final and end >= size)
+    return LogChunk(data=text, offset=end, complete=view.phase.final and end >= size,
+                    size=size)

@@ -34,7 +34,20 @@ function detailOf(status, body) {
  * decoded JSON body; rejects with ApiError (status 0 when the server cannot be reached).
  * A 401 also fires the "gpupool:unauthorized" event so the app can return to sign-in.
  */
-export async function api(path, { method = "GET", body, token } = {}) {
+export async function api(path, options = {}) {
+  return (await call(path, options)).data;
+}
+
+/**
+ * One page of a paged listing at `path`: `{ items, next }`, where `next` is the cursor of the
+ * next page (the X-Next-Cursor header), or null when no more rows exist.
+ */
+export async function apiPage(path, options = {}) {
+  const { data, response } = await call(path, options);
+  return { items: data, next: response.headers.get("X-Next-Cursor") };
+}
+
+async function call(path, { method = "GET", body, token } = {}) {
   const headers = { Accept: "application/json" };
   const auth = token ?? getToken();
   if (auth) headers.Authorization = `Bearer ${auth}`;
@@ -65,7 +78,7 @@ export async function api(path, { method = "GET", body, token } = {}) {
     }
     throw error;
   }
-  return data;
+  return { data, response };
 }
 
 /** A query string from an object, skipping empty values. */

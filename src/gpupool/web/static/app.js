@@ -103,6 +103,15 @@ function showSignIn(message) {
   });
 }
 
+/** "ada · team vision", and for an admin a badge: the role is not run together with the names
+ * (the first admin is a user named "admin", which read "admin · team default · admin"). */
+function showWhoami(me) {
+  const names = h("span", { class: "who-name", title: `${me.user} · team ${me.team}` },
+    h("span", { class: "who-user" }, me.user), ` · team ${me.team}`);
+  const badge = me.admin ? h("span", { class: "who-admin", title: "Administrator: sees and manages every team" }, "Admin") : null;
+  fill(whoamiEl, names, badge ? [" ", badge] : null);
+}
+
 function route() {
   if (!state.me) {
     showSignIn();
@@ -110,7 +119,7 @@ function route() {
   }
   stopCurrent();
   topbar.hidden = false;
-  whoamiEl.textContent = `${state.me.user} · team ${state.me.team}${state.me.admin ? " · admin" : ""}`;
+  showWhoami(state.me);
   const { path, params } = parseHash();
   const found = ROUTES.map((r) => ({ r, m: r.pattern.exec(path) })).find((x) => x.m);
   for (const link of document.querySelectorAll("#nav a")) {

@@ -53,6 +53,16 @@ export function milliAsGpus(milli) {
   return gpus(milli / 1000);
 }
 
+/**
+ * A count as the console's other numbers show it: "678", "12,345", never "678.0". A mean of
+ * counts (e.g. over seeds) keeps one decimal where it has one: "35.5".
+ */
+export function formatCount(value) {
+  const n = Number(value);
+  if (value === null || value === undefined || value === "" || !Number.isFinite(n)) return "—";
+  return n.toLocaleString(undefined, { maximumFractionDigits: 1 });
+}
+
 export function mib(value) {
   const n = Number(value) || 0;
   if (n >= 1024 * 1024) return `${trim(n / (1024 * 1024))} TiB`;

@@ -40,19 +40,34 @@ function total(label, value, note, testid) {
 }
 
 function slices(gpu, jobsById) {
-  // The API names the jobs on a GPU (others' as "(other team)") and their summed share;
-  // shares of jobs we may see come from their placement, the rest is split evenly.
-  const known = [];
-  const hidden = [];
-  for (const id of gpu.jobs) {
-    const job = jobsById.get(id);
-    if (job && job.placement) known.push({ id, job, milli: job.placement.gpu_milli || 1000 });
-    else hidden.push(id);
-  }
-  const knownMilli = known.reduce((s, k) => s + k.milli, 0);
-  const rest = Math.max(0, gpu.allocated_milli - knownMilli);
-  const each = hidden.length ? rest / hidden.length : 0;
-  return [...known, ...hidden.map((id) => ({ id, job: null, milli: each }))];
+  // The API lists each job's share of the GPU (another team's job as "(other team)").
+  return gpu.shares.map((s) => ({ id: s.job, job: jobsById.get(s.job) || null, milli: s.milli, limit: s.memory_limit_mib }));
+}
+
+const TERMS_SHOWN = 4; // more shares than this are summed up, not spelt out
+
+/** "a + b = sum" for a few terms, "sum" alone for one, "sum (n jobs)" for many. */
+function summed(terms, sum) {
+  if (terms.length <= 1) return sum;
+  if (terms.length > TERMS_SHOWN) return `${sum} (${terms.length} jobs)`;
+  return `${terms.join(" + ")} = ${sum}`;
+}
+
+/**
+ * What the GPU's jobs hold, e.g. "0.5 + 0.25 = 0.75 of 1 GPU allocated · memory limits
+ * 40 GiB + 20 GiB = 60 GiB of 80 GiB". A job asking for a fraction gets that fraction of the
+ * card's memory as its limit, so the limits tell what is reserved (the scheduler's own
+ * memory count, allocated_memory_mib, holds only explicit gpu_memory asks).
+ */
+export function gpuUsage(gpu) {
+  const shares = gpu.shares || [];
+  const compute = shares.filter((s) => s.milli > 0); // memory-only shares take no compute
+  const used = `${summed(compute.map((s) => milliAsGpus(s.milli)), milliAsGpus(gpu.allocated_milli))} of 1 GPU allocated`;
+  if (!shares.length) return `${used} · ${mib(gpu.memory_mib)} of memory free`;
+  const limits = shares.map((s) => (s.memory_limit_mib ? mib(s.memory_limit_mib) : "no limit"));
+  const reserved = gpu.reserved_memory_mib;
+  const over = reserved > gpu.memory_mib ? " (the limits overlap: more than the card holds)" : "";
+  return `${used} · memory limit${shares.length === 1 ? "" : "s"} ${summed(limits, mib(reserved))} of ${mib(gpu.memory_mib)}${over}`;
 }
 
 function gpuRow(node, gpu, jobsById, needs) {
@@ -63,17 +78,20 @@ function gpuRow(node, gpu, jobsById, needs) {
   const shadeByTeam = new Map();
   for (const s of slices(gpu, jobsById)) {
     const width = `${(s.milli / 10).toFixed(2)}%`;
+    // A memory-only share (no compute fraction) still gets a sliver, so it is seen.
+    const cls = s.milli ? "slice" : "slice slice-memory-only";
+    const share = `${s.milli ? `${milliAsGpus(s.milli)} GPU` : "memory only"} · memory limit ${s.limit ? mib(s.limit) : "none"}`;
     if (s.job) {
       const shade = shadeByTeam.get(s.job.team) || 0;
       shadeByTeam.set(s.job.team, shade + 1);
-      const title = `job ${s.id} · ${s.job.name} · team ${s.job.team} · ${milliAsGpus(s.milli)} GPU · ${s.job.user}`;
+      const title = `job ${s.id} · ${s.job.name} · team ${s.job.team} · ${share} · ${s.job.user}`;
       bar.append(h("a", {
-        class: "slice", href: `#/jobs/${s.id}`, title, "data-job": s.id, "data-team": s.job.team,
+        class: cls, href: `#/jobs/${s.id}`, title, "data-job": s.id, "data-team": s.job.team,
         style: { width, background: sliceColour(s.job.team, shade) },
       }, h("span", { class: "slice-label" }, `#${s.id} ${s.job.name}`)));
     } else {
       const label = /^\d+$/.test(s.id) ? `#${s.id}` : "other team";
-      bar.append(h("span", { class: "slice slice-hidden", title: `${label} · ${milliAsGpus(s.milli)} GPU`,
+      bar.append(h("span", { class: `${cls} slice-hidden`, title: `${label} · ${share}`,
         style: { width } }, h("span", { class: "slice-label" }, label)));
     }
   }
@@ -90,8 +108,7 @@ function gpuRow(node, gpu, jobsById, needs) {
       h("span", { class: "gpu-model" }, gpu.model),
       h("span", { class: "gpu-mem" }, mib(gpu.memory_mib))),
     bar,
-    h("div", { class: "gpu-foot muted" },
-      `${milliAsGpus(gpu.allocated_milli)} of 1 GPU allocated · memory ${mib(gpu.allocated_memory_mib)} of ${mib(gpu.memory_mib)}`,
+    h("div", { class: "gpu-foot muted", "data-testid": "gpu-usage" }, gpuUsage(gpu),
       frag ? ` · ${milliAsGpus(frag)} fragmented` : ""));
 }
 
@@ -103,8 +120,9 @@ function nodeCard(node, jobsById, needs) {
       h("span", { class: "chip" }, node.source === "fake" ? "fake GPUs" : node.source),
       labels),
     h("p", { class: "muted node-res" },
-      `CPU ${milliAsGpus(node.cpu_allocated_milli)} of ${milliAsGpus(node.cpu_milli)} cores · `,
-      `memory ${mib(node.memory_allocated_mib)} of ${mib(node.memory_mib)} · ${node.gpus.length} GPU${node.gpus.length === 1 ? "" : "s"}`),
+      `${node.gpus.length} GPU${node.gpus.length === 1 ? "" : "s"} · requested by jobs: `,
+      `CPU ${milliAsGpus(node.cpu_allocated_milli)} of ${milliAsGpus(node.cpu_milli)} cores, `,
+      `memory ${mib(node.memory_allocated_mib)} of ${mib(node.memory_mib)}`),
     node.gpus.length ? node.gpus.map((g) => gpuRow(node, g, jobsById, needs))
       : h("p", { class: "muted" }, "No GPUs on this node."));
 }

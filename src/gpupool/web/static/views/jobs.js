@@ -1,9 +1,11 @@
 // Jobs view: every job the token may see, filtered by phase and queue (by the API) and by
 // free text over id, name and user (here). Filters live in the URL: #/jobs?phase=running.
 
-import { api, query } from "../api.js";
+import { api, apiPage, query } from "../api.js";
 import { changeTracker, emptyRow, fill, gpuRequest, h, PHASES, phaseBadge, td, timeCell } from "../dom.js";
 
+const PAGE = 200;
+const MAX_ROWS = 10000;
 const COLUMNS = ["Job", "Name", "Queue", "User", "Phase", "Asks", "Placement", "Submitted", "Why it waits"];
 
 function placementText(job) {
@@ -38,6 +40,13 @@ export function mount(root, ctx) {
   const text = h("input", { id: "filter-text", type: "search", name: "q", placeholder: "id, name or user",
     value: params.get("q") || "", autocomplete: "off" });
   const count = h("p", { class: "muted", "aria-live": "polite" });
+  let rows = PAGE;
+  let more = false;
+  const showMore = h("button", { type: "button", class: "button", "data-testid": "jobs-more", hidden: true,
+    onclick: () => {
+      rows = Math.min(rows + PAGE, MAX_ROWS);
+      refresh().catch((err) => ctx.showBanner(err.message));
+    } }, "Show more");
   const body = h("tbody", {}, emptyRow(9, "Loading…"));
   let jobs = [];
   let knownQueues = false;
@@ -51,7 +60,8 @@ export function mount(root, ctx) {
     count,
     h("div", { class: "table-wrap" }, h("table", { class: "table stack", "data-testid": "jobs-table" },
       h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col" }, c)))),
-      body)));
+      body)),
+    showMore);
 
   function syncUrl() {
     const hash = `#/jobs${query({ phase: phase.value, queue: queue.value, q: text.value.trim() })}`;
@@ -64,15 +74,18 @@ export function mount(root, ctx) {
       ? jobs.filter((j) => [j.id, `#${j.id}`, j.name, j.user].some((f) => f.toLowerCase().includes(needle)))
       : jobs;
     count.textContent = `${shown.length} job${shown.length === 1 ? "" : "s"} shown`
-      + (shown.length !== jobs.length ? ` of ${jobs.length}` : "");
+      + (shown.length !== jobs.length ? ` of the ${jobs.length} loaded` : "")
+      + (more ? ` — the newest ${jobs.length}; older jobs exist` : "");
+    showMore.hidden = !more || rows >= MAX_ROWS;
     fill(body, shown.length ? shown.map(row) : emptyRow(9, "No jobs match."));
   }
 
   async function refresh() {
     const wanted = { phase: phase.value, queue: queue.value };
-    const [list, queues] = await Promise.all([
-      api(`jobs${query(wanted)}`), knownQueues ? null : api("queues"),
+    const [page, queues] = await Promise.all([
+      apiPage(`jobs${query({ ...wanted, limit: rows })}`), knownQueues ? null : api("queues"),
     ]);
+    const list = page.items;
     if (queues) {
       knownQueues = true;
       const have = new Set([...queue.options].map((o) => o.value));
@@ -80,13 +93,15 @@ export function mount(root, ctx) {
     }
     // A filter changed while this request was in flight: its own refresh will render.
     if (wanted.phase !== phase.value || wanted.queue !== queue.value) return;
-    if (!changedData("list", [wanted, list])) return;
+    if (!changedData("list", [wanted, list, page.next !== null])) return;
     jobs = list;
+    more = page.next !== null;
     render();
   }
 
   let debounce = null;
   const changed = () => {
+    rows = PAGE;
     syncUrl();
     refresh().catch((err) => ctx.showBanner(err.message));
   };

@@ -3,7 +3,7 @@
 // coloured and labelled by its state — plus step details, a step's log, cancel and retry.
 // Only the REST API is used; it masks secrets, and nothing here asks for their values.
 
-import { api } from "../api.js";
+import { api, apiPage } from "../api.js";
 import { changeTracker, definitionList, emptyRow, errorBox, fill, h, td, timeCell } from "../dom.js";
 
 const SVG = "http://www.w3.org/2000/svg";
@@ -279,19 +279,26 @@ function mountRun(root, ctx) {
 
 const COLUMNS = ["Run", "Pipeline", "State", "Trigger", "Priority", "User", "Created", "Started", "Ended"];
 
+const RUNS_SHOWN = 100;
+
 function mountList(root) {
   const body = h("tbody", {}, emptyRow(COLUMNS.length, "Loading…"));
+  const older = h("p", { class: "muted", "data-testid": "runs-older", hidden: true },
+    `The newest ${RUNS_SHOWN} runs; older runs exist (gpupool pipeline ls --limit 0 lists every one).`);
   fill(root,
     h("div", { class: "view-head" }, h("h1", {}, "Pipelines")),
     h("p", { class: "muted" }, "Runs of DAG pipelines. Start one with ",
       h("code", {}, "gpupool pipeline run FILE.yaml"), " or the API."),
     h("div", { class: "table-wrap" }, h("table", { class: "table stack", "data-testid": "runs-table" },
-      h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col" }, c)))), body)));
+      h("thead", {}, h("tr", {}, COLUMNS.map((c) => h("th", { scope: "col" }, c)))), body)),
+    older);
   const changed = changeTracker();
 
   async function refresh() {
-    const runs = await api("pipeline-runs");
-    if (!changed("runs", runs)) return;
+    const page = await apiPage(`pipeline-runs?limit=${RUNS_SHOWN}`);
+    const runs = page.items;
+    if (!changed("runs", [runs, page.next !== null])) return;
+    older.hidden = page.next === null;
     if (!runs.length) {
       fill(body, emptyRow(COLUMNS.length, "No pipeline runs yet."));
       return;

@@ -1,9 +1,10 @@
 // Queues view: each team's quota, usage, borrowed capacity, and its pending jobs with the
 // scheduler's reason for each.
 
-import { api } from "../api.js";
+import { api, query } from "../api.js";
 import { changeTracker, emptyRow, fill, gpuRequest, gpus, h, td, teamHue, timeCell } from "../dom.js";
 
+const HEAD = 50;
 const COLUMNS = ["Job", "Name", "User", "Asks", "Priority", "Waiting since", "Why it waits"];
 
 function usageBar(q) {
@@ -52,7 +53,23 @@ function queueCard(q, pending) {
       h("div", {}, h("span", { class: "total-label" }, "May borrow"), h("span", { class: "fact" }, `${gpus(q.borrow_limit_gpus)} GPU`))),
     usageBar(q),
     h("h3", {}, "Pending jobs"),
-    pendingTable(pending));
+    pendingTable(pending),
+    q.pending > pending.length
+      ? h("p", { class: "muted", "data-testid": `queue-more-${q.name}` },
+        `The first ${pending.length} of ${q.pending} pending jobs, in the order the scheduler takes them; `,
+        h("a", { href: `#/jobs${query({ phase: "pending", queue: q.name })}` }, "all of them"), ".")
+      : null);
+}
+
+function quotaWarning(queues, nodes) {
+  // Guarantees beyond the pool cannot all be honoured at once: say so, naming the teams.
+  const pool = nodes.reduce((sum, n) => sum + n.gpus.length, 0);
+  const guaranteed = queues.reduce((sum, q) => sum + q.quota_gpus, 0);
+  if (!pool || guaranteed <= pool + 1e-9) return null;
+  const each = queues.filter((q) => q.quota_gpus > 0).map((q) => `${q.name} ${gpus(q.quota_gpus)}`).join(", ");
+  return h("p", { class: "banner warning", role: "status", "data-testid": "quota-warning" },
+    `Guaranteed quotas add up to ${gpus(guaranteed)} GPUs (${each}), more than the pool's ${pool}: `
+    + "they cannot all be honoured at once. Lower one with gpupool admin team set NAME --quota-gpus N.");
 }
 
 export function mount(root) {
@@ -60,23 +77,22 @@ export function mount(root) {
   fill(root,
     h("div", { class: "view-head" }, h("h1", {}, "Queues"),
       h("p", { class: "muted" }, "One queue per team: its guaranteed quota, what it uses and borrows beyond it, and why each pending job waits. ",
-        "Pending jobs are listed by priority, then age.")),
+        "Pending jobs are listed as the scheduler takes them: by priority, then age.")),
     list);
 
   const changed = changeTracker();
   async function refresh() {
-    const [queues, pending] = await Promise.all([api("queues"), api("jobs?phase=pending")]);
-    if (!changed("all", [queues, pending])) return;
-    const byQueue = new Map();
-    for (const j of pending) {
-      if (!byQueue.has(j.queue)) byQueue.set(j.queue, []);
-      byQueue.get(j.queue).push(j);
-    }
-    for (const js of byQueue.values()) {
-      js.sort((a, b) => b.priority - a.priority || a.created_at.localeCompare(b.created_at) || Number(a.id) - Number(b.id));
-    }
-    fill(list, queues.length ? queues.map((q) => queueCard(q, byQueue.get(q.name) || []))
-      : h("p", { class: "muted" }, "No queues you may see."));
+    const [queues, nodes] = await Promise.all([api("queues"), api("nodes")]);
+    // Each queue's head of the line, in the scheduler's order, asked of the server: a
+    // client-side sort of one capped listing would hide the oldest jobs of a long queue.
+    const heads = await Promise.all(queues.map((q) => (q.pending
+      ? api(`jobs${query({ phase: "pending", queue: q.name, order: "queue", limit: HEAD })}`)
+      : [])));
+    if (!changed("all", [queues, heads, nodes.length])) return;
+    const byQueue = new Map(queues.map((q, i) => [q.name, heads[i]]));
+    fill(list, quotaWarning(queues, nodes),
+      queues.length ? queues.map((q) => queueCard(q, byQueue.get(q.name) || []))
+        : h("p", { class: "muted" }, "No queues you may see."));
   }
   return { title: "Queues", refresh };
 }

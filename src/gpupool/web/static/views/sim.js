@@ -5,11 +5,14 @@
 // SVG chart of unallocated GPUs against arrived demand, and summed up in a table.
 
 import { ApiError, api, getToken } from "../api.js";
-import { bytes, changeTracker, fill, h, td, timeCell } from "../dom.js";
+import { bytes, changeTracker, fill, formatCount, h, td, timeCell } from "../dom.js";
 
-/** Policies offered as checkboxes; the API has the last word (its message is shown). */
+/** Policies offered as checkboxes, as the API's SimRunCreate lists them (its OpenAPI enum;
+ * the API has the last word and its message is shown). */
 export const POLICIES = ["random", "dotprod", "clustering", "packing", "bestfit", "fgd", "binpack", "spread", "gpupool"];
-const DEFAULT_POLICIES = new Set(["bestfit", "fgd"]);
+/** Ticked at first: gpupool's own policy (what `gpupool up` schedules with) against the FGD
+ * paper's two strongest. */
+const DEFAULT_POLICIES = new Set(["bestfit", "fgd", "gpupool"]);
 const COLOURS = {
   random: "#8a94a3", dotprod: "#e07b00", clustering: "#8e44ad", packing: "#0f9bb0", bestfit: "#2f62d8",
   fgd: "#d0342c", binpack: "#1f8a4c", spread: "#a0652a", gpupool: "#18202c",
@@ -181,8 +184,8 @@ function resultTable(policies) {
         return td(`Unalloc. @${x}%`, { class: "num" }, isBest ? h("strong", { class: "best" }, pct(v)) : pct(v));
       }),
       td("Frag. @100%", { class: "num" }, pct(p.frag_pct ? p.frag_pct["100"] : null)),
-      td("Decisions/s", { class: "num" }, Number.isFinite(p.decisions_per_second) ? Math.round(p.decisions_per_second).toLocaleString() : "—"),
-      td("Failed tasks", { class: "num" }, pct(p.failed_tasks_mean)));
+      td("Decisions/s", { class: "num" }, Number.isFinite(p.decisions_per_second) ? formatCount(Math.round(p.decisions_per_second)) : "—"),
+      td("Failed tasks", { class: "num" }, formatCount(p.failed_tasks_mean)));
   });
   return [h("div", { class: "table-wrap" },
     h("table", { class: "table stack sim-table", "data-testid": "sim-table" }, h("thead", {}, head), h("tbody", {}, rows))),
@@ -414,7 +417,7 @@ export function mount(root, ctx) {
     const req = run.request;
     const meta = run.result && run.result.meta;
     fill(resultHead, h("strong", {}, `Run ${run.id}`), ` · ${traceLabel(req)}`,
-      meta ? ` · ${meta.nodes} nodes, ${meta.gpus} GPUs, ${Number(meta.tasks).toLocaleString()} tasks` : "",
+      meta ? ` · ${formatCount(meta.nodes)} nodes, ${formatCount(meta.gpus)} GPUs, ${formatCount(meta.tasks)} tasks` : "",
       ` · seeds ${req.seeds.join(", ")} · tune ${req.tune}`);
     progress.hidden = FINAL.has(run.status);
     progress.max = Math.max(1, run.runs_total);
