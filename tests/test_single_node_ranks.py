@@ -14,8 +14,11 @@ from server_harness import Server, make_server, submit, wait_for
 
 KEYS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "NODE_RANK", "MASTER_ADDR",
         "MASTER_PORT", "CUDA_VISIBLE_DEVICES", "PET_NPROC_PER_NODE")
+# One write per line: jobs run with PYTHONUNBUFFERED=1, so a print of several arguments is
+# several writes, and the ranks' writes interleave in the job's one log.
 PRINT_ENV = ("import os\n"
-             f"print('rank', *(k + '=' + os.environ.get(k, '-') for k in {KEYS!r}), flush=True)\n")
+             f"line = ' '.join(['rank', *(k + '=' + os.environ.get(k, '-') for k in {KEYS!r})])\n"
+             "os.write(1, (line + '\\n').encode())\n")
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +46,7 @@ def test_four_processes_on_one_node_get_ranks_0_to_3(server: Server) -> None:
     assert view["phase"] == "succeeded", (view, text)
     lines = [dict(kv.split("=", 1) for kv in x.split()[1:])
              for x in text.splitlines() if x.startswith("rank ")]
-    assert sorted(int(x["RANK"]) for x in lines) == [0, 1, 2, 3]
+    assert sorted(int(x["RANK"]) for x in lines) == [0, 1, 2, 3], (text, view)
     for x in lines:
         assert (x["WORLD_SIZE"], x["LOCAL_WORLD_SIZE"], x["NODE_RANK"]) == ("4", "4", "0")
         assert x["LOCAL_RANK"] == x["RANK"]
