@@ -59,7 +59,7 @@ from _common import RESULTS, machine, parked_token
 from slurm_cluster import APT, SlurmCluster, missing, one_node_slurm, proc_cpu_seconds
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from server_harness import Server, _kill_leftover_jobs
+from server_harness import Server, make_server
 
 POLL_S = 0.010  # latency polling, both systems
 FINISH_POLL_S = 0.25  # "all finished" polling, both systems
@@ -219,19 +219,11 @@ def gp_submitter(url: str, token: str) -> Callable[[], Worker]:
 def gpupool_server(gpus: int, tick: float) -> Iterator[Server]:
     """``gpupool up`` on SQLite with ``gpus`` fake A100s and ``--tick`` (tests/
     server_harness.py's Server: the admin's jobs run as root without the sandbox); torn
-    down on the way out, as make_server does."""
+    down on the way out."""
     with tempfile.TemporaryDirectory() as tmp:
         # the harness passes --tick 0.2 first; the last --tick given wins
-        server = Server(Path(tmp) / "home", "", f"{gpus}xA100-80GB",
-                        extra_args=("--tick", f"{tick:g}"))
-        server.home.mkdir(parents=True)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
-            _kill_leftover_jobs(server.home)
-            shutil.rmtree(server.work_dir, ignore_errors=True)
+        yield from make_server("sqlite", Path(tmp), f"{gpus}xA100-80GB",
+                               extra_args=("--tick", f"{tick:g}"))
 
 
 def gpupool_label(tick: float) -> str:

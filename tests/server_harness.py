@@ -184,9 +184,11 @@ def backend_params() -> list[object]:
 
 
 def make_server(backend: str, tmp_path: Path, fake_gpus: str,
-                extra_env: dict[str, str] | None = None) -> Iterator[Server]:
-    """Yield a started server on ``backend`` (with ``extra_env`` in its environment); drop its
-    PostgreSQL schema afterwards."""
+                extra_env: dict[str, str] | None = None,
+                extra_args: tuple[str, ...] = ()) -> Iterator[Server]:
+    """Yield a started server on ``backend`` (with ``extra_env`` in its environment and
+    ``extra_args`` after `gpupool up`'s own, e.g. another ``--tick``: the last one wins);
+    drop its PostgreSQL schema afterwards."""
     url = ""
     schema = ""
     if backend == "postgres":
@@ -196,7 +198,8 @@ def make_server(backend: str, tmp_path: Path, fake_gpus: str,
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA {schema}")
         url = f"{PG_URL}?options=-csearch_path%3D{schema}"
-    server = Server(tmp_path / "home", url, fake_gpus, extra_env=dict(extra_env or {}))
+    server = Server(tmp_path / "home", url, fake_gpus, extra_env=dict(extra_env or {}),
+                    extra_args=extra_args)
     server.home.mkdir(parents=True)
     server.start()
     try:

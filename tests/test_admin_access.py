@@ -369,15 +369,19 @@ def test_every_admin_operation_refuses_strangers_and_non_admins(
         calls = [("get", "/tokens"), ("post", "/tokens/1/revoke"),
                  ("post", f"/users/{victim}/tokens/revoke"), ("post", f"/users/{victim}/disable"),
                  ("post", f"/users/{victim}/enable"), ("delete", f"/users/{victim}"),
-                 ("delete", f"/teams/{team}"), ("get", "/audit")]
+                 ("delete", f"/teams/{team}"), ("get", "/audit"), ("get", "/server"),
+                 ("post", "/server/shutdown")]
+        body = {"mode": "leave"}  # sent to every POST: only the shutdown reads one
         nobody = httpx.Client(base_url=server.url + "/api/v1", timeout=30)
         forged = httpx.Client(base_url=server.url + "/api/v1", timeout=30,
                               headers={"Authorization": "Bearer gp_not-a-token"})
         with nobody, forged, server.client(make_user(server, admin, unique(names, "eve"))) as eve:
             for method, path in calls:
-                assert getattr(nobody, method)(path).status_code == 401, (method, path)
-                assert getattr(forged, method)(path).status_code == 401, (method, path)
-                assert getattr(eve, method)(path).status_code == 403, (method, path)
+                extra = {"json": body} if method == "post" else {}
+                for client, status in ((nobody, 401), (forged, 401), (eve, 403)):
+                    answer = client.request(method.upper(), path, **extra)
+                    assert answer.status_code == status, (method, path, answer.text)
+        assert admin.get("/server").status_code == 200  # still up: nobody stopped it
         users = {u["name"]: u for u in admin.get("/users").json()}
         assert victim in users and not users[victim]["disabled"]
         assert team in [t["name"] for t in admin.get("/teams").json()]
