@@ -40,39 +40,50 @@ TOP = {"after": 25}
 NOTES = """
 ## What changed, and what remains
 
-Before, every command imported every command module, and so the simulator (numpy,
-matplotlib) and all of the client; `ps` also printed up to 1,000 rows. After:
+Round 1 (its "after" row was 83, 76, 319 and 502 ms): every command imported every command
+module, and so the simulator (numpy, matplotlib) and all of the client; `ps` also printed up
+to 1,000 rows. Since then: commands are imported only when used (`cli/lazy.py`; `--help` lists
+them from a table and imports Typer alone), help is plain text (no rich), a `gpupool` process
+skips httpx's own command-line tool and pydantic's plugin scan (`cli/lean.py`), `ps` shows 200
+jobs by default, paged on the server, and the SDK builds no TLS context for an `http://`
+server and imports `sdk/pipelines.py` and `sdk/async_client.py` on first use only.
 
-- commands are imported only when used (`src/gpupool/cli/lazy.py`): `--help` lists them from a
-  table of one-line help and imports Typer alone; `ps` imports `ps_cmd`, not the other job and
-  admin commands; `sim` imports the simulator, numpy and (for `--plot`) matplotlib when it
-  runs, not for its help (the policy names of the help are a copy, checked by a test);
-- help is plain text (no rich import for it);
-- a `gpupool` process skips httpx's own command-line tool (click, pygments: ~30 ms), which
-  httpx imports whenever those are installed, and pydantic's scan of every installed
-  distribution for plugins (~10 ms) (`src/gpupool/cli/lean.py`);
-- `ps` shows 200 jobs by default, paged on the server (`src/gpupool/cli/ps_cmd.py`).
+Round 2 (the "after" row above): measured first, `ps` spent its time in imports (pydantic and
+the schemas' models, ~70 ms; httpx, httpcore and h11, ~50 ms), in Typer building a pydantic
+TypeAdapter for each option it parsed, in laying out 200 rows with a rich Table (~100 ms) and,
+on the server, in SQLite sorting 10,000 whole rows (~30 ms). Now:
 
-`--help` and `--version` meet the goal. `ps` does not yet: on this 2-CPU machine, shared with
-other work while these figures were taken (see the load averages), about 220-250 ms of its
-time is imports and 40-50 ms building the HTTP client, against ~10 ms for the request and
-~10 ms for the table (a timed run of its phases). What remains lies outside the CLI's own
-modules; measured here, largest first:
+- the table is drawn from the server's JSON objects (`sdk/raw.py`, `cli/job_cells.py`,
+  `cli/ps_table.py`): no model is built on the client, and the rows are laid out as rich lays
+  out that Table (same characters, colours, cuts; `tests/test_ps_fast.py` compares both at
+  widths from 8 to 250 columns, piped and in three colour systems), not by it: ~5 ms for 200
+  rows; `--json` still prints the validated models, and rows that are not plain ASCII (or
+  `--wide`) are still drawn by the rich Table;
+- `ps` imports neither pydantic nor `gpupool.schemas` nor rich's Table: Typer 0.2x builds a
+  pydantic TypeAdapter for every option it parses, even an unset `--install-completion`;
+  `cli/lean.py` (`lean_options`) takes plain `str`, `int` and `bool` values as Typer would
+  and leaves every other value to Typer (same values, same errors: tested);
+- a plain `http://` server is asked over a socket (`sdk/_plain.py`: the plainest HTTP/1.1
+  answer read there; any other answer or failure is sent again through httpx, whose answer or
+  error is the one shown), so `ps` imports neither httpx, httpcore, h11 nor `http.client`;
+- the server's listing chooses a page's ids from the ids alone before reading those rows
+  (`server/services/jobs.py`): SQLite used the phase index and sorted all 10,000 matching
+  rows, specs included, for the 201 it returned (~30 ms, now ~1 ms).
 
-1. `httpx.Client()` builds a TLS context and loads certifi's CA bundle (35-45 ms), even for
-   an `http://` server. The SDK (`sdk/_base.py`, `sdk/_tls.py`) could build it only for an
-   `https://` URL (it only ever requests paths under its base URL).
-2. `sdk/client.py` imports `sdk/pipelines.py` (yaml, `schemas/pipelines.py`: ~30 ms) and
-   `sdk/async_client.py` (asyncio: ~10 ms) at import, for every command; both could be
-   imported on first use (`Client.pipelines`, `AsyncClient`).
-3. The pydantic models of `gpupool.schemas` cost ~35 ms to build at import (jobs, admin,
-   cluster, pipelines); `defer_build=True` on the models a command does not validate would
-   spare most of it.
-4. `rich` (~25 ms) for one table, and Typer (~25 ms) with pydantic under it, are what a
-   Typer CLI costs.
+Not changed, measured: the server validates each row's stored spec into a JobView and
+FastAPI serialises the page with pydantic's core (~4 ms and 0.7 ms for 200 rows): a
+hand-written serialiser would save little and have to follow every field another change
+adds to JobView.
 
-`ps -n 0` (every one of 10,000 jobs: ten pages fetched, validated and drawn as one rich table)
-was not profiled here.
+What remains, on this machine: Python itself (~20 ms), Typer (~45 ms with the standard
+modules it needs: inspect, ast, pathlib, enum), rich's Console (~35 ms: styles, themes,
+markup), the process's own modules (~15 ms), one request (~5 ms with 10 jobs; ~25 ms for a page
+of 200 of 10,000 on the server) and the table (~5 ms). The machine's speed varied over the
+day by up to 1.9 times (see the speed probe, and `--help`, whose code did not change since
+round 1: 83 ms then): the figures above were taken at {SPEED}.
+
+`ps -n 0` (every one of 10,000 jobs: ten pages of 1,000) is bound by the server (~150-200 ms
+a page: reading, validating and serialising 1,000 rows), not by the CLI (~0.8 s of CPU).
 """
 """Written by hand when the figures were taken (what they show, what remains)."""
 GOALS = {"help": 250, "version": 250, "ps_10": 250, "ps_10k": 300}
@@ -148,6 +159,20 @@ def submit_parked(server: Server, token: str, count: int, threads: int = 4) -> N
         w.join()
 
 
+def speed_probe(runs: int = 5) -> float:
+    """Median ms of a fixed pure-Python loop in this process: how fast the machine is at the
+    time (its speed varies over a day, shared as it is; the figures of two runs compare only
+    with their probes in mind)."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)
+
+
 def measure(label: str, src: str | None, runs: int, jobs: int) -> dict[str, Any]:
     env = dict(os.environ)
     env.pop("GPUPOOL_URL", None)
@@ -160,6 +185,7 @@ def measure(label: str, src: str | None, runs: int, jobs: int) -> dict[str, Any]
     result: dict[str, Any] = {"label": label, "src": src or "this checkout",
                               "machine": machine(), "runs": runs}
     result["load_before"] = os.getloadavg()[0]
+    result["probe_ms_before"] = speed_probe()
     new_cli = subprocess.run([GPUPOOL, "--version"], env=env, capture_output=True,
                              timeout=60).returncode == 0
     times: dict[str, Any] = {"help": timed([GPUPOOL, "--help"], env, runs)}
@@ -184,6 +210,7 @@ def measure(label: str, src: str | None, runs: int, jobs: int) -> dict[str, Any]
     result["imports_help"] = import_breakdown(["--help"], env, 5)
     result["times"] = times
     result["load_after"] = os.getloadavg()[0]
+    result["probe_ms_after"] = speed_probe()
     return result
 
 
@@ -220,9 +247,11 @@ def write_markdown(results: dict[str, Any]) -> None:
     for lbl in labels:
         r = results[lbl]
         ps = r["times"]["ps_10k"]
+        probe = (f"; speed probe (a 1,000,000-step Python loop) {r['probe_ms_before']:.0f} ms "
+                 f"before, {r['probe_ms_after']:.0f} ms after" if "probe_ms_before" in r else "")
         lines.append(f"- {lbl}: code from {r['src']}; load average {r['load_before']:.2f} "
-                     f"before, {r['load_after']:.2f} after; `gpupool ps` with 10,000 jobs "
-                     f"printed {ps['lines_out']:,} lines; `--version` ran as "
+                     f"before, {r['load_after']:.2f} after{probe}; `gpupool ps` with 10,000 "
+                     f"jobs printed {ps['lines_out']:,} lines; `--version` ran as "
                      f"`gpupool {' '.join(r['times']['version']['argv'])}`.")
     for lbl in reversed(labels):  # what remains first
         r = results[lbl]

@@ -49,7 +49,8 @@ def running_job(tmp_path: Path, spec: JobSpec, cards: int,
     inventory = LocalInventory((NodeSpec("n0", 16000, 65536,
                                          parse_fake_gpus(f"{cards}xA100-80GB")),),
                                {"n0": gpus}, "fake")
-    controller = Controller(settings, db, executor or EndedExecutor(), inventory)
+    controller = Controller(settings, db, executor or EndedExecutor(), inventory,
+                            launch_threads=0)
     held = gpus[: int(spec.gpus or 0)]
     now = time.time()
     with db.session() as s:

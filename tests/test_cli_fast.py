@@ -107,8 +107,11 @@ def test_shell_completion_offers_commands_options_and_policies() -> None:
 
 
 def test_show_completion_prints_a_script() -> None:
+    # Typer detects the calling shell from the process tree (shellingham) unless told not
+    # to; a test run whose parent shell has exited (CI, a background job) has none to find.
+    env = {**os.environ, "_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
     done = subprocess.run([sys.executable, "-c", WRAPPER, os.devnull, "--show-completion",
-                           "bash"], capture_output=True, text=True, timeout=60)
+                           "bash"], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
     assert "_GPUPOOL_COMPLETE" in done.stdout
 

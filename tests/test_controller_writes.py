@@ -18,6 +18,7 @@ from gpupool.server.controller import Controller
 from gpupool.server.cycle import run_cycle
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job
+from gpupool.server.queue_inputs import quota_and_weights
 from inprocess import phase_of
 
 
@@ -93,8 +94,9 @@ def test_a_failed_bind_write_leaves_the_placed_job_pending_and_holding_nothing(
         job_id = row.id
     controller._load_pending()
     live = controller.pending[job_id]
-    out = run_cycle(controller.scheduler, controller.quota_book(), [live], [
-        controller.active[running_id].live])
+    running = [controller.active[running_id].live]
+    quota, _weights = quota_and_weights(controller.db, running)
+    out = run_cycle(controller.scheduler, quota, [live], running)
     assert out.placed == [live]
     assert int(controller.state.gpu_total_left[0]) == 0
 

@@ -160,3 +160,19 @@ def test_reclaim_for_a_gang_stops_enough_borrowed_work_on_distinct_nodes() -> No
         quota.remove(victim.queue, victim.amount)
     out = run_cycle(scheduler, quota, [job(4, "a", gpus=2), g], [])
     assert out.placed[0] is g and sorted(a.node for a in g.allocations) == [0, 1]
+
+
+def test_the_free_capacity_a_preemptor_counts_on_is_kept_for_it() -> None:
+    """Kubernetes' nominated node: victims free part of what the job needs; the rest is free
+    now and must not go to a job ordered after it while the victims stop."""
+    scheduler, quota = setup(gpus=2)
+    quota.queues["b"] = QueueQuota("b", 2000, 0)
+    quota.queues["a"] = QueueQuota("a", 0, 2000)
+    borrowed = start(scheduler, quota, job(1, "a"))  # a borrows one GPU; one GPU is free
+    big = job(2, "b", gpus=2, priority=5)
+    small = job(3, "b", gpus=1)
+    out = run_cycle(scheduler, quota, [big, small], [borrowed], now=100.0)
+    assert [(v.id, p.id) for v, p in out.preemptions] == [(1, 2)]
+    assert out.placed == []  # the small job may not take the GPU the big one counts on
+    assert big.reservation is not None and big.reservation.nodes.tolist() == [True]
+    assert out.reasons[3].startswith("the free capacity that fits it is reserved for job 2")

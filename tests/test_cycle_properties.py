@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from builders import NodeDef, node, scheduler
 from gpupool.core.cluster import ClusterState
+from gpupool.core.fairshare import FairShare
+from gpupool.core.queue_order import QueuePolicy
 from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import MILLI_PER_GPU, Request
 from gpupool.core.scheduler import Scheduler
@@ -154,17 +156,29 @@ def fits_alone(defs: list[NodeDef], request: Request) -> int:
     return fitting
 
 
+QUEUE_POLICIES = [QueuePolicy(), QueuePolicy(order="fairshare"),
+                  QueuePolicy(order="fairshare", backfill=True, reserve_after_s=0.0,
+                              default_run_s=10.0)]
+
+
 @PROPERTY
 @given(policy=st.sampled_from(POLICIES), defs=node_defs(), jobs=workloads(),
-       ends=st.lists(st.booleans(), min_size=8, max_size=8))
+       ends=st.lists(st.booleans(), min_size=8, max_size=8),
+       queue=st.sampled_from(QUEUE_POLICIES))
 def test_cycles_never_raise_nor_leak(
-    policy: str, defs: list[NodeDef], jobs: list[LiveJob], ends: list[bool]
+    policy: str, defs: list[NodeDef], jobs: list[LiveJob], ends: list[bool],
+    queue: QueuePolicy,
 ) -> None:
+    """Whatever the placement and queue policy (reservations included: they are computed
+    by releasing running jobs on the state and putting them back)."""
     s: Scheduler = scheduler(policy, defs)
     quota = no_quota()
     pending, running = list(jobs), []
     for round_ in range(3):
-        out = run_cycle(s, quota, pending, running)
+        for job in running:
+            job.started_at = float(round_)
+        out = run_cycle(s, quota, pending, running, now=float(round_ + 1), policy=queue,
+                        shares=FairShare())
         assert out.errors == {}, {i: repr(e) for i, e in out.errors.items()}
         assert all(not r.startswith("cannot be scheduled") for r in out.reasons.values())
         running += out.placed

@@ -4,21 +4,28 @@ gets a one-line 403). Tokens and the audit log are in ``admin_tokens_cmd``."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
+from urllib.parse import quote
 
 import typer
+from pydantic import BaseModel, ValidationError
 
 from gpupool.cli import admin_render
 from gpupool.cli import jobs_render as render
 from gpupool.cli.admin_tokens_cmd import audit, token_app
 from gpupool.cli.client_opts import Json, Token, Url, connect, err, fail, handled, out, print_json
+from gpupool.schemas.admin import TeamCreate, TeamUpdate, TeamView
+from gpupool.sdk import Client
+
+M = TypeVar("M", bound=BaseModel)
 
 app = typer.Typer(
     help="Manage teams, users, tokens and read the audit log (needs an admin token).",
     no_args_is_help=True,
 )
 team_app = typer.Typer(
-    help="Teams: each has a queue, a GPU quota and a borrow limit.", no_args_is_help=True
+    help="Teams: each has a queue, a GPU quota, a borrow limit and a fair-share weight, and "
+    "may lend unused quota to the teams of its cohort.", no_args_is_help=True
 )
 user_app = typer.Typer(
     help="Users: each belongs to one team and (on a root server) runs as one Unix account.",
@@ -32,6 +39,75 @@ app.command("audit")(audit)
 Name = Annotated[str, typer.Argument(help="Team name.")]
 
 
+Weight = Annotated[float | None, typer.Option(
+    metavar="W", help="Fair share: the team's share of the pool is in proportion to its weight "
+    "(more than 0, at most 1000; default 1).")]
+Cohort = Annotated[str | None, typer.Option(
+    metavar="COHORT", help="Teams of one cohort lend each other their unused quota (a name "
+    'like a team\'s; "" takes the team out of its cohort).')]
+LendLimit = Annotated[str | None, typer.Option(
+    "--lend-limit", metavar="GPUS", help="The most GPUs of its unused quota the team lends to "
+    "its cohort, or 'all' (the default: no limit).")]
+_OPTION = {"name": "NAME", "quota_gpus": "--quota-gpus", "borrow_limit_gpus":
+           "--borrow-limit-gpus", "weight": "--weight", "cohort": "--cohort",
+           "lend_limit_gpus": "--lend-limit"}
+
+
+def _share_fields(weight: float | None, cohort: str | None, lend_limit: str | None
+                  ) -> dict[str, Any]:
+    """The fair-share fields the options give (those not given are left out); exit 2 naming
+    the option when --lend-limit is neither a number nor 'all'."""
+    fields: dict[str, Any] = {}
+    if weight is not None:
+        fields["weight"] = weight
+    if cohort is not None:
+        fields["cohort"] = cohort or None
+    if lend_limit is not None:
+        if lend_limit.strip().lower() == "all":
+            fields["lend_limit_gpus"] = None
+        else:
+            try:
+                fields["lend_limit_gpus"] = float(lend_limit)
+            except ValueError:
+                raise fail(f"--lend-limit {lend_limit!r}: give a number of GPUs (e.g. 2) or "
+                           "'all'") from None
+    return fields
+
+
+def _checked(model: type[M], fields: dict[str, Any]) -> M:
+    """``model`` of ``fields``, or exit 2 naming the options that break the contract."""
+    try:
+        return model.model_validate(fields)
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            loc = [str(part) for part in error["loc"]]
+            msg = str(error["msg"]).removeprefix("Value error, ")
+            where = _OPTION.get(loc[0], loc[0]) if loc else ""
+            problems.append(f"{where}: {msg[:1].lower() + msg[1:]}" if where else msg)
+        raise fail("; ".join(problems)) from None
+
+
+def _send_team(client: Client, method: str, path: str, body: BaseModel) -> TeamView:
+    """The team a create (POST) or change (PATCH) answers. The SDK's ``create_team`` and
+    ``update_team`` do not take the fair-share fields yet, so the request is built here on
+    the SDK's own request type; what the options left out is not sent."""
+    from gpupool.sdk._wire import API, Call
+
+    payload = body.model_dump(mode="json", exclude_unset=True)
+    call = Call(method, f"{API}{path}", TeamView.model_validate, body=payload)
+    return client._do(call)
+
+
+def _print_team(team: TeamView, json_out: bool) -> None:
+    if json_out:
+        print_json(team)
+    else:
+        typer.echo(admin_render.team_line(team))
+    if team.warning:
+        err.print(f"warning: {team.warning}", style="yellow", soft_wrap=True, markup=False)
+
+
 @team_app.command("create")
 def team_create(
     name: Name,
@@ -39,59 +115,60 @@ def team_create(
     borrow_limit_gpus: Annotated[
         float, typer.Option(help="GPUs it may borrow beyond its quota when others are idle.")
     ] = 0,
+    weight: Weight = None,
+    cohort: Cohort = None,
+    lend_limit: LendLimit = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create a team (and its queue)."""
+    fields = {"name": name, "quota_gpus": quota_gpus, "borrow_limit_gpus": borrow_limit_gpus,
+              **_share_fields(weight, cohort, lend_limit)}
+    body = _checked(TeamCreate, fields)
     with connect(url, token) as client, handled():
-        team = client.create_team(name, quota_gpus, borrow_limit_gpus)
-    if json_out:
-        print_json(team)
-    else:
-        typer.echo(
-            f"team {team.name}: quota {team.quota_gpus:g} GPUs, "
-            f"borrow limit {team.borrow_limit_gpus:g} GPUs"
-        )
-    if team.warning:
-        err.print(f"warning: {team.warning}", style="yellow", soft_wrap=True, markup=False)
+        team = _send_team(client, "POST", "/teams", body)
+    _print_team(team, json_out)
 
 
 @team_app.command("set")
+@team_app.command("update", hidden=True)
 def team_set(
     name: Name,
     quota_gpus: Annotated[float | None, typer.Option(help="New guaranteed GPUs.")] = None,
     borrow_limit_gpus: Annotated[float | None, typer.Option(help="New borrow limit.")] = None,
+    weight: Weight = None,
+    cohort: Cohort = None,
+    lend_limit: LendLimit = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Change a team's quota or borrow limit (what is not given stays)."""
-    if quota_gpus is None and borrow_limit_gpus is None:
-        raise fail("nothing to change: give --quota-gpus and/or --borrow-limit-gpus")
+    """Change a team's quota, borrow limit, weight, cohort or lending limit (what is not
+    given stays)."""
+    fields: dict[str, Any] = {k: v for k, v in (("quota_gpus", quota_gpus),
+                                                ("borrow_limit_gpus", borrow_limit_gpus))
+                              if v is not None}
+    fields.update(_share_fields(weight, cohort, lend_limit))
+    if not fields:
+        raise fail("nothing to change: give --quota-gpus, --borrow-limit-gpus, --weight, "
+                   "--cohort and/or --lend-limit")
+    body = _checked(TeamUpdate, fields)
     with connect(url, token) as client, handled():
-        team = client.update_team(name, quota_gpus, borrow_limit_gpus)
-    if json_out:
-        print_json(team)
-    else:
-        typer.echo(
-            f"team {team.name}: quota {team.quota_gpus:g} GPUs, "
-            f"borrow limit {team.borrow_limit_gpus:g} GPUs"
-        )
-    if team.warning:
-        err.print(f"warning: {team.warning}", style="yellow", soft_wrap=True, markup=False)
+        team = _send_team(client, "PATCH", f"/teams/{quote(name, safe='')}", body)
+    _print_team(team, json_out)
 
 
 @team_app.command("list")
 @team_app.command("ls", hidden=True)
 def team_list(json_out: Json = False, url: Url = None, token: Token = None) -> None:
-    """List teams with their quotas."""
+    """List teams with their quotas, weights and cohorts."""
     with connect(url, token) as client, handled():
         teams = client.teams()
     if json_out:
         print_json(teams)
     else:
-        render.print_table(out, render.teams_table(teams), "no teams")
+        render.print_table(out, admin_render.teams_table(teams), "no teams")
 
 
 @team_app.command("delete")

@@ -1,4 +1,4 @@
-"""How users, tokens and the audit log look in a terminal, and durations typed on the
+"""How teams, users, tokens and the audit log look in a terminal, and durations typed on the
 command line (``30m``, ``12h``, ``30d``, ``2w``). Pure: no requests, no exits."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from gpupool.cli.jobs_render import local_time
-from gpupool.schemas.admin import AuditEvent, TokenInfo, TokenState, UserView
+from gpupool.schemas.admin import AuditEvent, TeamView, TokenInfo, TokenState, UserView
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
@@ -24,6 +24,57 @@ def parse_duration(text: str) -> float:
     if not found or float(found.group(1)) <= 0:
         raise ValueError(f"{text!r} is not a duration: use {DURATION_HELP}")
     return float(found.group(1)) * _UNITS[found.group(2).lower()]
+
+
+def parse_seconds(value: object) -> float:
+    """Seconds in ``value``: a number (seconds; as text too, ``"90"``) or a duration as
+    :func:`parse_duration` reads it (``"2h"``). ValueError saying what is expected (bounds
+    are the caller's)."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value.strip())
+        except ValueError:
+            pass
+        found = _DURATION.match(value)
+        if found:
+            return float(found.group(1)) * _UNITS[found.group(2).lower()]
+        raise ValueError(f"{value!r} is not a duration: use seconds (e.g. 3600) or "
+                         f"{DURATION_HELP}")
+    raise ValueError(f"expected seconds (e.g. 3600) or {DURATION_HELP}, "
+                     f"not {type(value).__name__}")
+
+
+def teams_table(teams: Sequence[TeamView]) -> Table:
+    """Columns TEAM, QUOTA GPUS, BORROW LIMIT GPUS, WEIGHT, COHORT (-: none), LENDS GPUS
+    (the most of its unused quota it lends to its cohort; all: no limit; -: no cohort and
+    no limit)."""
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    table.add_column("TEAM", no_wrap=True)
+    for column in ("QUOTA GPUS", "BORROW LIMIT GPUS", "WEIGHT"):
+        table.add_column(column, justify="right", no_wrap=True)
+    table.add_column("COHORT", no_wrap=True)
+    table.add_column("LENDS GPUS", justify="right", no_wrap=True)
+    for t in teams:
+        if t.lend_limit_gpus is not None:
+            lends = f"{t.lend_limit_gpus:g}"
+        else:
+            lends = "all" if t.cohort else "-"
+        table.add_row(escape(t.name), f"{t.quota_gpus:g}", f"{t.borrow_limit_gpus:g}",
+                      f"{t.weight:g}", escape(t.cohort or "-"), lends)
+    return table
+
+
+def team_line(team: TeamView) -> str:
+    """One team in one line, as create and set print it."""
+    line = (f"team {team.name}: quota {team.quota_gpus:g} GPUs, borrow limit "
+            f"{team.borrow_limit_gpus:g} GPUs, weight {team.weight:g}")
+    if team.cohort:
+        lends = ("all its unused quota" if team.lend_limit_gpus is None
+                 else f"at most {team.lend_limit_gpus:g} GPUs")
+        line += f", cohort {team.cohort} (lends {lends})"
+    return line
 
 
 def _when(at: datetime | None, empty: str = "") -> str:

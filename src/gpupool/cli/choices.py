@@ -17,6 +17,9 @@ STUDY_VARIANTS = ("gpupool-file", "gpupool-place-all")
 FGD_STUDY_POLICIES = ("random", "dotprod", "clustering", "packing", "bestfit", "fgd")
 """``gpupool.plugins.profiles.FGD_STUDY_POLICIES``: the six policies of the FGD paper."""
 
+QUEUE_ORDERS = ("fifo", "fairshare")
+"""``gpupool.server.settings.QUEUE_ORDERS``: how ``gpupool up --queue-order`` orders queues."""
+
 
 def completer(names: tuple[str, ...]) -> Callable[[str], list[str]]:
     """A Typer ``autocompletion`` callback offering the ``names`` that start with what is

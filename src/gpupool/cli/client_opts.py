@@ -1,21 +1,31 @@
 """What every command that talks to a server shares: the --url/--token/--json options, the
 client, and one-line errors with exit codes (2: a wrong request or usage, 3: no server
-answer or a server failure, 130: interrupted)."""
+answer or a server failure, 130: interrupted).
+
+Imports neither pydantic nor the SDK's models: ``gpupool ps`` prints rows without them
+(``connect_raw``); ``connect`` imports the full client when a command asks for it.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeGuard, TypeVar
 
 import typer
-from pydantic import BaseModel, ValidationError
 from rich.console import Console
 from rich.markup import escape
 
-from gpupool.sdk import ApiError, Client, ConfigError
+from gpupool.sdk.errors import ApiError, ConfigError
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel, ValidationError
+
+    from gpupool.sdk.client import Client
+    from gpupool.sdk.raw import RawClient
 
 T = TypeVar("T")
 out = Console(highlight=False)
@@ -108,23 +118,45 @@ def handled(where: str = "") -> Iterator[None]:
         raise api_fail(exc) from None
     except ConfigError as exc:
         raise fail(str(exc)) from None
-    except ValidationError as exc:
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        if not _is_validation_error(exc):
+            raise
         raise fail(validation_line(exc, where)) from None
     except KeyboardInterrupt:
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
 
 
+def _is_validation_error(exc: ValueError) -> TypeGuard[ValidationError]:
+    # Only a process that imported pydantic can have raised its ValidationError.
+    core = sys.modules.get("pydantic_core")
+    return core is not None and isinstance(exc, core.ValidationError)
+
+
 def connect(url: str | None, token: str | None) -> Client:
     """A client for the server named by the options or found by ``discover()``; exit 2 with
     the reason when none is configured."""
+    from gpupool.sdk.client import Client
+
     try:
         return Client(url, token)
     except ConfigError as exc:
         raise fail(str(exc)) from None
 
 
+def connect_raw(url: str | None, token: str | None) -> RawClient:
+    """As ``connect``, a client whose listings are the server's JSON objects (no models)."""
+    from gpupool.sdk.raw import RawClient
+
+    try:
+        return RawClient(url, token)
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
+
+
 def print_json(data: BaseModel | Sequence[BaseModel]) -> None:
     """A model or a list of models as indented JSON on stdout."""
+    from pydantic import BaseModel
+
     payload: Any
     if isinstance(data, BaseModel):
         payload = data.model_dump(mode="json")

@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from gpupool.cli import admin_cmd, cancel_cmd, logs_cmd, ps_cmd
 from gpupool.cli import jobs_render as render
+from gpupool.cli.admin_render import parse_seconds
 from gpupool.cli.client_opts import (
     Json,
     Token,
@@ -41,7 +42,8 @@ IdempotencyKey = Annotated[str | None, typer.Option(
          "dropped connection). 1-200 printable ASCII characters. Default: a fresh one.",
 )]
 # Options of `run` that differ from the JobSpec field they fill, for error messages.
-OPTION_OF = {"command": "command", "grace_period_s": "--grace-period"}
+OPTION_OF = {"command": "command", "grace_period_s": "--grace-period",
+             "time_limit_s": "--time-limit"}
 
 
 def register(app: typer.Typer) -> None:
@@ -119,6 +121,14 @@ def run(
             help="Processes per node (default 1, e.g. one torchrun per node; or one per GPU).",
         ),
     ] = None,
+    time_limit: Annotated[
+        str | None,
+        typer.Option(
+            metavar="DURATION",
+            help="The most one attempt may run: seconds, or with a unit (90s, 30m, 2h, 1d); "
+            "the server stops it then. Default: no limit.",
+        ),
+    ] = None,
     wait: Wait = False,
     idempotency_key: IdempotencyKey = None,
     json_out: Json = False,
@@ -142,7 +152,7 @@ def run(
         "env": _env(env or []),
         "workdir": os.path.abspath(workdir or os.getcwd()),
     }
-    given = {
+    given: dict[str, Any] = {
         "gpus": gpus,
         "gpu_memory": gpu_memory,
         "gpu_model": gpu_model,
@@ -159,6 +169,11 @@ def run(
     }
     if gpus_per_node is not None:
         given["gpus"] = gpus_per_node
+    if time_limit is not None:
+        try:
+            given["time_limit_s"] = parse_seconds(time_limit)
+        except ValueError as exc:
+            raise fail(f"--time-limit: {exc}") from None
     fields.update({k: v for k, v in given.items() if v is not None})
     try:
         spec = JobSpec.model_validate(fields)
@@ -178,6 +193,9 @@ def submit(
     """Submit the job described in a YAML file.
 
     Fields as in `gpupool run`, snake_case: command (a list), gpus, gpu_memory, cpu, memory, ...
+
+    time_limit (or time_limit_s) is how long one attempt may run: seconds, or with a unit
+    (90s, 30m, 2h, 1d).
 
     Unknown fields are rejected. A relative workdir is relative to the file; none: the cwd.
     """
@@ -205,6 +223,16 @@ def load_spec(file: Path) -> JobSpec:
         if "gpus" in data:
             raise fail(f"{file}: give gpus or gpus_per_node, not both (they are the same)")
         data["gpus"] = data.pop("gpus_per_node")
+    spelled = "time_limit_s"
+    if "time_limit" in data:  # seconds, or a duration such as 2h
+        spelled = "time_limit"
+        if "time_limit_s" in data:
+            raise fail(f"{file}: give time_limit or time_limit_s, not both (they are the same)")
+        limit = data.pop("time_limit")
+        try:
+            data["time_limit_s"] = None if limit is None else parse_seconds(limit)
+        except ValueError as exc:
+            raise fail(f"{file}: field 'time_limit': {exc}") from None
     env = data.get("env")
     if isinstance(env, dict):  # YAML reads `OMP_NUM_THREADS: 4` as a number
         data["env"] = {
@@ -219,7 +247,8 @@ def load_spec(file: Path) -> JobSpec:
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
-        raise fail(validation_line(exc, str(file))) from None
+        line = validation_line(exc, str(file))
+        raise fail(line.replace("field 'time_limit_s'", f"field {spelled!r}")) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:

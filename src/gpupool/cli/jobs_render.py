@@ -1,85 +1,52 @@
 """How jobs, nodes, queues, teams and users look in a terminal (Rich). Pure formatting: no
-requests, no exits."""
+requests, no exits. What each cell of the job table says is ``job_cells`` (shared with the
+fast table of ``gpupool ps``, ``ps_table``); the schemas are imported for typing only."""
 
 from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
+from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from gpupool.schemas.admin import TeamView, UserView
-from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobSpec, JobView, Phase, Placement
+from gpupool.cli.job_cells import (
+    HEADERS,
+    PHASE_STYLE,
+    JobRow,
+    age,
+    aware,
+    gpus_text,
+    mib,
+    placement_text,
+    share,
+    shorten,
+    view_row,
+    why_text,
+)
 
-PHASE_STYLE = {
-    Phase.PENDING: "yellow",
-    Phase.STARTING: "cyan",
-    Phase.RUNNING: "green",
-    Phase.SUCCEEDED: "dim green",
-    Phase.FAILED: "red",
-    Phase.CANCELLED: "dim",
-}
-REASON_WIDTH = 48
-
-
-def mib(value: int) -> str:
-    """``81920`` -> ``80GiB``; ``512`` -> ``512MiB``."""
-    for unit, size in (("TiB", 1 << 20), ("GiB", 1 << 10)):
-        if value >= size:
-            return f"{value / size:.3g}{unit}"
-    return f"{value}MiB"
-
-
-def share(milli: int) -> str:
-    return f"{milli / 1000:g}"
-
+if TYPE_CHECKING:
+    from gpupool.schemas.admin import TeamView, UserView
+    from gpupool.schemas.cluster import NodeView, QueueView
+    from gpupool.schemas.jobs import JobSpec, JobView, Placement
 
 def gpus(spec: JobSpec) -> str:
     """What the job asks of GPUs in a few characters: ``2``, ``0.5``, ``20GiB``, ``-``."""
-    if spec.gpus == 0 and spec.gpu_memory is None:
-        return "-"
-    parts = [f"{spec.gpus:g}"] if spec.gpus else []
-    if spec.gpu_memory is not None:
-        parts.append(mib(spec.gpu_memory))
-    text = "/".join(parts)
-    return f"{text} {spec.gpu_model}" if spec.gpu_model else text
+    return gpus_text(spec.gpus, spec.gpu_memory, spec.gpu_model)
 
 
 def placement(place: Placement | None) -> str:
     if place is None:
         return ""
-    if len(place.ranks) > 1:
-        return f"{place.node}+{len(place.ranks) - 1}"
-    if not place.gpus:
-        return place.node
-    return f"{place.node}:{','.join(str(g) for g in place.gpus)}"
-
-
-def _aware(at: datetime) -> datetime:
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
-
-
-def age(at: datetime, now: datetime | None = None) -> str:
-    """Time since ``at`` (naive times are UTC) as ``42s``, ``5m``, ``3h``, ``2d``."""
-    seconds = max(0, int(((now or datetime.now(UTC)) - _aware(at)).total_seconds()))
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
+    return placement_text(place.node, place.gpus, len(place.ranks))
 
 
 def local_time(at: datetime) -> str:
-    return _aware(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
-
-
-def shorten(text: str, width: int = REASON_WIDTH) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    return aware(at).astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 
 def phase_text(view: JobView) -> Text:
@@ -87,42 +54,30 @@ def phase_text(view: JobView) -> Text:
 
 
 def _why(view: JobView) -> str:
-    if view.reason and view.reason != view.phase.value:
-        return view.reason
-    if view.phase is Phase.FAILED and view.exit_code is not None:
-        return f"exit code {view.exit_code}"
-    return ""
+    return why_text(view.reason, view.phase.value, view.exit_code)
 
 
 def jobs_table(jobs: Sequence[JobView], now: datetime | None = None,
                wide: bool = False) -> Table:
     """One row per job: id, name, queue, phase, GPUs asked, where, age, reason (cut to one
     short line unless ``wide``: then whole, wrapped)."""
-    rows = [
-        (
-            view.id,
-            shorten(view.name, 24),
-            view.queue,
-            view.phase.value,
-            gpus(view.spec),
-            placement(view.placement),
-            age(view.created_at, now),
-        )
-        for view in jobs
-    ]
+    return rows_table([view_row(view, now) for view in jobs], wide)
+
+
+def rows_table(rows: Sequence[JobRow], wide: bool = False) -> Table:
+    """The table of ``jobs_table`` from the rows' text (``job_cells``)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for i, column in enumerate(("ID", "NAME", "QUEUE", "PHASE", "GPUS", "NODE:GPUS", "AGE")):
+    for i, column in enumerate(HEADERS[:-1]):
         width = max([len(column), *(len(row[i]) for row in rows)])
         table.add_column(
             column, no_wrap=True, justify="right" if column == "ID" else "left", min_width=width
         )
-    table.add_column("REASON", no_wrap=not wide, overflow="fold" if wide else "ellipsis")
-    for view, row in zip(jobs, rows, strict=True):
-        style = PHASE_STYLE[view.phase]
-        cells = [escape(cell) for cell in row]
+    table.add_column(HEADERS[-1], no_wrap=not wide, overflow="fold" if wide else "ellipsis")
+    for row in rows:
+        style = PHASE_STYLE[row.phase]
+        cells = [escape(cell) for cell in row[:-1]]
         cells[3] = f"[{style}]{cells[3]}[/]"
-        why = _why(view)
-        table.add_row(*cells, escape(why if wide else shorten(why)))
+        table.add_row(*cells, escape(row.why if wide else shorten(row.why)))
     return table
 
 
@@ -138,7 +93,7 @@ def describe(view: JobView) -> Group:
     phase = phase_text(view)
     phase.append(f"  (submitted {age(view.created_at)} ago)", style="default")
     head.add_row("phase", phase)
-    if view.phase is Phase.PENDING:
+    if view.phase == "pending":
         waiting = view.reason or "waiting for the next scheduling pass"
         head.add_row(Text("waiting", style="bold yellow"), Text(waiting, style="bold yellow"))
     elif view.reason and view.reason != view.phase.value:
@@ -314,6 +269,6 @@ def final_line(view: JobView) -> str:
     line = f"job {view.id} ({view.name}) {view.phase.value}"
     if view.reason and view.reason != view.phase.value:
         return f"{line}: {view.reason}"
-    if view.exit_code is not None and view.phase is not Phase.SUCCEEDED:
+    if view.exit_code is not None and view.phase != "succeeded":
         return f"{line} with exit code {view.exit_code}"
     return line

@@ -23,6 +23,8 @@ from typing import Any
 import typer
 from typer.core import TyperGroup
 
+from gpupool.cli.lean import lean_options
+
 Unit = Callable[[], Mapping[str, Any]]
 """Builds the click commands of a unit: {name: command}."""
 
@@ -93,6 +95,19 @@ class LazyGroup(TyperGroup):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.commands = LazyCommands(self.table, self.commands)
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        # Options are parsed without pydantic where Typer's coercion would change nothing
+        # (cli/lean.py): the group's (--version, --install-completion: added by Typer after
+        # __init__), then those of the command it runs (resolve_command).
+        lean_options(self, ctx)
+        return super().parse_args(ctx, args)
+
+    def resolve_command(self, ctx: Any, args: list[str]) -> tuple[Any, Any, list[str]]:
+        name, command, rest = super().resolve_command(ctx, args)
+        if command is not None:
+            lean_options(command, ctx)
+        return name, command, rest
 
     def _lazy(self) -> LazyCommands:
         assert isinstance(self.commands, LazyCommands)

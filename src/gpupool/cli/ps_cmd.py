@@ -1,17 +1,26 @@
-"""``gpupool ps``: the job listing, one request per page of the server's cursor paging."""
+"""``gpupool ps``: the job listing, one request per page of the server's cursor paging.
+
+The table is drawn from the server's JSON objects (``sdk.raw``, ``job_cells.json_row``,
+``ps_table``): neither the models of ``gpupool.schemas`` nor pydantic are imported for it,
+and 200 rows are not laid out by a rich Table (issue 15, item 6: together, more than half of
+what ``ps`` took; bench/results/cli.md). It says what the table of the validated JobViews
+said (``tests/test_ps_fast.py``). ``--json`` prints the validated JobViews, as
+``Client.jobs`` gives them.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
 import typer
 
-from gpupool.cli import jobs_render as render
 from gpupool.cli.client_opts import (
     Json,
     Token,
     Url,
     connect,
+    connect_raw,
     cut,
     fail,
     fetch_limit,
@@ -21,12 +30,17 @@ from gpupool.cli.client_opts import (
     print_json,
     say_more,
 )
-from gpupool.schemas.jobs import JobOrder, Phase
+from gpupool.cli.job_cells import JobRow, json_row
+from gpupool.cli.ps_table import print_jobs
+from gpupool.sdk._http import API, unexpected
 
-ACTIVE = (Phase.PENDING, Phase.STARTING, Phase.RUNNING)
-PHASES = ", ".join(p.value for p in Phase)
-ORDERS = ", ".join(o.value for o in JobOrder)
+# The values of schemas.jobs.Phase and JobOrder, copied so that `ps` need not import the
+# models (tests/test_ps_fast.py checks that they are the same).
+ACTIVE = ("pending", "starting", "running")
+PHASES = "pending, starting, running, succeeded, failed, cancelled"
+ORDERS = "newest, queue"
 DEFAULT_LIMIT = 200
+NEWEST = "newest"
 
 
 def ps(
@@ -44,7 +58,7 @@ def ps(
     order: Annotated[
         str, typer.Option(metavar="ORDER", help=f"{ORDERS}: newest first, or as the scheduler "
                           "takes them (higher priority first, then first come first served).")
-    ] = JobOrder.NEWEST.value,
+    ] = NEWEST,
     limit: Annotated[int, limit_option(DEFAULT_LIMIT, "jobs")] = DEFAULT_LIMIT,
     wide: Annotated[bool, typer.Option(
         "--wide", "-w", help="Whole pending reasons, wrapped (default: cut to one line).")
@@ -60,14 +74,29 @@ def ps(
     if order not in ORDERS.split(", "):
         raise fail(f"--order {order!r}: choose one of {ORDERS}")
     phases = [phase] if phase is not None else [] if all_phases else list(ACTIVE)
-    with connect(url, token) as client, handled():
-        found = client.jobs(phases or None, queue, order=order, limit=fetch_limit(limit))
-    jobs, more = cut(found, limit)
     if json_out:
+        with connect(url, token) as client, handled():
+            found = client.jobs(phases or None, queue, order=order, limit=fetch_limit(limit))
+        jobs, more = cut(found, limit)
         print_json(jobs)
     else:
+        with connect_raw(url, token) as raw, handled():
+            objects, more = cut(raw.jobs(phases or None, queue, order=order,
+                                         limit=fetch_limit(limit)), limit)
+            rows = table_rows(objects)
         empty = ("no jobs" if phase or all_phases
                  else "no active jobs (gpupool ps --all shows ended)")
-        render.print_table(out, render.jobs_table(jobs, wide=wide), empty)
+        print_jobs(out, rows, empty, wide=wide)
     if more:
         say_more(limit, "jobs")
+
+
+def table_rows(objects: list[dict[str, Any]], now: datetime | None = None) -> list[JobRow]:
+    """The table's rows of the server's job objects; ApiError (as ``Client.jobs`` raises
+    for an answer that breaks the contract) when one lacks what the table shows."""
+    now = now or datetime.now(UTC)
+    try:
+        return [json_row(job, now) for job in objects]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problem = f"{exc.args[0]}: missing" if isinstance(exc, KeyError) else str(exc)
+        raise unexpected("GET", f"{API}/jobs", 200, problem) from None

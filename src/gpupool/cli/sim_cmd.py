@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from gpupool.cli.choices import FGD_STUDY_POLICIES, POLICIES, STUDY_VARIANTS, completer
+from gpupool.cli.team_sim_cmd import Order, TeamArgs
 from gpupool.cli.timed_cmd import consoles
 
 if TYPE_CHECKING:
@@ -95,11 +96,42 @@ def sim(
     speedup: float = typer.Option(
         1.0, metavar="X", help="Timed mode: arrivals this many times faster (lifetimes kept)."
     ),
+    workload: Path | None = typer.Option(
+        None, "--workload", metavar="FILE",
+        help="Timed mode: a multi-team job workload CSV, replayed through the teams' queues "
+        "(instead of --pods). Default policy there: gpupool.",
+    ),
+    queues: Path | None = typer.Option(
+        None, "--queues", metavar="FILE",
+        help="With --workload: the teams' queues (YAML). Default: equal quotas over the "
+        "workload's teams, each may borrow the whole cluster.",
+    ),
+    order: Order | None = typer.Option(
+        None, "--order", help="With --workload: queue order (default fairshare)."
+    ),
+    backfill: bool | None = typer.Option(
+        None, "--backfill/--no-backfill",
+        help="With --workload: let jobs start past a blocked one when they do not delay it "
+        "(default on).",
+    ),
+    whole_gpus: bool = typer.Option(
+        False, "--whole-gpus", help="With --workload: round GPU shares up to whole GPUs."
+    ),
 ) -> None:
     """Replay a trace through the scheduling core and compare placement policies.
 
     Without --nodes/--pods it uses a built-in synthetic trace shaped after Alibaba's openb.
+    With --mode timed --workload it replays a multi-team job workload and reports JCT, waits
+    and fairness.
     """
+    team = TeamArgs(workload, queues, order, backfill, whole_gpus, nodes, pods,
+                    mode is Mode.timed, policy or [], seed or [], json_out, plot, speedup,
+                    synthetic_seed, scale)
+    if team.wanted:
+        from gpupool.cli.team_sim_cmd import run_team_mode
+
+        run_team_mode(team)
+        return
     from gpupool.plugins import profiles  # the real names (choices.py copies them for help)
     from gpupool.sim.study import StudySpec
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from gpupool.cli.choices import POLICIES, completer
+from gpupool.cli.choices import POLICIES, QUEUE_ORDERS, completer
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -87,6 +87,26 @@ def up(
         help="Pool the nodes of a Ray cluster: its address (host:port), or 'local' to start "
         "a single-node head on 127.0.0.1 (or $GPUPOOL_RAY). Needs pip install 'gpupool[ray]'.",
     ),
+    queue_order: str | None = typer.Option(
+        None, metavar="ORDER", autocompletion=completer(QUEUE_ORDERS),
+        help="Which team's pending job goes first: fairshare (the team whose recent GPU use "
+        "is lowest for its weight; the default) or fifo (priority, then submission order).",
+    ),
+    backfill: bool | None = typer.Option(
+        None, "--backfill/--no-backfill",
+        help="Let later jobs use GPUs kept for a job with a reservation when they will end "
+        "before it is due (default: on).",
+    ),
+    fairshare_half_life: str | None = typer.Option(
+        None, metavar="DURATION",
+        help="Half-life of past GPU use in fair share: seconds or with a unit (12h, 7d, 2w; "
+        "default 7d).",
+    ),
+    default_run_limit: str | None = typer.Option(
+        None, metavar="DURATION",
+        help="How long a running job without a time limit is assumed to run, to estimate "
+        "when a reservation starts (default 1h).",
+    ),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1 (or --host, over HTTPS with --tls-cert and
     --tls-key), SQLite state, this machine's GPUs.
@@ -100,18 +120,27 @@ def up(
     from gpupool.server.services.identity import bootstrap
     from gpupool.server.settings import Settings
 
-    settings = Settings.from_env(
-        home=home,
-        port=port,
-        fake_gpus=fake_gpus,
-        database_url=database_url,
-        policy=policy,
-        tick_seconds=tick,
-        ray=ray,
-        host=host,
-        tls_cert=tls_cert,
-        tls_key=tls_key,
-    )
+    half_life = _queue_options(queue_order, fairshare_half_life)
+    run_limit = _duration("--default-run-limit", default_run_limit)
+    try:
+        settings = Settings.from_env(
+            home=home,
+            port=port,
+            fake_gpus=fake_gpus,
+            database_url=database_url,
+            policy=policy,
+            tick_seconds=tick,
+            ray=ray,
+            host=host,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
+            queue_order=queue_order,
+            backfill=backfill,
+            fairshare_half_life_s=half_life,
+            default_run_limit_s=run_limit,
+        )
+    except ValueError as exc:
+        raise _fail(escape(str(exc))) from None
     settings = _checked_access(settings)
     from gpupool.executors.sandbox import SandboxModeError
     from gpupool.interposer.build import available
@@ -242,6 +271,36 @@ def _serve(settings: Settings, db: Database, controller: HoldingController) -> N
                      soft_wrap=True)
     if server.signal == signal.SIGINT:
         raise typer.Exit(code=130)
+
+
+def _queue_options(queue_order: str | None, half_life: str | None) -> float | None:
+    """The half-life in seconds (None when not given); exit 2 naming the option when
+    --queue-order is not one of QUEUE_ORDERS or --fairshare-half-life is not a positive,
+    finite duration."""
+
+
+    if queue_order is not None and queue_order not in QUEUE_ORDERS:
+        raise _fail(escape(f"--queue-order {queue_order!r}: use one of "
+                           f"{', '.join(QUEUE_ORDERS)}"))
+    return _duration("--fairshare-half-life", half_life, "7d")
+
+
+def _duration(option: str, text: str | None, example: str = "1h") -> float | None:
+    """``text`` as seconds (None when not given); exit 2 naming ``option`` unless it is a
+    positive, finite duration."""
+    import math
+
+    from gpupool.cli.admin_render import parse_seconds
+
+    if text is None:
+        return None
+    try:
+        seconds = parse_seconds(text)
+    except ValueError as exc:
+        raise _fail(escape(f"{option}: {exc}")) from None
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise _fail(escape(f"{option} {text!r}: give a duration more than 0, e.g. {example}"))
+    return seconds
 
 
 def _checked_access(settings: Settings) -> Settings:

@@ -65,6 +65,8 @@ class CycleState:
     """Whether a failure should carry the filters' plain-language explanation."""
     placed: list[Allocation] = field(default_factory=list)
     data: dict[str, Any] = field(default_factory=dict)
+    exclude: BoolArray | None = None
+    """Nodes this attempt must not use (reserved for another job), or None."""
 
 
 class Plugin(Protocol):

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from gpupool.core.cluster import Allocation, ClusterState, IntArray
+from gpupool.core.cluster import Allocation, BoolArray, ClusterState, IntArray
 from gpupool.core.framework import Code, CycleState, Profile, Status
 from gpupool.core.reasons import unplaced_reason
 from gpupool.core.request import Gang, Request
@@ -66,14 +66,17 @@ class Scheduler:
         self._rank[order] = np.arange(n)
         self._all = np.ones(n, dtype=bool)
 
-    def place(self, request: Request, *, explain: bool = True) -> Decision:
+    def place(self, request: Request, *, explain: bool = True,
+              exclude: BoolArray | None = None) -> Decision:
         """Place one task (a gang of one). With ``explain=False`` a failure's reason only
-        says what was needed (callers that discard reasons skip the cost of explaining)."""
-        return self._attempt((request,), CycleState(explain=explain))
+        says what was needed (callers that discard reasons skip the cost of explaining).
+        ``exclude``: a mask of nodes not to use (e.g. reserved for another job)."""
+        return self._attempt((request,), CycleState(explain=explain, exclude=exclude))
 
-    def place_gang(self, gang: Gang, *, explain: bool = True) -> Decision:
-        """Place every member of ``gang`` or none of them."""
-        cycle = CycleState(gang=gang, explain=explain)
+    def place_gang(self, gang: Gang, *, explain: bool = True,
+                   exclude: BoolArray | None = None) -> Decision:
+        """Place every member of ``gang`` or none of them (never on ``exclude``)."""
+        cycle = CycleState(gang=gang, explain=explain, exclude=exclude)
         for plugin in self.profile.prepare:
             plugin.prepare(self.state, gang, cycle)
         return self._attempt(gang.members, cycle)
@@ -102,13 +105,14 @@ class Scheduler:
             return None
         return unplaced_reason(request, self._explain(request, cycle))
 
-    def feasible_nodes(self, request: Request, cycle: CycleState | None = None) -> IntArray:
-        """Indices of nodes that pass every filter right now (for reports and tests)."""
-        mask = self._filter(request, cycle or CycleState())
+    def feasible_nodes(self, request: Request, cycle: CycleState | None = None,
+                       exclude: BoolArray | None = None) -> IntArray:
+        """Indices of nodes that pass every filter right now (never one of ``exclude``)."""
+        mask = self._filter(request, cycle or CycleState(exclude=exclude))
         return np.flatnonzero(mask)
 
     def _filter(self, request: Request, cycle: CycleState) -> np.ndarray:
-        mask = self._all
+        mask = self._all if cycle.exclude is None else ~cycle.exclude
         for plugin in self.profile.filters:
             mask = plugin.filter(self.state, request, cycle, mask)
             if not mask.any():
@@ -117,7 +121,7 @@ class Scheduler:
 
     def _explain(self, request: Request, cycle: CycleState) -> list[str]:
         fragments: list[str] = []
-        mask = self._all
+        mask = self._all if cycle.exclude is None else ~cycle.exclude
         for plugin in self.profile.filters:
             fragments.extend(plugin.explain(self.state, request, cycle, mask))
             mask = plugin.filter(self.state, request, cycle, mask)

@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from gpupool.schemas.jobs import NAME_PATTERN
 from gpupool.schemas.units import finite_number
@@ -20,25 +27,63 @@ GpuCount = Annotated[float, Field(ge=0, le=100000, allow_inf_nan=False),
                      BeforeValidator(finite_number)]
 Lifetime = Annotated[float, Field(gt=0, le=MAX_TOKEN_LIFETIME_S, allow_inf_nan=False),
                      BeforeValidator(finite_number)]
+MAX_WEIGHT = 1000
+Weight = Annotated[float, Field(gt=0, le=MAX_WEIGHT, allow_inf_nan=False),
+                   BeforeValidator(finite_number)]
+
+_WEIGHT = ("Fair share: the team's share of the pool, in proportion to the weights of the "
+           "teams that want GPUs (more than 0, at most 1000; default 1).")
+_COHORT = ("Teams of one cohort lend each other the quota they leave unused; null: in no "
+           "cohort.")
+_LEND = ("The most GPUs of its unused quota the team lends to its cohort; null: all of it.")
 
 
 class TeamCreate(BaseModel):
+    """A new team. Serialized, the fair-share fields are left out while at their defaults
+    (the server's are the same): a body without them is what servers before fair share
+    accept."""
+
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=NAME_PATTERN)
     quota_gpus: Number = Field(0, ge=0, le=100000, description="Guaranteed GPUs.")
     borrow_limit_gpus: Number = Field(0, ge=0, le=100000, description="GPUs it may borrow.")
+    weight: Weight = Field(default=1.0, description=_WEIGHT)
+    cohort: str | None = Field(default=None, pattern=NAME_PATTERN, description=_COHORT)
+    lend_limit_gpus: GpuCount | None = Field(default=None, description=_LEND)
+
+    @model_serializer(mode="wrap")
+    def _without_default_shares(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            for key, default in _SHARE_DEFAULTS.items():
+                if key in data and data[key] == default:
+                    del data[key]
+        return data
+
+
+_SHARE_DEFAULTS: dict[str, object] = {"weight": 1.0, "cohort": None, "lend_limit_gpus": None}
 
 
 class TeamUpdate(BaseModel):
+    """What to change; a field left out stays. ``cohort`` and ``lend_limit_gpus`` may be
+    sent as null to clear them (no cohort; lend all unused quota); null for the others
+    means "leave it"."""
+
     model_config = ConfigDict(extra="forbid")
     quota_gpus: GpuCount | None = None
     borrow_limit_gpus: GpuCount | None = None
+    weight: Weight | None = Field(default=None, description=_WEIGHT)
+    cohort: str | None = Field(default=None, pattern=NAME_PATTERN, description=_COHORT)
+    lend_limit_gpus: GpuCount | None = Field(default=None, description=_LEND)
 
 
 class TeamView(BaseModel):
     name: str
     quota_gpus: float
     borrow_limit_gpus: float
+    weight: float = Field(default=1.0, description=_WEIGHT)
+    cohort: str | None = Field(default=None, description=_COHORT)
+    lend_limit_gpus: float | None = Field(default=None, description=_LEND)
     warning: str | None = Field(
         default=None, description="Set by a create or update after which the teams' guaranteed "
                           "quotas add up to more than the pool: they cannot all be honoured "

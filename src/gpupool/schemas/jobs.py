@@ -27,6 +27,8 @@ Number = BeforeValidator(finite_number)
 MAX_GPUS_PER_NODE = 64
 MAX_CPU = 4096
 MAX_NODES = 1024
+MAX_TIME_LIMIT_S = 365 * 86400
+TimeLimit = Annotated[float, Field(gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False), Number]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -82,6 +84,13 @@ class JobSpec(BaseModel):
         default=1, ge=1, le=MAX_NODES, description="Nodes of a distributed job (a gang).")
     procs_per_node: Annotated[int, Number] = Field(
         default=1, ge=1, le=64, description="Processes started on each node (ranks per node)."
+    )
+    time_limit_s: TimeLimit | None = Field(
+        default=None,
+        description="The most seconds one attempt may run (at most 365 days); the server stops "
+        "it once it has run that long, and the scheduler counts on it to tell when GPUs free "
+        "up. null: no limit. In a YAML file also `time_limit`, in seconds "
+        "or with a unit: 90s, 30m, 2h, 1d.",
     )
 
     @model_validator(mode="after")

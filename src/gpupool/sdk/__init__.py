@@ -14,17 +14,27 @@ and token are found.
 
 from typing import TYPE_CHECKING, Any
 
-from gpupool.sdk.client import Client
 from gpupool.sdk.config import ServerConfig, discover
 from gpupool.sdk.errors import ApiError, ConfigError
 
 if TYPE_CHECKING:
     from gpupool.sdk.async_client import AsyncClient
+    from gpupool.sdk.client import Client
     from gpupool.sdk.pipelines import Pipelines
+    from gpupool.sdk.raw import RawClient
 
 
 def __getattr__(name: str) -> Any:
-    # Imported on first use: a CLI command that needs neither asyncio nor YAML starts faster.
+    # Imported on first use: a CLI command that needs neither asyncio nor YAML starts faster,
+    # and one that only prints rows (gpupool.sdk.raw) imports neither the models nor pydantic.
+    if name == "Client":
+        from gpupool.sdk.client import Client
+
+        return Client
+    if name == "RawClient":
+        from gpupool.sdk.raw import RawClient
+
+        return RawClient
     if name == "AsyncClient":
         from gpupool.sdk.async_client import AsyncClient
 
@@ -37,5 +47,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ApiError", "AsyncClient", "Client", "ConfigError", "Pipelines", "ServerConfig", "discover",
+    "ApiError", "AsyncClient", "Client", "ConfigError", "Pipelines", "RawClient", "ServerConfig",
+    "discover",
 ]

@@ -1,16 +1,24 @@
-"""What the blocking and the asyncio clients share: configuration, TLS, deadlines."""
+"""What the clients (blocking, asyncio, raw) share: configuration, TLS, deadlines. Imports no
+model (``gpupool.sdk.raw`` starts without pydantic)."""
 
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
-import httpx
-
-from gpupool.schemas.jobs import JobView
-from gpupool.sdk import _wire as wire
-from gpupool.sdk._tls import Verify, verify_setting
+from gpupool.sdk import _http
 from gpupool.sdk.config import ServerConfig, discover
 from gpupool.sdk.errors import ApiError
+
+# For signatures only: the raw client imports no model, and httpx and ssl only when it uses
+# them.
+if TYPE_CHECKING:
+    import ssl
+
+    import httpx
+
+    from gpupool.schemas.jobs import JobView
+    from gpupool.sdk._tls import Verify
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -28,8 +36,11 @@ class _Base:
         self.timeout = timeout
         # httpx builds a TLS context (and reads the CA bundle) for any verify but False;
         # an http:// server needs none, and a command starts ~40 ms sooner without it.
-        https = self.config.url.startswith("https://")
-        self._verify = verify_setting(verify, self.config) if https else False
+        self._verify: ssl.SSLContext | bool = False
+        if self.config.url.startswith("https://"):
+            from gpupool.sdk._tls import verify_setting
+
+            self._verify = verify_setting(verify, self.config)
         self._headers = {"Authorization": f"Bearer {self.config.token}"}
 
     @property
@@ -37,7 +48,7 @@ class _Base:
         return self.config.url
 
     def _unreachable(self, exc: httpx.TransportError) -> ApiError:
-        return wire.transport_error(self.config.url, self.config.source, exc, self.timeout)
+        return _http.transport_error(self.config.url, self.config.source, exc, self.timeout)
 
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else time.monotonic() + timeout

@@ -4,11 +4,14 @@ Each step (on a short tick, or at once when woken by a submit or cancel):
 
 1. load newly submitted jobs into the in-memory pending set;
 2. act on cancel requests (pending: end now; running: SIGTERM, SIGKILL after the grace);
-3. poll running processes; finish, retry or requeue (preempted) the ones that ended
-   (server/outcomes.py: rows first; failed row writes are redone, server/write_retry.py);
-4. run a scheduling cycle (server/cycle.py) on the in-memory snapshot, persist placements
-   *before* launching (so a crash never hands a share out twice; server/start_rows.py),
-   launch, and record preemptions and pending reasons.
+3. record the launches the launch worker finished (server/launch_worker.py);
+4. poll running processes; stop those past their time limit; finish, retry or requeue
+   (preempted) the ones that ended (server/outcomes.py: rows first; failed row writes are
+   redone, server/write_retry.py);
+5. schedule (server/placing.py): run the shared queue cycle (core/queue_cycle.py) on the
+   live state (server/live_state.py), persist placements *before* launching (so a crash
+   never hands a share out twice; server/start_rows.py), hand the launches to the worker,
+   and record preemptions and pending reasons.
 
 ``recover`` rebuilds the snapshot from the database after a restart and re-adopts the
 processes that are still running (server/recovery.py).
@@ -25,24 +28,27 @@ from sqlalchemy import select, update
 
 from gpupool.core.capacity import never_fits
 from gpupool.core.cluster import Allocation, ClusterState
-from gpupool.core.quota import QueueQuota, QuotaBook
+from gpupool.core.live import CycleOutcome, LiveJob
 from gpupool.core.request import RequestError
-from gpupool.executors.base import Executor, LaunchError, NodeLostError
+from gpupool.core.scheduler import Scheduler
+from gpupool.executors.base import Executor
 from gpupool.executors.inventory import LocalInventory
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.active import Active, to_request
-from gpupool.server.cycle import LiveJob, error_reason, run_cycle
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, Team
-from gpupool.server.job_rows import event, finish, owner_of
+from gpupool.server.db.tables import Job, User
+from gpupool.server.job_rows import event, finish
 from gpupool.server.launcher import Launcher
+from gpupool.server.live_state import LiveState
 from gpupool.server.outcomes import EndRecorder, problem_text
+from gpupool.server.placing import Placing
 from gpupool.server.pool_nodes import build_scheduler, carry_over, register_nodes
+from gpupool.server.queue_inputs import UsageCache, queue_policy
 from gpupool.server.recovery import ACTIVE, Recovery
 from gpupool.server.services.errors import Invalid
+from gpupool.server.services.usage_records import close_open
 from gpupool.server.settings import Settings
 from gpupool.server.sharing.setup import Sharing
-from gpupool.server.start_rows import write_running, write_starting
 from gpupool.server.workspace import Workspace
 from gpupool.server.write_retry import WriteRetries
 
@@ -62,39 +68,74 @@ class Controller:
         interposer_missing: str = "not built",
         membership: Callable[[], LocalInventory | None] | None = None,
         sharing: Sharing | None = None,
+        clock: Callable[[], float] = time.time,
+        launch_threads: int = 1,
     ) -> None:
         """``interposer``: the path of ``libgpushare.so`` when GPU shares are enforced with it
         on this machine's nodes; else None, and ``interposer_missing`` says why not.
         ``membership`` (a pool whose nodes come and go, e.g. Ray): called every step, returns
         the new inventory when nodes joined or left, else None. ``sharing``: what the nodes
-        offer for enforcing GPU shares (MIG, MPS, interposer); it supersedes ``interposer``."""
+        offer for enforcing GPU shares (MIG, MPS, interposer); it supersedes ``interposer``.
+        ``clock``: the time of each step (tests inject a fake one). ``launch_threads``:
+        threads that start placed jobs' processes off the loop (0: inline, in the step)."""
+        self.clock = clock
         self.membership = membership
         self.settings = settings
         self.db = db
         self.executor = executor
-        self.inventory = inventory
-        self.state = ClusterState(inventory.nodes)
-        self.scheduler = build_scheduler(settings.policy, self.state)
-        self.launcher = Launcher(settings.runs_dir, executor, inventory, self.state,
+        state = ClusterState(inventory.nodes)
+        self.live = LiveState(inventory, state, build_scheduler(settings.policy, state))
+        self.launcher = Launcher(settings.runs_dir, executor, inventory, state,
                                  interposer, interposer_missing, sharing,
                                  Workspace(settings.jobs_root))
-        self.pending: dict[int, LiveJob] = {}
-        self.active: dict[int, Active] = {}
         self._max_seen = 0
-        self._dirty = True
-        """Capacity or quota changed since the last cycle: every pending job is reconsidered.
-        Otherwise only new jobs are: old ones could not fit before and still cannot."""
-        self._fresh: list[LiveJob] = []
         self._retries = WriteRetries()
         """Row writes that failed (the database was unavailable), by job: retried at the start
         of every step until they succeed."""
-        self._ends = EndRecorder(db, self.pending, self.active, self._release,
+        self._ends = EndRecorder(db, self.live.pending, self.live.active, self._release,
                                  self.launcher.drop_share_file, self._reconsider_all)
+        self.policy = queue_policy(settings)
+        self._usage = UsageCache(db, settings.fairshare_half_life_s)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.last_cycle_seconds = 0.0
+        self.placing = Placing(db, self.live, self.launcher, self.policy, self._usage,
+                               self._ends, self._retries, self._stop, self._wake.set,
+                               launch_threads)
+
+    # The live state's parts, by their old names (tests and the recovery read them).
+    @property
+    def state(self) -> ClusterState:
+        return self.live.state
+
+    @property
+    def scheduler(self) -> Scheduler:
+        return self.live.scheduler
+
+    @property
+    def inventory(self) -> LocalInventory:
+        return self.live.inventory
+
+    @property
+    def pending(self) -> dict[int, LiveJob]:
+        return self.live.pending
+
+    @property
+    def active(self) -> dict[int, Active]:
+        return self.live.active
+
+    @property
+    def last_outcome(self) -> CycleOutcome | None:
+        return self.placing.last_outcome
+
+    @last_outcome.setter
+    def last_outcome(self, value: CycleOutcome | None) -> None:
+        self.placing.last_outcome = value
+
+    @property
+    def last_cycle_seconds(self) -> float:
+        return self.placing.last_cycle_seconds
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -115,7 +156,7 @@ class Controller:
         """Run a step soon. ``capacity_changed`` (quota edits) makes it reconsider every
         pending job, not only new ones."""
         if capacity_changed:
-            self._dirty = True
+            self.live.dirty = True
         self._wake.set()
 
     def start(self) -> None:
@@ -127,6 +168,7 @@ class Controller:
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.placing.worker.close()
         self.launcher.close()  # the server stops: so do its MPS daemons
 
     def _run(self) -> None:
@@ -152,11 +194,12 @@ class Controller:
     def step(self) -> None:
         """One pass of the loop (also called directly by tests and benchmarks)."""
         with self._lock:
-            now = time.time()
+            now = self.clock()
             self._follow_membership(now)
             self._retries.retry()
             self._load_pending()
             self._handle_cancels(now)
+            self.placing.collect(now)
             self._poll(now)
             self._follow_membership(now)  # polls may have found a node lost
             self._schedule(now)
@@ -177,9 +220,9 @@ class Controller:
         state = ClusterState(inventory.nodes)
         scheduler = build_scheduler(self.settings.policy, state)
         carry_over(self.state, scheduler, [a.live for a in self.active.values()])
-        self.state, self.scheduler, self.inventory = state, scheduler, inventory
+        self.live.state, self.live.scheduler, self.live.inventory = state, scheduler, inventory
         self.launcher.state, self.launcher.inventory = state, inventory
-        self._dirty = True
+        self.live.dirty = True
         self._register_nodes(now)
         log.info("pool now has %d node(s): %s", state.num_nodes, ", ".join(state.names))
 
@@ -187,10 +230,12 @@ class Controller:
 
     def recover(self) -> None:
         """Register the nodes, rebuild allocations of running jobs, re-adopt processes."""
-        now = time.time()
+        now = self.clock()
         self._register_nodes(now)
         Recovery(self.db, self.scheduler, self.launcher, self.executor, self.active,
                  self._ends.requeue).run(now)
+        with self.db.session() as s:  # attempts that ended while the server was down
+            close_open(s, now)
 
     def _register_nodes(self, now: float) -> None:
         """Make the nodes table say what the pool has now (departed nodes removed)."""
@@ -204,19 +249,22 @@ class Controller:
             self.scheduler.release(allocation)
 
     def _reconsider_all(self) -> None:
-        """Capacity changed: the next cycle reconsiders every pending job."""
-        self._dirty = True
+        """Capacity changed (a job ended): the next cycle reconsiders every pending job, with
+        usage read again (the ended attempt's is final now)."""
+        self.live.dirty = True
+        self._usage.forget()
 
     # -- steps -------------------------------------------------------------------------
 
     def _load_pending(self) -> None:
         with self.db.session() as s:
             rows = s.execute(
-                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, Job.name)
+                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, User.name)
+                .join(User, User.id == Job.user_id, isouter=True)
                 .where(Job.phase == Phase.PENDING.value, Job.id > self._max_seen)
                 .order_by(Job.id)
             ).all()
-        for job_id, queue, priority, created, raw, _name in rows:
+        for job_id, queue, priority, created, raw, user in rows:
             # _max_seen moves past a row only once it is handled: a failed write is redone
             if job_id in self.pending:
                 self._max_seen = max(self._max_seen, job_id)
@@ -233,10 +281,9 @@ class Controller:
                        f"cannot be scheduled: {problem_text(exc)}", time.time())
                 self._max_seen = max(self._max_seen, job_id)
                 continue
-            live = LiveJob(job_id, queue, priority, created, request, spec.grace_period_s,
-                           nodes=spec.nodes)
-            self.pending[job_id] = live
-            self._fresh.append(live)
+            self.live.add_pending(LiveJob(job_id, queue, priority, created, request,
+                                          spec.grace_period_s, nodes=spec.nodes,
+                                          user=user or "", time_limit_s=spec.time_limit_s))
             self._max_seen = max(self._max_seen, job_id)
 
     def _handle_cancels(self, now: float) -> None:
@@ -281,6 +328,12 @@ class Controller:
             if not active.handles:
                 continue
             left = active.running()
+            limit = active.live.time_limit_s
+            if (left and limit is not None and active.live.stopping is None
+                    and now >= active.live.started_at + limit):
+                self._stop(active, "time-limit", now)
+                event(self.db, job_id, Phase.RUNNING,
+                      f"time limit of {limit:g} s reached: stopping it", now)
             if left:
                 if active.failure is not None and active.live.stopping is None:
                     # One process of a multi-process job failed: stop the others.
@@ -296,115 +349,8 @@ class Controller:
                 continue
             self._ends.finish_ended(job_id, active, now)
 
-    def quota_book(self) -> QuotaBook:
-        with self.db.session() as s:
-            teams = s.execute(
-                select(Team.name, Team.quota_milli, Team.borrow_limit_milli)
-                .where(Team.deleted_at.is_(None))
-            ).all()
-        book = QuotaBook([QueueQuota(n, q, b) for n, q, b in teams])
-        for active in self.active.values():
-            book.add(active.live.queue, active.live.amount)
-        return book
-
     def _schedule(self, now: float) -> None:
-        if not self.pending:
-            self._fresh = []
-            return
-        started = time.perf_counter()
-        running = [a.live for a in self.active.values()]
-        if self._dirty:
-            candidates = list(self.pending.values())
-        else:
-            candidates = [j for j in self._fresh if j.id in self.pending]
-        self._dirty = False
-        self._fresh = []
-        outcome = run_cycle(self.scheduler, self.quota_book(), candidates, running,
-                            budget_s=0.25)
-        if outcome.evaluated < len(candidates):
-            self._dirty = True  # the time budget ran out: finish on the next step
-        self.last_cycle_seconds = time.perf_counter() - started
-        for victim, preemptor in outcome.preemptions:
-            try:  # the victim is told to stop first; a failed note must not block binding
-                self._stop(self.active[victim.id], "preempt", now)
-                event(self.db, victim.id, Phase.RUNNING,
-                      f"preempted to make room for job {preemptor.id} "
-                      f"(queue {preemptor.queue}, priority {preemptor.priority}); "
-                      f"grace period {victim.grace_s:g} s", now)
-            except Exception:
-                log.exception("job %s: could not record its preemption", victim.id)
-        self._bind(outcome.placed, now)
-        changed = {i: r for i, r in outcome.reasons.items()
-                   if i in self.pending and self.pending[i].reason != r}
-        for job_id, error in outcome.errors.items():
-            if job_id in changed:  # logged when the reason changes: once per job, not per cycle
-                log.error("job %s: %s", job_id, error_reason(error), exc_info=error)
-        if changed:
-            with self.db.session() as s:
-                for job_id, reason in changed.items():
-                    s.execute(update(Job).where(Job.id == job_id).values(reason=reason))
-            for job_id, reason in changed.items():
-                self.pending[job_id].reason = reason
+        self.placing.schedule(now)
 
     def _bind(self, placed: list[LiveJob], now: float) -> None:
-        if not placed:
-            return
-        bound: list[tuple[LiveJob, Active]] = []
-        cancelled: list[LiveJob] = []
-        try:
-            with self.db.session() as s:
-                for live in placed:  # memory changes come after the commit
-                    active = write_starting(s, live, self.state.names, now)
-                    if active is None:
-                        cancelled.append(live)
-                    else:
-                        bound.append((live, active))
-        except BaseException:
-            # Nothing was written: every placed job waits again, holding nothing.
-            for live in placed:
-                self._release(live.allocations)
-                live.allocations = ()
-            self._dirty = True
-            raise
-        for live in cancelled:  # cancelled meanwhile
-            del self.pending[live.id]
-            self._release(live.allocations)
-            self._dirty = True
-            live.allocations = ()
-        for live, active in bound:
-            del self.pending[live.id]
-            live.started_at = now
-            self.active[live.id] = active
-        for live, _ in bound:
-            self._launch(self.active[live.id], now)
-
-    def _launch(self, active: Active, now: float) -> None:
-        live = active.live
-        try:
-            handles, enforcement = self.launcher.start(
-                live.id, active.name, active.attempt, live.queue, live.allocations, active.spec,
-                owner_of(self.db, live.id))
-        except Exception as exc:  # LaunchError, or anything odd: fail this job, not the loop
-            if not isinstance(exc, LaunchError):
-                log.exception("job %s: launch failed", live.id)
-            # Nothing runs: its resources are free now; its row is written (or retried).
-            del self.active[live.id]
-            self._release(live.allocations)
-            self._dirty = True
-            live.allocations = ()
-            message = f"could not start: {exc}"
-            if isinstance(exc, NodeLostError):
-                self._retries.write_or_retry(live.id, lambda: self._ends.requeue(
-                    active, f"{message}; back in the queue", now))
-            else:
-                self._retries.write_or_retry(live.id, lambda: finish(
-                    self.db, live.id, Phase.FAILED, None, message, now))
-            return
-        active.handles = handles
-        what = (f"pid {handles[0].pid}" if len(handles) == 1 else
-                f"{len(handles)} processes on {len(live.allocations)} nodes")
-        try:  # the processes run and are tracked: a failed note must not stop the loop
-            write_running(self.db, live.id, handles, enforcement, f"running ({what})")
-        except Exception:
-            log.exception("job %s: could not record that it runs", live.id)
-
+        self.placing.bind(placed, now)

@@ -15,7 +15,7 @@ from gpupool.server.settings import Settings
 from gpupool.server.workspace import Workspace
 
 if TYPE_CHECKING:
-    from gpupool.server.controller import Controller
+    from gpupool.server.loop_port import LoopPort
 
 DEV_DIR_ENV = "GPUPOOL_DEV_DIR"
 """Where GPU device nodes are looked up (default /dev; tests point it at stand-ins)."""
@@ -58,7 +58,7 @@ def local_sandbox(settings: Settings, workspace: Workspace) -> Sandbox:
                   show=[str(workspace.lib), str(workspace.bin)])
 
 
-def shell_executor(settings: Settings, controller: Controller) -> LocalExecutor:
+def shell_executor(settings: Settings, controller: LoopPort) -> LocalExecutor:
     """What runs pipeline shell steps on this machine: the controller's own executor when it
     is local (same sandbox and PATH as jobs), else one set up the same way."""
     if isinstance(controller.executor, LocalExecutor):

@@ -89,6 +89,9 @@ class EndRecorder:
             "lost (the process disappeared)" if outcome.lost else f"exit code {code}")
         if active.live.stopping == "cancel":
             finish(self.db, active.live.id, Phase.CANCELLED, code, f"cancelled ({status})", now)
+        elif active.live.stopping == "time-limit":
+            finish(self.db, active.live.id, Phase.FAILED, code,
+                   f"stopped at its time limit of {active.live.time_limit_s:g} s ({status})", now)
         elif active.live.stopping == "preempt":
             self.requeue(active, f"preempted ({status}); back in the queue", now)
         elif code == 0 and not outcome.lost:

@@ -31,7 +31,7 @@ from gpupool.server.active import Active, handles_from_json, handles_json, to_re
 from gpupool.server.cycle import LiveJob
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job
-from gpupool.server.job_rows import event, finish
+from gpupool.server.job_rows import event, finish, owner_of
 from gpupool.server.launcher import Launcher
 from gpupool.server.services.errors import Invalid
 
@@ -94,7 +94,9 @@ class Recovery:
             return
         live = LiveJob(job.id, job.queue, job.priority, job.created_at, request,
                        spec.grace_period_s, tuple(allocations), job.started_at or now,
-                       job.stop_requested, nodes=spec.nodes)
+                       job.stop_requested, nodes=spec.nodes,
+                       user=owner_of(self.db, job.id).name or "",
+                       time_limit_s=spec.time_limit_s)
         active = Active(live, job.name, spec, job.attempts, job.failures,
                         deadline=job.stop_deadline)
         if any(h is None for h in found):

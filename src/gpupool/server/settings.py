@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 8470
+QUEUE_ORDERS = ("fifo", "fairshare")
+"""How each queue's pending jobs are ordered (``Settings.queue_order``)."""
 
 
 def default_home() -> Path:
@@ -59,6 +62,23 @@ class Settings:
     http_allow_hosts: str = ""
     """GPUPOOL_HTTP_ALLOW_HOSTS: comma-separated hosts that pipeline HTTP steps may call even
     though they are loopback, link-local or the server's own address (admin's choice)."""
+    queue_order: str = "fairshare"
+    """Which team's pending job goes first: ``fairshare`` (the team whose recent GPU use is
+    lowest for its weight) or ``fifo`` (priority, then submission order)."""
+    backfill: bool = True
+    """Start a later job on GPUs kept for a reserved one when it ends before they are due."""
+    fairshare_half_life_s: float = 7 * 86400
+    """Fair share counts past GPU use with this half-life (seconds; > 0)."""
+    reserve_after_s: float = 300.0
+    """A pending job that waited longer than this (seconds; >= 0) gets a reservation."""
+    default_run_limit_s: float = 3600.0
+    """The run time assumed for a running job without a time limit when estimating when a
+    reservation starts (seconds; > 0)."""
+
+    def __post_init__(self) -> None:
+        problem = queue_policy_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -109,3 +129,22 @@ class Settings:
     @property
     def server_file(self) -> Path:
         return self.home / "server.json"
+
+
+def queue_policy_problem(settings: Settings) -> str | None:
+    """What is wrong with the queue-policy settings (naming the setting, what it is and what
+    is allowed), or None when they can be used."""
+    if settings.queue_order not in QUEUE_ORDERS:
+        return (f"queue_order {settings.queue_order!r}: use one of {', '.join(QUEUE_ORDERS)}")
+    if not isinstance(settings.backfill, bool):
+        return f"backfill {settings.backfill!r}: use true or false"
+    for name, low, above in (("fairshare_half_life_s", 0.0, True),
+                             ("reserve_after_s", 0.0, False),
+                             ("default_run_limit_s", 0.0, True)):
+        value = getattr(settings, name)
+        fine = (isinstance(value, int | float) and not isinstance(value, bool)
+                and math.isfinite(value) and (value > low if above else value >= low))
+        if not fine:
+            bound = "more than 0" if above else "0 or more"
+            return f"{name} {value!r}: use a finite number of seconds, {bound}"
+    return None

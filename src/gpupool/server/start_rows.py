@@ -20,6 +20,7 @@ from gpupool.server.active import Active, handles_json
 from gpupool.server.cycle import LiveJob
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent
+from gpupool.server.services.usage_records import open_attempt
 
 
 def write_starting(s: Session, live: LiveJob, names: Sequence[str], now: float) -> Active | None:
@@ -38,11 +39,13 @@ def write_starting(s: Session, live: LiveJob, names: Sequence[str], now: float) 
                 gpu_memory_mib=alloc.gpu_memory_mib, ranks=ranks,
                 attempts=Job.attempts + 1,
                 reason="", started_at=now)
-        .returning(Job.attempts, Job.name, Job.spec, Job.failures)
+        .returning(Job.attempts, Job.name, Job.spec, Job.failures, Job.team_id, Job.user_id)
     ).first()
     if result is None:
         return None
-    attempt, name, raw, failures = result
+    attempt, name, raw, failures, team_id, user_id = result
+    open_attempt(s, live.id, attempt, team_id, user_id, live.amount,
+                 live.request.cpu_milli * live.nodes, live.request.memory_mib * live.nodes, now)
     where = ", ".join(
         f"{names[a.node]} GPUs {list(a.gpus)}" if a.gpus
         else names[a.node] for a in live.allocations)

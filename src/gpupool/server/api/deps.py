@@ -7,8 +7,8 @@ from typing import Annotated
 
 from fastapi import Depends, Header, Request
 
-from gpupool.server.controller import Controller
 from gpupool.server.db.database import Database
+from gpupool.server.loop_port import LoopPort
 from gpupool.server.services.identity import Principal, authenticate
 from gpupool.server.services.simulation import SimulationRunner
 from gpupool.server.settings import Settings
@@ -18,7 +18,8 @@ from gpupool.server.settings import Settings
 class AppContext:
     settings: Settings
     db: Database
-    controller: Controller
+    controller: LoopPort
+    """The scheduling loop, through its narrow port."""
     sim: SimulationRunner | None = None
 
 

@@ -33,6 +33,12 @@ class Team(Base):
     borrow_limit_milli: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[float] = mapped_column(Float)
     deleted_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    weight: Mapped[float] = mapped_column(Float, default=1.0)
+    """Fair share: the team's share of the pool is in proportion to its weight (> 0)."""
+    cohort: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    """Teams of one cohort lend each other their unused quota; null: in no cohort."""
+    lend_limit_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The most of its unused quota the team lends to its cohort; null: all of it."""
 
 
 class User(Base):
@@ -129,6 +135,30 @@ class IdempotencyKey(Base):
     __table_args__ = (
         UniqueConstraint("user_id", "key", name="uq_idempotency_keys_user_key"),
         Index("ix_idempotency_keys_created_at", "created_at"),
+    )
+
+
+class UsageRecord(Base):
+    """What one attempt of a job held, and when: ``gpu_milli`` is the milli-GPUs of all its
+    nodes and ranks together, ``cpu_milli``/``memory_mib`` likewise; ``ended_at`` is null while
+    the attempt holds them. One row per (job, attempt); fair share decays these into each
+    team's recent usage (``services.usage_records``)."""
+
+    __tablename__ = "usage_records"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[float] = mapped_column(Float)
+    ended_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
+    memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        UniqueConstraint("job_id", "attempt", name="uq_usage_records_job_attempt"),
+        Index("ix_usage_records_ended_at", "ended_at"),
     )
 
 

@@ -38,11 +38,22 @@ def _milli(gpus: float) -> int:
 
 
 def _team_view(team: Team) -> TeamView:
+    lend = team.lend_limit_milli
     return TeamView(
         name=team.name,
         quota_gpus=team.quota_milli / 1000,
         borrow_limit_gpus=team.borrow_limit_milli / 1000,
+        weight=team.weight,
+        cohort=team.cohort,
+        lend_limit_gpus=None if lend is None else lend / 1000,
     )
+
+
+def _share_text(weight: float, cohort: str | None, lend_gpus: float | None) -> str:
+    """The fair-share settings as the audit log words them."""
+    lends = "all unused quota" if lend_gpus is None else f"at most {lend_gpus:g} GPUs"
+    where = f"cohort {cohort}, lends {lends}" if cohort else "no cohort"
+    return f"weight {weight:g}, {where}"
 
 
 def _listed(items: list[str]) -> str:
@@ -94,13 +105,17 @@ def create_team(db: Database, principal: Principal, body: TeamCreate, address: s
         quota_milli=_milli(body.quota_gpus),
         borrow_limit_milli=_milli(body.borrow_limit_gpus),
         created_at=time.time(),
+        weight=body.weight,
+        cohort=body.cohort,
+        lend_limit_milli=None if body.lend_limit_gpus is None else _milli(body.lend_limit_gpus),
     )
     try:
         with db.session() as s:
             s.add(team)
             audit.record(s, principal.user, "team.create", body.name,
                          f"quota {body.quota_gpus:g} GPUs, borrow limit "
-                         f"{body.borrow_limit_gpus:g} GPUs", address)
+                         f"{body.borrow_limit_gpus:g} GPUs, "
+                         + _share_text(body.weight, body.cohort, body.lend_limit_gpus), address)
         view = _team_view(team)
     except IntegrityError:
         raise Conflict(f"name: a team named {body.name!r} already exists") from None
@@ -117,6 +132,8 @@ def _live_team(s: Session, name: str) -> Team:
 
 def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
                 address: str = "") -> TeamView:
+    """Change what ``body`` gives and keep the rest (see TeamUpdate: an explicit null clears
+    ``cohort`` and ``lend_limit_gpus``). NotFound for no live team of that name."""
     require_admin(principal)
     with db.session() as s:
         team = _live_team(s, name)
@@ -127,6 +144,18 @@ def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
         if body.borrow_limit_gpus is not None:
             team.borrow_limit_milli = _milli(body.borrow_limit_gpus)
             changes.append(f"borrow limit {body.borrow_limit_gpus:g} GPUs")
+        given = body.model_fields_set
+        if body.weight is not None:
+            team.weight = body.weight
+            changes.append(f"weight {body.weight:g}")
+        if "cohort" in given:
+            team.cohort = body.cohort
+            changes.append(f"cohort {body.cohort}" if body.cohort else "no cohort")
+        if "lend_limit_gpus" in given:
+            lend = body.lend_limit_gpus
+            team.lend_limit_milli = None if lend is None else _milli(lend)
+            changes.append("lends all unused quota" if lend is None
+                           else f"lend limit {lend:g} GPUs")
         audit.record(s, principal.user, "team.update", name, ", ".join(changes), address)
         view = _team_view(team)
     view.warning = quota_warning(db)
@@ -152,9 +181,10 @@ def quota_warning(db: Database) -> str | None:
 
 def delete_team(db: Database, principal: Principal, name: str, address: str = "") -> TeamView:
     """Soft-delete a team: its row stays (job history keeps its foreign keys), renamed so
-    the name can be used again, with its quota and borrow limit set to 0. Conflict for the
-    default team, and while the team has live users (disabled ones count), active jobs,
-    active pipeline runs or pipeline schedules. Returns the team as it was."""
+    the name can be used again, with its quota and borrow limit set to 0 and out of its
+    cohort. Conflict for the default team, and while the team has live users (disabled ones
+    count), active jobs, active pipeline runs or pipeline schedules. Returns the team as it
+    was."""
     require_admin(principal)
     if name == DEFAULT_TEAM:
         raise Conflict(f"the {DEFAULT_TEAM!r} team cannot be deleted: it is where the first "
@@ -176,6 +206,7 @@ def delete_team(db: Database, principal: Principal, name: str, address: str = ""
         team.deleted_at = time.time()
         team.name = deleted_name(name, team.id)
         team.quota_milli = team.borrow_limit_milli = 0
+        team.cohort = None
         audit.record(s, principal.user, "team.delete", name, "", address)
     return view
 

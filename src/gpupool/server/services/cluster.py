@@ -82,8 +82,17 @@ def _gpu_view(index: int, card: dict[str, Any], asked_mib: int,
     )
 
 
+def held_gpus(gpus: list[Any] | None, ranks: list[Any] | None) -> int:
+    """How many GPUs a placed job's row holds: every rank's (``ranks``, one ``{"node",
+    "gpus"}`` per node of a multi-node job), else its one node's ``gpus``."""
+    if ranks:
+        return sum(len(rank.get("gpus") or ()) for rank in ranks)
+    return len(gpus or ())
+
+
 def list_queues(db: Database, principal: Principal) -> list[QueueView]:
-    """Each team's queue: quota, borrowing limit, GPUs in use, borrowed, job counts."""
+    """Each team's queue: quota, borrowing limit, GPUs in use (every node's of a multi-node
+    job), borrowed, job counts."""
     with db.read() as s:
         query = select(Team).where(Team.deleted_at.is_(None)).order_by(Team.name)
         if not principal.admin:
@@ -95,11 +104,11 @@ def list_queues(db: Database, principal: Principal) -> list[QueueView]:
             .group_by(Job.team_id, Job.phase)
         ).all()
         usage = s.execute(
-            select(Job.team_id, Job.gpu_milli, Job.gpus).where(Job.phase.in_(ACTIVE))
+            select(Job.team_id, Job.gpu_milli, Job.gpus, Job.ranks).where(Job.phase.in_(ACTIVE))
         ).all()
     used: dict[int, int] = defaultdict(int)
-    for team_id, gpu_milli, gpus in usage:
-        used[team_id] += gpu_milli * len(gpus or ())
+    for team_id, gpu_milli, gpus, ranks in usage:
+        used[team_id] += gpu_milli * held_gpus(gpus, ranks)
     pending: dict[int, int] = defaultdict(int)
     running: dict[int, int] = defaultdict(int)
     for team_id, phase, count in counts:

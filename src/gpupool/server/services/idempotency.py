@@ -41,10 +41,18 @@ def check_key(key: str | None) -> str | None:
     return key
 
 
+ADDED_LATER = ("time_limit_s",)
+"""JobSpec fields added after idempotency keys were stored, left out of the hash when unset."""
+
+
 def spec_hash(spec: JobSpec) -> str:
     """SHA-256 of the validated spec in canonical JSON: key order, whitespace and defaults
     spelled out or left out make no difference; any changed value does."""
-    text = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    data = spec.model_dump(mode="json")
+    for name in ADDED_LATER:  # unset: hashed as before the field existed (retries across an
+        if data.get(name) is None:  # upgrade still match the key's first request)
+            data.pop(name, None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 

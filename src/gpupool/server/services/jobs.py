@@ -235,29 +235,35 @@ def list_jobs(
     cursor: str | None = None,
 ) -> paging.Page[JobView]:
     """One page of the jobs ``principal`` may see, in ``order``, of any of ``phases`` (all
-    when empty); ``cursor`` continues from an earlier page of the same order."""
+    when empty); ``cursor`` continues from an earlier page of the same order.
+
+    The page's ids are chosen first, from the ids alone, and only those rows are read: a
+    filter that matches most jobs (``ps`` over 10,000 pending ones) then sorts integers, not
+    10,000 whole rows with their specs (SQLite picks the phase index and sorts what it finds:
+    ~30 ms against ~1 ms)."""
     kind = f"jobs:{order.value}"
-    query = _visible(principal)
-    if order is JobOrder.QUEUE:
-        query = query.order_by(Job.priority.desc(), Job.created_at, Job.id)
-        if cursor is not None:
-            prio, created, last = paging.decode(cursor, kind, 3)
-            query = query.where(or_(
-                Job.priority < prio,
-                and_(Job.priority == prio, or_(
-                    Job.created_at > created, and_(Job.created_at == created, Job.id > last)))))
-    else:
-        query = query.order_by(Job.id.desc())
-        if cursor is not None:
-            query = query.where(Job.id < paging.decode(cursor, kind, 1)[0])
+    ordering: tuple[Any, ...] = ((Job.priority.desc(), Job.created_at, Job.id)
+                                 if order is JobOrder.QUEUE else (Job.id.desc(),))
+    ids = select(Job.id).order_by(*ordering)
+    if not principal.admin:
+        ids = ids.where(Job.team_id == principal.team_id)
+    if cursor is not None and order is JobOrder.QUEUE:
+        prio, created, last = paging.decode(cursor, kind, 3)
+        ids = ids.where(or_(
+            Job.priority < prio,
+            and_(Job.priority == prio, or_(
+                Job.created_at > created, and_(Job.created_at == created, Job.id > last)))))
+    elif cursor is not None:
+        ids = ids.where(Job.id < paging.decode(cursor, kind, 1)[0])
     if phases:
-        query = query.where(Job.phase.in_([p.value for p in phases]))
+        ids = ids.where(Job.phase.in_([p.value for p in phases]))
     if queue is not None:
-        query = query.where(Job.queue == queue)
+        ids = ids.where(Job.queue == queue)
     if name is not None:
-        query = query.where(Job.name == name)
+        ids = ids.where(Job.name == name)
+    query = _visible(principal).where(Job.id.in_(ids.limit(limit + 1))).order_by(*ordering)
     with db.read() as s:
-        rows = s.execute(query.limit(limit + 1)).all()
+        rows = s.execute(query).all()
 
     def key(row: Any) -> tuple[float, ...]:
         job = row[0]
