@@ -43,7 +43,7 @@ from server_harness import Server, make_server, remove_created_accounts
 
 ST = Path(sys.executable).with_name("st")
 SEED = 20240614
-MAX_EXAMPLES = 5
+MAX_EXAMPLES = 4
 """Per operation and phase: modest, so that the module takes about a minute on 2 cores."""
 
 ACCEPTED_BUT_422 = ["2xx", "401", "403", "404", "409", "422"]

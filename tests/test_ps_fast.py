@@ -83,7 +83,7 @@ def random_row(rng: random.Random) -> JobRow:
                   rng.choice(["0s", "59s", "12m", "3h", "400d"]), text(120))
 
 
-@pytest.mark.parametrize("seed", range(16))
+@pytest.mark.parametrize("seed", range(4))  # each seed: ~30 widths × 3 consoles (time)
 def test_the_fast_table_is_the_rich_table_at_every_width(seed: int) -> None:
     rng = random.Random(seed)
     rows = [random_row(rng) for _ in range(rng.randrange(1, 8))]
