@@ -1,9 +1,12 @@
-"""Shared helpers of the benchmarks: where the traces are, and writing results."""
+"""Shared helpers of the benchmarks: where the traces are, writing results, and how fast the
+machine is at the time."""
 
 from __future__ import annotations
 
 import os
 import platform
+import statistics
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,3 +34,17 @@ def parked_token(server: Any) -> str:
         admin.post("/teams", json={"name": "parked", "quota_gpus": 0})
         admin.post("/users", json={"name": "bench", "team": "parked", "unix_user": "root"})
         return str(admin.post("/tokens", json={"user": "bench"}).json()["token"])
+
+
+def speed_probe(runs: int = 5) -> float:
+    """Median ms of a fixed pure-Python loop in this process: how fast the machine is at the
+    time (its speed varies over a day, shared as it is; the figures of two runs compare only
+    with their probes in mind)."""
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(1_000_000):
+            total += i
+        samples.append((time.perf_counter() - t0) * 1000)
+    return statistics.median(samples)

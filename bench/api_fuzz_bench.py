@@ -125,13 +125,15 @@ def fuzz_server(server: Server, seconds: int, work: Path, tally: Tally, log: Pat
     spec = httpx.get(server.url + "/openapi.json", timeout=30).json()
     config = work / "schemathesis.toml"
     config.write_text(fuzz_config(spec))
-    user = fuzz_user(server)
+    with server.client() as admin:
+        user = fuzz_user(admin)
     admin_s = max(1, round(seconds * ADMIN_SHARE))
     user_s = max(1, seconds - admin_s)
     run_st(st_command(config, server.url, user.tokens[0], seed=SEED, max_examples=100,
                       filters=["--exclude-path", REVOKE_ONE],
                       extra=["--max-time", str(user_s)]), work, tally, log)
-    cancel_pending(server, user.name)
+    with server.client() as admin:
+        cancel_pending(admin, user.name)
     run_st(st_command(config, server.url, server.token, seed=SEED, max_examples=100,
                       filters=ADMIN_FILTER, extra=["--max-time", str(admin_s)]), work, tally, log)
     run_st(st_command(config, server.url, user.tokens[1], seed=SEED, max_examples=100,

@@ -1,6 +1,7 @@
 """The middle tier of tests: a real Controller on a real SQLite database, in this process,
 with a fake executor, and one job already running on one fake node (as after a recovery).
-Fast enough for the controller's logic; the end-to-end tests keep a real server."""
+Fast enough for the controller's logic; the end-to-end tests keep a real server. The setup
+is middle_tier.build_controller's."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from typing import Any
 
 from sqlalchemy import select
 
-from gpupool.core.cluster import NodeSpec
 from gpupool.executors.base import Handle, Outcome
-from gpupool.executors.inventory import LocalInventory, parse_fake_gpus
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.active import Active, to_request
 from gpupool.server.controller import Controller
 from gpupool.server.cycle import LiveJob
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Team, User
-from gpupool.server.settings import Settings
+from middle_tier import build_controller
 
 
 class EndedExecutor:
@@ -41,16 +40,9 @@ def running_job(tmp_path: Path, spec: JobSpec, cards: int,
     """A controller (bestfit) over one node with ``cards`` fake A100s and one job of
     ``spec`` running on the first ``spec.gpus`` of them, tracked as active with a made-up
     handle; ``executor`` answers for its processes (default :class:`EndedExecutor`)."""
-    settings = Settings(home=tmp_path, work_dir=tmp_path / "work", tick_seconds=0.1,
-                        policy="bestfit")
-    db = Database(settings.db_url)
-    db.migrate()
+    _, db, controller = build_controller(tmp_path, 1, cards, executor or EndedExecutor(),
+                                         tick_seconds=0.1)
     gpus = tuple(range(cards))
-    inventory = LocalInventory((NodeSpec("n0", 16000, 65536,
-                                         parse_fake_gpus(f"{cards}xA100-80GB")),),
-                               {"n0": gpus}, "fake")
-    controller = Controller(settings, db, executor or EndedExecutor(), inventory,
-                            launch_threads=0)
     held = gpus[: int(spec.gpus or 0)]
     now = time.time()
     with db.session() as s:

@@ -1,6 +1,7 @@
 """The middle tier's twin harness: the same arrivals, ends and cancels, on one injected
 clock, into a real Controller (real SQLite, in this process, with the scripted executor)
 and into the simulator's PoolSimulation, stepping both and reading back what each decided.
+The server side's setup is middle_tier.build_controller's.
 """
 
 from __future__ import annotations
@@ -12,26 +13,16 @@ from typing import Any
 from sqlalchemy import update
 
 from fake_executor import ScriptedExecutor
-from gpupool.core.cluster import NodeSpec
 from gpupool.core.live import LiveJob
 from gpupool.core.quota import QueueQuota
-from gpupool.executors.inventory import LocalInventory, parse_fake_gpus
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.active import to_request
-from gpupool.server.controller import Controller
-from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Team, User
 from gpupool.server.queue_inputs import queue_policy
-from gpupool.server.settings import Settings
 from gpupool.sim.team_sim import PoolSimulation
+from middle_tier import Clock, build_controller
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+__all__ = ["Clock", "Decisions", "TeamDef", "Twin"]  # Clock: its old home, still imported
 
 
 @dataclass(frozen=True)
@@ -53,20 +44,14 @@ class Twin:
     def __init__(self, tmp_path: Path, nodes: int, cards: int, teams: list[TeamDef],
                  **settings: Any) -> None:
         self.clock = Clock()
-        self.settings = Settings(home=tmp_path, work_dir=tmp_path / "work", tick_seconds=0.1,
-                                 policy="bestfit", sandbox="none", **settings)
-        self.db = Database(self.settings.db_url)
-        self.db.migrate()
-        gpus = parse_fake_gpus(f"{cards}xA100-80GB")
-        specs = tuple(NodeSpec(f"n{i}", 16000, 65536, gpus) for i in range(nodes))
-        inventory = LocalInventory(specs, {s.name: tuple(range(cards)) for s in specs}, "fake")
         self.executor = ScriptedExecutor(self.clock)
-        self.controller = Controller(self.settings, self.db, self.executor, inventory,
-                                     launch_threads=0,
-                                     clock=self.clock)
+        self.settings, self.db, self.controller = build_controller(
+            tmp_path, nodes, cards, self.executor, self.clock, tick_seconds=0.1,
+            sandbox="none", **settings)
         self.sim = PoolSimulation(
-            specs, [QueueQuota(t.name, round(t.quota * 1000), round(t.borrow * 1000), t.cohort)
-                    for t in teams],
+            self.controller.inventory.nodes,
+            [QueueQuota(t.name, round(t.quota * 1000), round(t.borrow * 1000), t.cohort)
+             for t in teams],
             "bestfit", queue_policy(self.settings), {t.name: t.weight for t in teams},
             self.settings.fairshare_half_life_s)
         self.team_ids: dict[str, int] = {}

@@ -1,8 +1,19 @@
-"""Tenant administration against a real `gpupool up` (SQLite and PostgreSQL): token expiry,
-listing and revocation, disabled and deleted users (with the Unix accounts a root server
-makes for them), team deletion, and the audit log. Token and user commands go through the
-real CLI. Revocation and disabling must bite on the very next request: no sleeping for the
-server's token cache."""
+"""Tenant administration (SQLite and PostgreSQL): token expiry, listing and revocation,
+disabled and deleted users (with the Unix accounts a root server makes for them), team
+deletion, and the audit log. Token and user commands go through the real CLI. Revocation and
+disabling must bite on the very next request: no sleeping for the server's token cache.
+
+Tiers. In-process, over HTTP (``inproc_http.served``: the real app, controller and database of
+``inprocess_api.InProcessServer``, served by uvicorn from a thread on 127.0.0.1; a scripted
+executor, the loop stepped by the test): every test but one. Their CLI commands run in this
+process against that URL (``Served.cli``: the same commands, exit codes, stdout and stderr;
+`gpupool` as its own process is tested in test_cli_fast.py and test_cli_e2e.py); where a real
+server's loop was waited for (a job running, cancelled) the test steps the loop
+(``settle``). The refusals of the audit log are coalesced per address for 10 s in a table of
+the process (``services/audit.py``), so the audit test clears it, as its own server did.
+A real `gpupool up`: ``test_disabled_user_is_refused_and_their_job_runs_until_cancelled``,
+which watches a real job process's log keep growing after its user was disabled.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +32,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from db_backends import database
 from gpupool.executors import accounts
+from gpupool.server.services import audit as audit_service
+from inproc_http import Served, served
+from inprocess_api import InProcessServer
 from server_harness import Server, backend_params, make_server, submit, wait_for
 
 PY = sys.executable
@@ -37,27 +52,53 @@ TICKER = (
 
 @pytest.fixture(scope="module", params=backend_params())
 def server(request: pytest.FixtureRequest,
-           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    # One server per store for the module (each start costs seconds): the tests leave it
-    # as they found it (their jobs ended, their users deleted).
-    yield from make_server(request.param, tmp_path_factory.mktemp(request.param),
+           tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    # One server per store for the module: the tests leave it as they found it (their jobs
+    # ended, their users deleted).
+    yield from _served(request.param, tmp_path_factory.mktemp(request.param))
+
+
+@pytest.fixture(scope="module", params=backend_params())
+def real_server(request: pytest.FixtureRequest,
+                tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    yield from make_server(request.param, tmp_path_factory.mktemp("real-" + request.param),
                            "1xA100-80GB")
 
 
 @pytest.fixture(params=backend_params())
-def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
+def own_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Served]:
     """A server of the test's own: refusals are coalesced per address for 10 s, so the
-    audit test must not see the refusals of the tests before it."""
-    yield from make_server(request.param, tmp_path, "1xA100-80GB")
+    audit test must not see the refusals of the tests before it (the table of them is the
+    process's: cleared)."""
+    audit_service._recent.clear()
+    yield from _served(request.param, tmp_path)
+
+
+def _served(backend: str, tmp_path: Path) -> Iterator[Served]:
+    for db in database(backend, tmp_path):
+        with served(InProcessServer(tmp_path, nodes=1, cards=1, db=db)) as s:
+            yield s
 
 
 @pytest.fixture
-def names(server: Server) -> Iterator[list[str]]:
+def names(server: Served) -> Iterator[list[str]]:
     """Unique user names for one test; whatever a test leaves (it deletes its users itself
     when it passes) is deleted afterwards, jobs cancelled first, so that the Unix accounts
     a root server makes do not pile up."""
     made: list[str] = []
     yield made
+    _delete_users(server, made)
+
+
+@pytest.fixture
+def real_names(real_server: Server) -> Iterator[list[str]]:
+    """``names``, of the real server."""
+    made: list[str] = []
+    yield made
+    _delete_users(real_server, made)
+
+
+def _delete_users(server: Server | Served, made: list[str]) -> None:
     with server.client() as admin:
         live = {u["name"] for u in admin.get("/users").json()}
         for name in made:
@@ -67,10 +108,16 @@ def names(server: Server) -> Iterator[list[str]]:
                 if job["user"] == name and job["phase"] in ("pending", "starting", "running"):
                     admin.post(f"/jobs/{job['id']}/cancel")
             with contextlib.suppress(AssertionError):
-                wait_for(lambda n=name: admin.delete(f"/users/{n}").status_code == 200, 30)
+                wait_for(lambda n=name: _deleted(server, admin, n), 30)
             if ROOT:  # the server could not do it: do not leave the account behind
                 with contextlib.suppress(accounts.AccountError):
                     accounts.remove(accounts.derived_name(name), name)
+
+
+def _deleted(server: Server | Served, admin: httpx.Client, name: str) -> bool:
+    if isinstance(server, Served):
+        server.step(1.0)  # what a real server's loop does meanwhile: the cancelled jobs end
+    return admin.delete(f"/users/{name}").status_code == 200
 
 
 def unique(names: list[str], prefix: str) -> str:
@@ -79,8 +126,11 @@ def unique(names: list[str], prefix: str) -> str:
     return name
 
 
-def gpupool(server: Server, *args: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI, as the admin (GPUPOOL_URL / GPUPOOL_TOKEN of the harness)."""
+def gpupool(server: Server | Served, *args: str) -> subprocess.CompletedProcess[str]:
+    """The real CLI, as the admin (GPUPOOL_URL / GPUPOOL_TOKEN of the harness): in this
+    process for an in-process server, else as its own process."""
+    if isinstance(server, Served):
+        return server.cli(*args)
     return subprocess.run(
         [PY, "-m", "gpupool.cli.main", *args],
         env=server.env, capture_output=True, text=True, timeout=120,
@@ -92,7 +142,8 @@ def ok(result: subprocess.CompletedProcess[str]) -> str:
     return result.stdout
 
 
-def make_user(server: Server, admin: httpx.Client, name: str, team: str = "default") -> str:
+def make_user(server: Server | Served, admin: httpx.Client, name: str,
+              team: str = "default") -> str:
     """A user in ``team`` and a token of theirs (through the API)."""
     response = admin.post("/users", json={"name": name, "team": team})
     assert response.status_code == 201, response.text
@@ -101,7 +152,7 @@ def make_user(server: Server, admin: httpx.Client, name: str, team: str = "defau
     return str(response.json()["token"])
 
 
-def whoami(server: Server, token: str) -> httpx.Response:
+def whoami(server: Server | Served, token: str) -> httpx.Response:
     with server.client(token) as c:
         return c.get("/whoami")
 
@@ -110,13 +161,23 @@ def phase(admin: httpx.Client, job: str) -> str:
     return str(admin.get(f"/jobs/{job}").json()["phase"])
 
 
+def settle(server: Served, admin: httpx.Client, job: str, want: str, passes: int = 5) -> None:
+    """Step the loop (a second a pass) until ``job`` is in phase ``want``: what waiting for
+    a real server's loop was."""
+    for _ in range(passes):
+        if phase(admin, job) == want:
+            return
+        server.step(1.0)
+    assert phase(admin, job) == want
+
+
 def audit(admin: httpx.Client) -> list[dict[str, str]]:
     response = admin.get("/audit", params={"limit": 1000})
     assert response.status_code == 200, response.text
     return list(response.json())
 
 
-def test_token_create_list_revoke_and_expiry(server: Server, names: list[str]) -> None:
+def test_token_create_list_revoke_and_expiry(server: Served, names: list[str]) -> None:
     ada = unique(names, "ada")
     ok(gpupool(server, "admin", "user", "create", ada, "--team", "default"))
     token = ok(gpupool(server, "admin", "token", "create", ada, "--expires", "30d")).strip()
@@ -168,8 +229,9 @@ def test_token_create_list_revoke_and_expiry(server: Server, names: list[str]) -
 
 
 def test_disabled_user_is_refused_and_their_job_runs_until_cancelled(
-    server: Server, names: list[str]
+    real_server: Server, real_names: list[str]
 ) -> None:
+    server, names = real_server, real_names
     bob = unique(names, "bob")
     with server.client() as admin:
         token = make_user(server, admin, bob)
@@ -205,7 +267,7 @@ def test_disabled_user_is_refused_and_their_job_runs_until_cancelled(
         assert whoami(server, token).status_code == 401
 
 
-def test_team_delete_is_refused_while_in_use(server: Server, names: list[str]) -> None:
+def test_team_delete_is_refused_while_in_use(server: Served, names: list[str]) -> None:
     with server.client() as admin:
         assert admin.post("/teams", json={"name": "vision", "quota_gpus": 1}).status_code == 201
         cid = unique(names, "cid")
@@ -221,7 +283,7 @@ def test_team_delete_is_refused_while_in_use(server: Server, names: list[str]) -
         cli = gpupool(server, "admin", "team", "delete", "vision")
         assert cli.returncode == 2 and "active job" in cli.stderr
         assert admin.post(f"/jobs/{job}/cancel").status_code == 200
-        wait_for(lambda: phase(admin, job) == "cancelled")
+        settle(server, admin, job, "cancelled")
 
         assert ok(gpupool(server, "admin", "team", "delete", "vision")) == "team vision deleted\n"
         assert "vision" not in [t["name"] for t in admin.get("/teams").json()]
@@ -232,7 +294,7 @@ def test_team_delete_is_refused_while_in_use(server: Server, names: list[str]) -
         assert default.status_code == 409 and "cannot be deleted" in default.json()["detail"]
 
 
-def test_user_unix_accounts_and_delete(server: Server, names: list[str]) -> None:
+def test_user_unix_accounts_and_delete(server: Served, names: list[str]) -> None:
     dee = unique(names, "dee")
     with server.client() as admin:
         made = admin.post("/users", json={"name": dee, "team": "default"}).json()
@@ -257,11 +319,11 @@ def test_user_unix_accounts_and_delete(server: Server, names: list[str]) -> None
         token = admin.post("/tokens", json={"user": dee}).json()["token"]
         with server.client(token) as c:
             job = submit(c, command=[PY, "-c", TICKER])
-        wait_for(lambda: phase(admin, job) == "running")
+        settle(server, admin, job, "running")
         refused = admin.delete(f"/users/{dee}")
         assert refused.status_code == 409 and f"{job} (running)" in refused.json()["detail"]
         admin.post(f"/jobs/{job}/cancel")
-        wait_for(lambda: phase(admin, job) == "cancelled")
+        settle(server, admin, job, "cancelled")
 
         deleted = json.loads(ok(gpupool(server, "admin", "user", "delete", dee, "--json")))
         assert deleted["tokens_revoked"] == 1
@@ -281,7 +343,7 @@ def test_user_unix_accounts_and_delete(server: Server, names: list[str]) -> None
         assert me.status_code == 409 and "yourself" in me.json()["detail"]
 
 
-def test_audit_log_records_admin_actions_and_refusals(own_server: Server) -> None:
+def test_audit_log_records_admin_actions_and_refusals(own_server: Served) -> None:
     server, names = own_server, []
     eve = unique(names, "eve")
     with server.client() as admin:
@@ -330,7 +392,7 @@ def test_audit_log_records_admin_actions_and_refusals(own_server: Server) -> Non
         assert admin.delete(f"/users/{fay}").status_code == 200
 
 
-def test_async_client_admin_methods(server: Server, names: list[str]) -> None:
+def test_async_client_admin_methods(server: Served, names: list[str]) -> None:
     import asyncio
 
     from gpupool.sdk import AsyncClient
@@ -357,7 +419,7 @@ def test_async_client_admin_methods(server: Server, names: list[str]) -> None:
 
 
 def test_every_admin_operation_refuses_strangers_and_non_admins(
-    server: Server, names: list[str]
+    server: Served, names: list[str]
 ) -> None:
     """The admin operations this issue added, tried with no token, a bad token and a
     non-admin's token: 401, 401, 403 — and nothing changed."""

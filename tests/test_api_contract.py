@@ -4,7 +4,12 @@ public routes) and 422, and an API path called with a method it does not serve a
 API's own 405 (``Allow`` listing the route's methods, JSON body), not the console's. Bounds
 of optional numbers are real JSON Schema keywords, a body that is not UTF-8 is a 422 like any
 malformed JSON, and the simulator's policies and seeds are documented as the server checks
-them (findings of the schemathesis runs of test_api_fuzz.py)."""
+them (findings of the schemathesis runs of test_api_fuzz.py).
+
+Tier: in-process, over HTTP (``inproc_http.served``: the real app, controller and SQLite of
+``inprocess_api.InProcessServer``, served by uvicorn from a thread on 127.0.0.1): every
+answer checked here is the app's own, and uvicorn still carries them; no `gpupool up`
+process is needed."""
 
 from __future__ import annotations
 
@@ -14,19 +19,21 @@ from typing import Any
 import httpx
 import pytest
 
-from server_harness import Server, make_server
+from inproc_http import Served, served
+from inprocess_api import InProcessServer
 
 PUBLIC = {"/healthz"}
 METHODS = {"get", "put", "post", "delete", "patch", "head", "options"}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from make_server("sqlite", tmp_path_factory.mktemp("contract"), "1xA100-80GB")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    with served(InProcessServer(tmp_path_factory.mktemp("contract"), nodes=1, cards=1)) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")
-def spec(server: Server) -> dict[str, Any]:
+def spec(server: Served) -> dict[str, Any]:
     answer = httpx.get(server.url + "/openapi.json", timeout=30)
     assert answer.status_code == 200
     document: dict[str, Any] = answer.json()
@@ -55,7 +62,7 @@ def _operations(spec: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]
                 yield path, method, operation
 
 
-def test_405_on_an_api_path_lists_the_routes_methods(server: Server) -> None:
+def test_405_on_an_api_path_lists_the_routes_methods(server: Served) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         for method, path, allow in [
             ("DELETE", "/api/v1/jobs", "GET, POST"),
@@ -73,7 +80,7 @@ def test_405_on_an_api_path_lists_the_routes_methods(server: Server) -> None:
         assert c.get("/").status_code == 200
 
 
-def test_422_body_matches_the_documented_schema(server: Server, spec: dict[str, Any]) -> None:
+def test_422_body_matches_the_documented_schema(server: Served, spec: dict[str, Any]) -> None:
     schema = _error_schema(spec, "/api/v1/jobs", "post", 422)
     assert schema["properties"]["detail"]["type"] == "string"
     assert schema["required"] == ["detail"]
@@ -132,7 +139,7 @@ def test_every_bound_is_a_json_schema_keyword(spec: dict[str, Any]) -> None:
     assert schemas["TokenCreate"]["properties"]["expires_in_s"]["anyOf"][0]["exclusiveMinimum"] == 0
 
 
-def test_sim_policies_and_seeds_are_documented(server: Server, spec: dict[str, Any]) -> None:
+def test_sim_policies_and_seeds_are_documented(server: Served, spec: dict[str, Any]) -> None:
     """The policies a run may name are the server's own list; a seed numpy refuses (negative)
     is refused at once (422), not accepted and failed later."""
     from gpupool.plugins.profiles import POLICIES
@@ -145,7 +152,7 @@ def test_sim_policies_and_seeds_are_documented(server: Server, spec: dict[str, A
         assert answer.status_code == 422 and "seeds.0" in answer.json()["detail"], answer.text
 
 
-def test_a_body_that_is_not_utf8_is_a_documented_422(server: Server) -> None:
+def test_a_body_that_is_not_utf8_is_a_documented_422(server: Served) -> None:
     """Not FastAPI's bare 400 "There was an error parsing the body", documented nowhere."""
     with server.client() as c:
         for path in ("/teams", "/jobs", "/tokens"):

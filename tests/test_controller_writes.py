@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-import gpupool.server.outcomes as outcomes_module
 import inprocess
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.controller import Controller
@@ -31,7 +30,7 @@ def test_a_failed_finish_write_keeps_the_job_and_the_next_step_writes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     controller, db, job_id = running_job(tmp_path)
-    real_finish = outcomes_module.finish
+    real_finish = controller.store.finish
     calls: list[int] = []
 
     def flaky_finish(*args: Any, **kwargs: Any) -> None:
@@ -40,7 +39,7 @@ def test_a_failed_finish_write_keeps_the_job_and_the_next_step_writes_it(
             raise RuntimeError("database is locked")
         real_finish(*args, **kwargs)
 
-    monkeypatch.setattr(outcomes_module, "finish", flaky_finish)
+    monkeypatch.setattr(controller.store, "finish", flaky_finish)
     controller.step()
     assert job_id in controller.active  # not forgotten
     assert phase_of(db, job_id) == "running"
@@ -95,7 +94,7 @@ def test_a_failed_bind_write_leaves_the_placed_job_pending_and_holding_nothing(
     controller._load_pending()
     live = controller.pending[job_id]
     running = [controller.active[running_id].live]
-    quota, _weights = quota_and_weights(controller.db, running)
+    quota = quota_and_weights(controller.db, running).book
     out = run_cycle(controller.scheduler, quota, [live], running)
     assert out.placed == [live]
     assert int(controller.state.gpu_total_left[0]) == 0

@@ -1,12 +1,15 @@
 """Hostile input: refused at the edge with a 422 naming the field and the bound, and a job
-whose judging raises never stops the cycle for the others nor leaks capacity."""
+whose judging raises never stops the cycle for the others nor leaks capacity.
+
+All in this process: the API tests on the middle tier (inprocess_api: the real app and loop,
+a scripted executor, the loop stepped by hand), the cycle tests on the scheduler alone. No
+test needs a real server process."""
 
 from __future__ import annotations
 
 import json
 import math
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
@@ -18,14 +21,15 @@ from gpupool.core.quota import QueueQuota, QuotaBook
 from gpupool.core.request import Request
 from gpupool.core.scheduler import Scheduler
 from gpupool.server.cycle import LiveJob, run_cycle
-from server_harness import Server, make_server, wait_for
+from inprocess_api import InProcessServer
 
 HOSTILE = {"command": ["/bin/true"], "nodes": 2, "gpus": 1, "memory": 1e20}
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    yield from make_server("sqlite", tmp_path_factory.mktemp("hostile"), "4xA100-80GB")
+def server(tmp_path_factory: pytest.TempPathFactory) -> InProcessServer:
+    """One node of 4 A100s (``gpupool up --fake-gpus 4xA100-80GB``), for the module."""
+    return InProcessServer(tmp_path_factory.mktemp("hostile"), nodes=1, cards=4)
 
 
 @pytest.mark.parametrize(
@@ -47,28 +51,33 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ],
 )
 def test_hostile_numbers_get_a_422_naming_the_field_and_the_bound(
-    server: Server, extra: dict[str, object], field: str, says: str
+    server: InProcessServer, extra: dict[str, object], field: str, says: str
 ) -> None:
-    with server.client() as c:
-        # json.dumps writes NaN / Infinity (as a hostile client may); httpx's json= refuses
-        response = c.post("/jobs", content=json.dumps({**HOSTILE, **extra}),
-                          headers={"Content-Type": "application/json"})
+    c = server.admin
+    # json.dumps writes NaN / Infinity (as a hostile client may); httpx's json= refuses
+    response = c.post("/jobs", content=json.dumps({**HOSTILE, **extra}),
+                      headers={"Content-Type": "application/json"})
     assert response.status_code == 422, response.text
     detail = response.json()["detail"]
     assert detail.startswith(f"{field}:"), detail
     assert says in detail
 
 
-def test_after_hostile_submissions_the_pool_is_whole_and_schedules(server: Server) -> None:
-    with server.client() as c:
-        assert c.post("/jobs", json=HOSTILE).status_code == 422
-        ok = c.post("/jobs", json={"command": [sys.executable, "-c", "pass"], "gpus": 4})
-        assert ok.status_code == 201, ok.text
-        job_id = ok.json()["id"]
-        wait_for(lambda: c.get(f"/jobs/{job_id}").json()["phase"] == "succeeded")
-        gpus = wait_for(lambda: (g := c.get("/nodes").json()[0]["gpus"])
-                        and all(x["allocated_milli"] == 0 for x in g) and g)
-        assert len(gpus) == 4
+def test_after_hostile_submissions_the_pool_is_whole_and_schedules(
+        server: InProcessServer) -> None:
+    c = server.admin  # the module's server, after the refusals above
+    assert c.post("/jobs", json=HOSTILE).status_code == 422
+    ok = c.post("/jobs", json={"command": [sys.executable, "-c", "pass"], "gpus": 4})
+    assert ok.status_code == 201, ok.text
+    job_id = ok.json()["id"]
+    server.step()  # placed on all 4 GPUs
+    assert c.get(f"/jobs/{job_id}").json()["phase"] == "running"
+    server.executor.end(job_id)  # `pass` exits 0
+    server.step(1)
+    assert c.get(f"/jobs/{job_id}").json()["phase"] == "succeeded"
+    gpus = c.get("/nodes").json()[0]["gpus"]
+    assert all(x["allocated_milli"] == 0 for x in gpus)
+    assert len(gpus) == 4
 
 
 # ------------------------------------------------- in-process: a job whose judging raises

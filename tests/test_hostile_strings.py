@@ -1,7 +1,14 @@
-"""Hostile input against a real server on both stores: text that cannot be stored (lone
+"""Hostile input against the server on both stores: text that cannot be stored (lone
 surrogates, NUL) and numbers that are not numbers (NaN, Infinity, booleans) are refused with
 422 naming the field, nothing is written, and the listings keep answering; a row holding such
-text (written by an older version) does not break them either."""
+text (written by an older version) does not break them either.
+
+Tier: in-process, over HTTP (``inproc_http.served``: the real app, controller and database of
+``inprocess_api.InProcessServer``, served by uvicorn from a thread, so that the hostile
+requests are parsed as a real server parses them; SQLite and a PostgreSQL schema). A
+traceback logged while serving (``Served.tracebacks``) fails a case, as one in a real
+server's log did; `gpupool ps` runs in this process against it (``Served.cli``). The CLI's
+own refusal of a job file runs the CLI as its own process, with no server."""
 
 from __future__ import annotations
 
@@ -16,8 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
-from server_harness import PG_DSN, Server, backend_params, make_server
+from db_backends import database
+from inproc_http import Served, served
+from inprocess_api import InProcessServer
+from server_harness import PG_DSN, backend_params
 
 SURROGATE = "\ud800"
 NUL = "\0"
@@ -63,12 +74,15 @@ CASES: list[tuple[str, str, Any, dict[str, str] | None, bool, str]] = [
 
 @pytest.fixture(scope="module", params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Server]:
-    yield from make_server(request.param, tmp_path_factory.mktemp(request.param), "1xA100-80GB")
+           ) -> Iterator[Served]:
+    tmp = tmp_path_factory.mktemp(request.param)
+    for db in database(request.param, tmp):
+        with served(InProcessServer(tmp, nodes=1, cards=1, db=db)) as s:
+            yield s
 
 
 @pytest.fixture(scope="module")
-def member(server: Server) -> str:
+def member(server: Served) -> str:
     """A token of a user of team ``hxteam`` (runs as ``nobody``: no account is created)."""
     with server.client() as admin:
         assert admin.post("/teams", json={"name": "hxteam", "quota_gpus": 1}).status_code == 201
@@ -98,7 +112,7 @@ def counts(client: httpx.Client) -> tuple[int, int, int]:
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[0]} {c[1]} {c[5]}" for c in CASES])
 def test_hostile_input_is_refused_naming_the_field_and_nothing_is_written(
-    server: Server, member: str, case: tuple[str, str, Any, dict[str, str] | None, bool, str]
+    server: Served, member: str, case: tuple[str, str, Any, dict[str, str] | None, bool, str]
 ) -> None:
     method, path, body, query, as_admin, field = case
     with server.client() as admin, server.client(member) as team:
@@ -109,16 +123,17 @@ def test_hostile_input_is_refused_naming_the_field_and_nothing_is_written(
         assert detail.startswith(f"{field}: "), detail
         assert counts(admin) == before[0] and counts(team) == before[1]
         assert admin.get("/secrets").status_code == 200
-    assert "Traceback" not in (server.home / "server.out").read_text()
+    assert server.tracebacks == []
 
 
-def _store_old_row(server: Server, job_id: int, run_id: int) -> None:
+def _store_old_row(server: Served, job_id: int, run_id: int) -> None:
     """What an older version wrote: a lone surrogate in a job's env and a run's params (as a
     JSON \\ud800 escape, which SQLite text and PostgreSQL json both keep)."""
-    if server.database_url:
+    url = server.db.url
+    if url.startswith("postgresql"):
         import psycopg
 
-        schema = server.database_url.split("search_path%3D")[1]
+        schema = url.split("search_path%3D")[1]
         with psycopg.connect(PG_DSN, autocommit=True) as conn:
             conn.execute(f"SET search_path TO {schema}")
             row = conn.execute("SELECT spec::text FROM jobs WHERE id = %s", (job_id,)).fetchone()
@@ -130,7 +145,7 @@ def _store_old_row(server: Server, job_id: int, run_id: int) -> None:
             conn.execute("UPDATE pipeline_runs SET params = %s::json WHERE id = %s",
                          (json.dumps({"p": SURROGATE}), run_id))
         return
-    with sqlite3.connect(server.home / "gpupool.db") as db:
+    with sqlite3.connect(str(make_url(url).database)) as db:
         spec = json.loads(db.execute("SELECT spec FROM jobs WHERE id = ?", (job_id,)).fetchone()[0])
         spec["env"]["OLD"] = SURROGATE
         db.execute("UPDATE jobs SET spec = ? WHERE id = ?", (json.dumps(spec), job_id))
@@ -138,7 +153,7 @@ def _store_old_row(server: Server, job_id: int, run_id: int) -> None:
                    (json.dumps({"p": SURROGATE}), run_id))
 
 
-def test_rows_written_by_older_versions_still_list(server: Server, member: str) -> None:
+def test_rows_written_by_older_versions_still_list(server: Served, member: str) -> None:
     tag = uuid.uuid4().hex[:6]
     with server.client(member) as team, server.client() as admin:
         job = team.post("/jobs", json={"command": ["true"], "name": f"old{tag}"})
@@ -156,8 +171,7 @@ def test_rows_written_by_older_versions_still_list(server: Server, member: str) 
             old = next(r for r in runs.json() if r["id"] == run.json()["id"])
             assert old["params"]["p"] == "\ufffd"
             assert client.get(f"/jobs/{job.json()['id']}").status_code == 200
-    ps = subprocess.run([sys.executable, "-m", "gpupool.cli.main", "ps", "--all"],
-                        env=server.env, capture_output=True, text=True, timeout=60)
+    ps = server.cli("ps", "--all")
     assert ps.returncode == 0, ps.stderr
 
 

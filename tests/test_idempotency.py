@@ -1,6 +1,12 @@
-"""``Idempotency-Key`` on POST /api/v1/jobs, against one real `gpupool up` per backend: a retry
-answers the first job, never a second one; the key is the user's own; a changed body or a
-malformed key is refused naming the header."""
+"""``Idempotency-Key`` on POST /api/v1/jobs, on each backend: a retry answers the first job,
+never a second one; the key is the user's own; a changed body or a malformed key is refused
+naming the header.
+
+Tier: the middle one (inprocess_api: the real app over a real SQLite file or PostgreSQL
+schema, in this process, one server per backend for the module). Nothing here runs a job or
+needs a port: concurrent duplicates are concurrent requests from threads (each request on
+its own event loop, as uvicorn's workers serve them), and the SDK talks to the app through
+the test client's transport."""
 
 from __future__ import annotations
 
@@ -14,8 +20,10 @@ import httpx
 import pytest
 
 from gpupool.executors import accounts
-from gpupool.sdk import ApiError, Client
-from server_harness import Server, backend_params, make_server
+from gpupool.sdk import ApiError
+from inprocess_api import InProcessServer
+from middle_tier import backend_store
+from server_harness import backend_params
 
 PY = sys.executable
 HEADER = "Idempotency-Key"
@@ -23,8 +31,10 @@ HEADER = "Idempotency-Key"
 
 @pytest.fixture(scope="module", params=backend_params())
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-           ) -> Iterator[Server]:
-    yield from make_server(request.param, tmp_path_factory.mktemp("idem"), "1xA100-80GB")
+           ) -> Iterator[InProcessServer]:
+    home = tmp_path_factory.mktemp("idem")
+    for db in backend_store(request.param, home):
+        yield InProcessServer(home / "home", nodes=1, cards=1, db=db)
 
 
 def spec(name: str, **more: object) -> dict[str, object]:
@@ -41,9 +51,9 @@ def count(c: httpx.Client, name: str) -> int:
     return len(response.json())
 
 
-def test_a_retry_answers_the_first_job_and_queues_no_second(server: Server) -> None:
+def test_a_retry_answers_the_first_job_and_queues_no_second(server: InProcessServer) -> None:
     name, key = f"retry-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
-    with server.client() as c:
+    with server.client(server.token) as c:
         first = post(c, spec(name), key)
         again = post(c, spec(name), key)
         reordered = c.post("/jobs", content=f'{{"name": "{name}", "command": ["{PY}", "-c", '
@@ -58,18 +68,19 @@ def test_a_retry_answers_the_first_job_and_queues_no_second(server: Server) -> N
         assert count(c, name) == 3
 
 
-def test_concurrent_duplicates_make_one_job(server: Server) -> None:
+def test_concurrent_duplicates_make_one_job(server: InProcessServer) -> None:
     name, key = f"race-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
-    with server.client() as c, ThreadPoolExecutor(8) as pool:
+    with server.client(server.token) as c, ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: post(c, spec(name), key), range(16)))
         assert {a.status_code for a in answers} == {201}, [a.text for a in answers]
         assert len({a.json()["id"] for a in answers}) == 1
         assert count(c, name) == 1
 
 
-def test_the_same_key_with_another_body_is_refused_naming_the_header(server: Server) -> None:
+def test_the_same_key_with_another_body_is_refused_naming_the_header(
+        server: InProcessServer) -> None:
     name, key = f"diff-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
-    with server.client() as c:
+    with server.client(server.token) as c:
         first = post(c, spec(name), key)
         assert first.status_code == 201, first.text
         other = post(c, spec(name, priority=5), key)
@@ -81,9 +92,9 @@ def test_the_same_key_with_another_body_is_refused_naming_the_header(server: Ser
 
 @pytest.mark.parametrize("key", ["k" * 201, "", b"caf\xc3\xa9", "tab\there", "del\x7f"],
                          ids=["too-long", "empty", "non-ascii", "tab", "del"])
-def test_malformed_keys_are_refused(server: Server, key: str | bytes) -> None:
+def test_malformed_keys_are_refused(server: InProcessServer, key: str | bytes) -> None:
     name = f"bad-{uuid.uuid4().hex[:8]}"
-    with server.client() as c:
+    with server.client(server.token) as c:
         answer = post(c, spec(name), key)
         assert answer.status_code == 422, answer.text
         assert HEADER in str(answer.json()["detail"])
@@ -92,10 +103,10 @@ def test_malformed_keys_are_refused(server: Server, key: str | bytes) -> None:
         assert post(c, spec(name), longest[:200]).status_code == 201
 
 
-def test_keys_are_per_user(server: Server) -> None:
+def test_keys_are_per_user(server: InProcessServer) -> None:
     name, key = f"user-{uuid.uuid4().hex[:8]}", str(uuid.uuid4())
     other = f"idem{uuid.uuid4().hex[:6]}"
-    with server.client() as admin:
+    with server.client(server.token) as admin:
         team = admin.get("/whoami").json()["team"]
         made = admin.post("/users", json={"name": other, "team": team})
         assert made.status_code == 201, made.text
@@ -119,9 +130,10 @@ def test_keys_are_per_user(server: Server) -> None:
                     accounts.remove(unix, other)
 
 
-def test_the_sdk_sends_a_fresh_key_per_call_and_reuses_a_given_one(server: Server) -> None:
+def test_the_sdk_sends_a_fresh_key_per_call_and_reuses_a_given_one(
+        server: InProcessServer) -> None:
     name = f"sdk-{uuid.uuid4().hex[:8]}"
-    with Client(server.url, server.token) as client:
+    with server.sdk() as client:
         a, b = client.submit(spec(name)), client.submit(spec(name))
         assert a.id != b.id
         key = str(uuid.uuid4())
@@ -130,5 +142,5 @@ def test_the_sdk_sends_a_fresh_key_per_call_and_reuses_a_given_one(server: Serve
         with pytest.raises(ApiError) as refused:
             client.submit(spec(name, priority=3), idempotency_key=key)
         assert refused.value.status == 422 and HEADER in str(refused.value)
-    with server.client() as h:
+    with server.client(server.token) as h:
         assert count(h, name) == 3

@@ -1,6 +1,12 @@
 """A request no node of the pool could ever hold (issue 15, item 4) is refused at submit
 (422 / exit 2) naming the largest node's capacity; where the pool can grow (Ray) it waits
-with a reason that starts "can never fit in the pool as it is now"."""
+with a reason that starts "can never fit in the pool as it is now".
+
+Tiers: the judging and a growing pool's Controller in this process; the API's refusals on
+the middle tier (inprocess_api: the real app in this process, one node of 4 A100s and 2 CPUs,
+as `gpupool up --fake-gpus 4xA100-80GB` makes of this 2-core machine); `gpupool run` as a
+subprocess and the quota warning's console page in Chromium against one real `gpupool up`,
+since the command and the served console are what those test."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Team, User
 from gpupool.server.settings import Settings
 from inprocess import EndedExecutor
+from inprocess_api import InProcessServer
 from server_harness import Server, make_server
 from test_console import _browser_missing, browser, expect, goto, page, sign_in
 
@@ -74,6 +81,13 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     yield from make_server("sqlite", tmp_path_factory.mktemp("never"), "4xA100-80GB")
 
 
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> InProcessServer:
+    """The pool of ``server`` in this process: one node of 4 A100s and 2 CPUs."""
+    return InProcessServer(tmp_path_factory.mktemp("never-api"), nodes=1, cards=4,
+                           cpu_milli=2000)
+
+
 @pytest.mark.parametrize(("spec", "needs"), [
     ({"gpus": 9}, "needs 9 whole GPUs"),
     ({"gpus": 1, "nodes": 2}, "needs 1 whole GPU on each of 2 nodes"),
@@ -81,18 +95,18 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     ({"cpu": 4000}, "needs 4000 CPU"),
 ])
 def test_submit_refuses_what_the_pool_can_never_hold_and_writes_nothing(
-        server: Server, spec: dict[str, object], needs: str) -> None:
-    with server.client() as c:
-        before = len(c.get("/jobs").json())
-        r = c.post("/jobs", json={"command": ["true"], **spec})
-        assert r.status_code == 422, r.text
-        detail = r.json()["detail"]
-        assert detail.startswith(f"{NEVER_FITS}: {needs}"), detail
-        assert "the largest node has 4 A100 (80 GiB each), 2 CPU, " in detail
-        assert len(c.get("/jobs").json()) == before
-        # What fits the largest node is accepted, even though it must wait for room.
-        ok = c.post("/jobs", json={"command": ["true"], "gpus": 4, "priority": -5})
-        assert ok.status_code == 201, ok.text
+        api: InProcessServer, spec: dict[str, object], needs: str) -> None:
+    c = api.admin
+    before = len(c.get("/jobs").json())
+    r = c.post("/jobs", json={"command": ["true"], **spec})
+    assert r.status_code == 422, r.text
+    detail = r.json()["detail"]
+    assert detail.startswith(f"{NEVER_FITS}: {needs}"), detail
+    assert "the largest node has 4 A100 (80 GiB each), 2 CPU, " in detail
+    assert len(c.get("/jobs").json()) == before
+    # What fits the largest node is accepted, even though it must wait for room.
+    ok = c.post("/jobs", json={"command": ["true"], "gpus": 4, "priority": -5})
+    assert ok.status_code == 201, ok.text
 
 
 def test_cli_run_exits_2_naming_the_largest_node(server: Server) -> None:

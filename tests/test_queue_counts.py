@@ -1,5 +1,5 @@
 """``gpupool queues`` counts every GPU a team's placed jobs hold: all node ranks of a
-multi-node job (rows written as start_rows writes them: rank 0 in ``node``/``gpus``, every
+multi-node job (rows written as the job store writes them: rank 0 in ``node``/``gpus``, every
 rank in ``ranks``), whole GPUs and shares. Rows are written directly in a real database; no
 process is started."""
 

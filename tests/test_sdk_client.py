@@ -236,6 +236,45 @@ def test_admin_calls_send_their_bodies() -> None:
     ]
 
 
+def test_team_fair_share_fields_are_sent_and_cleared_only_when_asked() -> None:
+    team = {"name": "vision", "quota_gpus": 2, "borrow_limit_gpus": 1}
+    server = Recorder({"POST /api/v1/teams": answer(201, team),
+                       "PATCH /api/v1/teams/vision": answer(200, team)})
+    with server.client() as gp:
+        gp.create_team("vision", 2, 1, weight=3, cohort="lab", lend_limit_gpus=0.5)
+        gp.create_team("vision", 2, 1)  # defaults: not sent (servers before fair share)
+        gp.update_team("vision", weight=0.25)  # cohort and lending limit kept
+        gp.update_team("vision", cohort=None, lend_limit_gpus=None)  # both cleared
+        gp.update_team("vision", cohort="lab2", lend_limit_gpus=1)
+        with pytest.raises(ValidationError, match="weight"):
+            gp.create_team("vision", weight=0)
+        with pytest.raises(ValidationError, match="cohort"):
+            gp.update_team("vision", cohort="no spaces allowed")
+    assert [json.loads(r.content) for r in server.requests] == [
+        team | {"weight": 3, "cohort": "lab", "lend_limit_gpus": 0.5},
+        team,
+        {"weight": 0.25},
+        {"cohort": None, "lend_limit_gpus": None},
+        {"cohort": "lab2", "lend_limit_gpus": 1},
+    ]
+
+
+def test_async_team_calls_send_the_same_bodies() -> None:
+    team = {"name": "vision", "quota_gpus": 0, "borrow_limit_gpus": 0}
+    server = Recorder({"POST /api/v1/teams": answer(201, team),
+                       "PATCH /api/v1/teams/vision": answer(200, team)})
+
+    async def calls() -> None:
+        async with AsyncClient(config=CONFIG,
+                               transport=httpx.MockTransport(server)) as gp:
+            await gp.create_team("vision", weight=2, cohort="lab")
+            await gp.update_team("vision", cohort=None)
+
+    asyncio.run(calls())
+    assert [json.loads(r.content) for r in server.requests] == [
+        team | {"weight": 2, "cohort": "lab"}, {"cohort": None}]
+
+
 def test_connection_refused_is_status_0() -> None:
     def refuse(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("[Errno 111] Connection refused", request=request)

@@ -1,7 +1,12 @@
 """A team's fair-share weight, cohort and lending limit: the wire contract (bounds, unknown
-fields refused, explicit null clears), the admin services on real SQLite and PostgreSQL, and
-one real server through HTTP and `gpupool admin team create|set|list` (started with the
-queue-policy options of `gpupool up`)."""
+fields refused, explicit null clears), the admin services on real SQLite and PostgreSQL, the
+HTTP API, and `gpupool admin team create|set|list`.
+
+Tiers: the contract and the services in this process; HTTP on the middle tier (inprocess_api:
+the real app and Controller in this process, with the queue-policy settings `gpupool up`
+is started with below); the CLI as a subprocess against one real `gpupool up` (started with
+the queue-policy options ``--queue-order fifo --no-backfill --fairshare-half-life 2d``),
+since the command is what is tested."""
 
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from gpupool.server.db.database import Database
 from gpupool.server.db.tables import AuditEvent, Team, User
 from gpupool.server.services import admin
 from gpupool.server.services.identity import Principal
+from inprocess_api import InProcessServer
 from server_harness import Server, make_server
 
 # ---- the wire contract --------------------------------------------------------------------
@@ -117,7 +123,36 @@ def test_services_create_change_list_and_delete(db: Database, root: Principal) -
         assert gone is not None and gone.cohort is None  # out of its cohort
 
 
-# ---- a real server: HTTP and the CLI ------------------------------------------------------
+# ---- HTTP, in process ---------------------------------------------------------------------
+
+
+def test_http_create_update_and_refusals(tmp_path: Path) -> None:
+    server = InProcessServer(tmp_path, nodes=1, cards=2, queue_order="fifo", backfill=False,
+                             fairshare_half_life_s=2 * 86400)
+    c = server.admin
+    made = c.post("/teams", json={"name": "h1", "weight": 2.5, "cohort": "c1",
+                                  "lend_limit_gpus": 1})
+    assert made.status_code == 201, made.text
+    assert {k: made.json()[k] for k in ("weight", "cohort", "lend_limit_gpus")} == {
+        "weight": 2.5, "cohort": "c1", "lend_limit_gpus": 1}
+    plain = c.post("/teams", json={"name": "h2"})  # an old client's body still works
+    assert plain.status_code == 201 and plain.json()["weight"] == 1
+    patched = c.patch("/teams/h1", json={"cohort": None})
+    assert patched.status_code == 200, patched.text
+    assert (patched.json()["cohort"], patched.json()["lend_limit_gpus"]) == (None, 1)
+    for body, field in [({"name": "h3", "weight": 0}, "weight"),
+                        ({"name": "h3", "weight": 1001}, "weight"),
+                        ({"name": "h3", "cohort": "no way"}, "cohort"),
+                        ({"name": "h3", "lend_limit_gpus": -1}, "lend_limit_gpus"),
+                        ({"name": "h3", "user_weight": 2}, "user_weight")]:
+        refused = c.post("/teams", json=body)
+        assert refused.status_code == 422, body
+        assert field in refused.json()["detail"], refused.json()
+    assert c.patch("/teams/h1", json={"weight": -2}).status_code == 422
+    assert "h3" not in {t["name"] for t in c.get("/teams").json()}
+
+
+# ---- a real server: the CLI ---------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -137,30 +172,6 @@ def _teams(server: Server) -> dict[str, dict[str, Any]]:
         return {t["name"]: t for t in c.get("/teams").json()}
 
 
-def test_http_create_update_and_refusals(server: Server) -> None:
-    with server.client() as c:
-        made = c.post("/teams", json={"name": "h1", "weight": 2.5, "cohort": "c1",
-                                      "lend_limit_gpus": 1})
-        assert made.status_code == 201, made.text
-        assert {k: made.json()[k] for k in ("weight", "cohort", "lend_limit_gpus")} == {
-            "weight": 2.5, "cohort": "c1", "lend_limit_gpus": 1}
-        plain = c.post("/teams", json={"name": "h2"})  # an old client's body still works
-        assert plain.status_code == 201 and plain.json()["weight"] == 1
-        patched = c.patch("/teams/h1", json={"cohort": None})
-        assert patched.status_code == 200, patched.text
-        assert (patched.json()["cohort"], patched.json()["lend_limit_gpus"]) == (None, 1)
-        for body, field in [({"name": "h3", "weight": 0}, "weight"),
-                            ({"name": "h3", "weight": 1001}, "weight"),
-                            ({"name": "h3", "cohort": "no way"}, "cohort"),
-                            ({"name": "h3", "lend_limit_gpus": -1}, "lend_limit_gpus"),
-                            ({"name": "h3", "user_weight": 2}, "user_weight")]:
-            refused = c.post("/teams", json=body)
-            assert refused.status_code == 422, body
-            assert field in refused.json()["detail"], refused.json()
-        assert c.patch("/teams/h1", json={"weight": -2}).status_code == 422
-    assert "h3" not in _teams(server)
-
-
 def test_cli_create_set_and_list(server: Server) -> None:
     done = gpupool(server, "admin", "team", "create", "c-vision", "--weight", "3",
                    "--cohort", "lab", "--lend-limit", "2")
@@ -177,15 +188,22 @@ def test_cli_create_set_and_list(server: Server) -> None:
                     "--weight", "0.5")
     assert alias.returncode == 0, alias.stderr
     assert alias.stdout.strip().endswith("weight 0.5")  # no cohort any more
+    limited = gpupool(server, "admin", "team", "set", "c-vision", "--default-run-limit", "30m")
+    assert limited.returncode == 0, limited.stderr
+    assert limited.stdout.strip().endswith("weight 0.5, default run limit 30m")
+    assert _teams(server)["c-vision"]["default_run_limit_s"] == 1800
     listing = gpupool(server, "admin", "team", "list")
     assert listing.returncode == 0, listing.stderr
     header = listing.stdout.splitlines()[0].split()
-    assert header[-4:] == ["WEIGHT", "COHORT", "LENDS", "GPUS"]
+    assert header[-6:] == ["WEIGHT", "COHORT", "LENDS", "GPUS", "RUN", "LIMIT"]
     row = next(line.split() for line in listing.stdout.splitlines()
                if line.startswith("c-vision "))
-    assert row[-3:] == ["0.5", "-", "-"]
+    assert row[-4:] == ["0.5", "-", "-", "30m"]
     as_json = json.loads(gpupool(server, "admin", "team", "list", "--json").stdout)
-    assert {"weight", "cohort", "lend_limit_gpus"} <= set(as_json[0])
+    assert {"weight", "cohort", "lend_limit_gpus", "default_run_limit_s"} <= set(as_json[0])
+    back = gpupool(server, "admin", "team", "set", "c-vision", "--default-run-limit", "default")
+    assert back.returncode == 0, back.stderr
+    assert _teams(server)["c-vision"]["default_run_limit_s"] is None
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -193,6 +211,9 @@ def test_cli_create_set_and_list(server: Server) -> None:
     (("create", "c-bad", "--cohort", "a b"), "--cohort: string should match pattern"),
     (("create", "c-bad", "--lend-limit", "lots"), "--lend-limit 'lots': give a number"),
     (("create", "c-bad", "--lend-limit", "-1"), "--lend-limit: input should be greater than"),
+    (("create", "c-bad", "--default-run-limit", "soon"), "--default-run-limit: 'soon' is not"),
+    (("create", "c-bad", "--default-run-limit", "0"),
+     "--default-run-limit: input should be greater than 0"),
     (("set", "c-bad", "--weight", "2000"), "--weight: input should be less than or equal"),
     (("set", "c-bad"), "nothing to change"),
     (("set", "nobody", "--weight", "2"), "no team named 'nobody'"),

@@ -5,17 +5,16 @@ gets a one-line 403). Tokens and the audit log are in ``admin_tokens_cmd``."""
 from __future__ import annotations
 
 from typing import Annotated, Any, TypeVar
-from urllib.parse import quote
 
 import typer
 from pydantic import BaseModel, ValidationError
 
 from gpupool.cli import admin_render
 from gpupool.cli import jobs_render as render
+from gpupool.cli.admin_render import parse_seconds
 from gpupool.cli.admin_tokens_cmd import audit, token_app
 from gpupool.cli.client_opts import Json, Token, Url, connect, err, fail, handled, out, print_json
 from gpupool.schemas.admin import TeamCreate, TeamUpdate, TeamView
-from gpupool.sdk import Client
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -48,15 +47,20 @@ Cohort = Annotated[str | None, typer.Option(
 LendLimit = Annotated[str | None, typer.Option(
     "--lend-limit", metavar="GPUS", help="The most GPUs of its unused quota the team lends to "
     "its cohort, or 'all' (the default: no limit).")]
+RunLimit = Annotated[str | None, typer.Option(
+    "--default-run-limit", metavar="DURATION", help="How long a running job of the team's "
+    "queue without a time limit is assumed to run, to estimate when a reservation starts "
+    "(e.g. 30m, 4h), or 'default': the server's --default-run-limit (1h unless set).")]
 _OPTION = {"name": "NAME", "quota_gpus": "--quota-gpus", "borrow_limit_gpus":
            "--borrow-limit-gpus", "weight": "--weight", "cohort": "--cohort",
-           "lend_limit_gpus": "--lend-limit"}
+           "lend_limit_gpus": "--lend-limit", "default_run_limit_s": "--default-run-limit"}
 
 
-def _share_fields(weight: float | None, cohort: str | None, lend_limit: str | None
-                  ) -> dict[str, Any]:
-    """The fair-share fields the options give (those not given are left out); exit 2 naming
-    the option when --lend-limit is neither a number nor 'all'."""
+def _share_fields(weight: float | None, cohort: str | None, lend_limit: str | None,
+                  run_limit: str | None) -> dict[str, Any]:
+    """The fair-share and run-limit fields the options give (those not given are left out);
+    exit 2 naming the option when --lend-limit is neither a number nor 'all', or
+    --default-run-limit neither a duration nor 'default'."""
     fields: dict[str, Any] = {}
     if weight is not None:
         fields["weight"] = weight
@@ -71,6 +75,14 @@ def _share_fields(weight: float | None, cohort: str | None, lend_limit: str | No
             except ValueError:
                 raise fail(f"--lend-limit {lend_limit!r}: give a number of GPUs (e.g. 2) or "
                            "'all'") from None
+    if run_limit is not None:
+        if run_limit.strip().lower() == "default":
+            fields["default_run_limit_s"] = None
+        else:
+            try:
+                fields["default_run_limit_s"] = parse_seconds(run_limit)
+            except ValueError as exc:
+                raise fail(f"--default-run-limit: {exc}, or 'default'") from None
     return fields
 
 
@@ -86,17 +98,6 @@ def _checked(model: type[M], fields: dict[str, Any]) -> M:
             where = _OPTION.get(loc[0], loc[0]) if loc else ""
             problems.append(f"{where}: {msg[:1].lower() + msg[1:]}" if where else msg)
         raise fail("; ".join(problems)) from None
-
-
-def _send_team(client: Client, method: str, path: str, body: BaseModel) -> TeamView:
-    """The team a create (POST) or change (PATCH) answers. The SDK's ``create_team`` and
-    ``update_team`` do not take the fair-share fields yet, so the request is built here on
-    the SDK's own request type; what the options left out is not sent."""
-    from gpupool.sdk._wire import API, Call
-
-    payload = body.model_dump(mode="json", exclude_unset=True)
-    call = Call(method, f"{API}{path}", TeamView.model_validate, body=payload)
-    return client._do(call)
 
 
 def _print_team(team: TeamView, json_out: bool) -> None:
@@ -118,16 +119,17 @@ def team_create(
     weight: Weight = None,
     cohort: Cohort = None,
     lend_limit: LendLimit = None,
+    default_run_limit: RunLimit = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create a team (and its queue)."""
     fields = {"name": name, "quota_gpus": quota_gpus, "borrow_limit_gpus": borrow_limit_gpus,
-              **_share_fields(weight, cohort, lend_limit)}
+              **_share_fields(weight, cohort, lend_limit, default_run_limit)}
     body = _checked(TeamCreate, fields)
     with connect(url, token) as client, handled():
-        team = _send_team(client, "POST", "/teams", body)
+        team = client.create_team(**body.model_dump(exclude_unset=True))
     _print_team(team, json_out)
 
 
@@ -140,22 +142,23 @@ def team_set(
     weight: Weight = None,
     cohort: Cohort = None,
     lend_limit: LendLimit = None,
+    default_run_limit: RunLimit = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Change a team's quota, borrow limit, weight, cohort or lending limit (what is not
-    given stays)."""
+    """Change a team's quota, borrow limit, weight, cohort, lending limit or default run
+    limit (what is not given stays)."""
     fields: dict[str, Any] = {k: v for k, v in (("quota_gpus", quota_gpus),
                                                 ("borrow_limit_gpus", borrow_limit_gpus))
                               if v is not None}
-    fields.update(_share_fields(weight, cohort, lend_limit))
+    fields.update(_share_fields(weight, cohort, lend_limit, default_run_limit))
     if not fields:
         raise fail("nothing to change: give --quota-gpus, --borrow-limit-gpus, --weight, "
-                   "--cohort and/or --lend-limit")
+                   "--cohort, --lend-limit and/or --default-run-limit")
     body = _checked(TeamUpdate, fields)
     with connect(url, token) as client, handled():
-        team = _send_team(client, "PATCH", f"/teams/{quote(name, safe='')}", body)
+        team = client.update_team(name, **body.model_dump(exclude_unset=True))
     _print_team(team, json_out)
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from rich.markup import escape
 from rich.table import Table
 
-from gpupool.cli.jobs_render import local_time
+from gpupool.cli.jobs_render import local_time, seconds_text
 from gpupool.schemas.admin import AuditEvent, TeamView, TokenInfo, TokenState, UserView
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -49,20 +49,22 @@ def parse_seconds(value: object) -> float:
 def teams_table(teams: Sequence[TeamView]) -> Table:
     """Columns TEAM, QUOTA GPUS, BORROW LIMIT GPUS, WEIGHT, COHORT (-: none), LENDS GPUS
     (the most of its unused quota it lends to its cohort; all: no limit; -: no cohort and
-    no limit)."""
+    no limit), RUN LIMIT (its queue's default run limit; -: the server's)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("TEAM", no_wrap=True)
     for column in ("QUOTA GPUS", "BORROW LIMIT GPUS", "WEIGHT"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("COHORT", no_wrap=True)
     table.add_column("LENDS GPUS", justify="right", no_wrap=True)
+    table.add_column("RUN LIMIT", justify="right", no_wrap=True)
     for t in teams:
         if t.lend_limit_gpus is not None:
             lends = f"{t.lend_limit_gpus:g}"
         else:
             lends = "all" if t.cohort else "-"
         table.add_row(escape(t.name), f"{t.quota_gpus:g}", f"{t.borrow_limit_gpus:g}",
-                      f"{t.weight:g}", escape(t.cohort or "-"), lends)
+                      f"{t.weight:g}", escape(t.cohort or "-"), lends,
+                      "-" if t.default_run_limit_s is None else seconds_text(t.default_run_limit_s))
     return table
 
 
@@ -74,6 +76,8 @@ def team_line(team: TeamView) -> str:
         lends = ("all its unused quota" if team.lend_limit_gpus is None
                  else f"at most {team.lend_limit_gpus:g} GPUs")
         line += f", cohort {team.cohort} (lends {lends})"
+    if team.default_run_limit_s is not None:
+        line += f", default run limit {seconds_text(team.default_run_limit_s)}"
     return line
 
 

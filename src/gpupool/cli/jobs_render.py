@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import shlex
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 from rich.console import Console, Group
@@ -120,6 +120,7 @@ def describe(view: JobView) -> Group:
     if spec.restart == "on-failure":
         restart += f" (at most {spec.max_retries} retries)"
     head.add_row("restart", Text(f"{restart}; grace period {spec.grace_period_s:g} s"))
+    head.add_row("time limit", Text(time_limit_line(view)))
     history = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
     history.add_column("TIME", no_wrap=True)
     history.add_column("PHASE", no_wrap=True)
@@ -133,6 +134,29 @@ def describe(view: JobView) -> Group:
     if view.events:
         parts += [Text("\nhistory", style="bold"), history]
     return Group(*parts)
+
+
+def time_limit_line(view: JobView) -> str:
+    """How long one attempt may run (and, while it runs, when it will be stopped)."""
+    limit = view.spec.time_limit_s
+    if limit is None:
+        return "none (the job is never stopped for time; backfill cannot plan around it)"
+    text = f"{seconds_text(limit)} per attempt"
+    if view.phase == "running" and view.started_at is not None:
+        end = aware(view.started_at) + timedelta(seconds=limit)
+        text += f" (stopped at {local_time(end)} if still running)"
+    return text
+
+
+def seconds_text(seconds: float) -> str:
+    """``90`` → ``1m 30s``, ``7200`` → ``2h``: the largest units, zeros left out."""
+    left = round(seconds)
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if left >= size:
+            parts.append(f"{left // size}{unit}")
+            left %= size
+    return " ".join(parts) or f"{seconds:g}s"
 
 
 def enforcement_line(view: JobView) -> str:

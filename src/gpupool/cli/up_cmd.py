@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import json
-import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,12 +15,9 @@ from gpupool.cli.choices import POLICIES, QUEUE_ORDERS, completer
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from gpupool.executors.base import Executor
     from gpupool.executors.inventory import LocalInventory
-    from gpupool.executors.sandbox import Sandbox
-    from gpupool.server.db.database import Database
+    from gpupool.server.assemble import Parts
     from gpupool.server.settings import Settings
-    from gpupool.server.stopping import HoldingController
 
 DEFAULT_PORT = 8470
 
@@ -115,9 +109,6 @@ def up(
     `gpupool up` on the same data dir re-adopts them; pending jobs stay queued. `gpupool down
     --drain` or `--cancel-jobs` stops with no job left running."""
     # The server stack is imported here so that other commands start fast.
-    from gpupool.cli.up_access import clear_text_warning
-    from gpupool.server.db.database import Database
-    from gpupool.server.services.identity import bootstrap
     from gpupool.server.settings import Settings
 
     half_life = _queue_options(queue_order, fairshare_half_life)
@@ -142,83 +133,50 @@ def up(
     except ValueError as exc:
         raise _fail(escape(str(exc))) from None
     settings = _checked_access(settings)
-    from gpupool.executors.sandbox import SandboxModeError
-    from gpupool.interposer.build import available
-    from gpupool.plugins.profiles import UnknownPolicyError
-    from gpupool.server.isolation import private_data_dir, set_up
-    from gpupool.server.sharing import SharingModeError, check_mode, detect, startup_lines
-    from gpupool.server.stopping import HoldingController
+    from gpupool.server import assemble
 
-    try:  # a wrong mode is refused before anything is created
-        check_mode(settings.sharing)
-    except SharingModeError as exc:
-        raise _fail(str(exc)) from None
-    private_data_dir(settings.home)  # 0700, and umask 077 for every file the server writes
-    lock = _lock(settings.home)
-    # GPU shares are enforced by MIG, MPS or the interposer (built here, cached under the
-    # data dir, published in the work dir), as the node offers and GPUPOOL_SHARING allows.
-    if settings.ray:  # every Ray node builds its own interposer (executors/ray_agent.py)
-        enforced, where = False, "Ray nodes enforce shares with their own interposer"
-    elif settings.sharing.strip().lower() in ("none", "mig"):
-        enforced, where = False, f"GPUPOOL_SHARING={settings.sharing.strip().lower()}"
-    else:
-        enforced, where = available(settings.home / "lib")
     try:
-        iso = set_up(settings, where if enforced else None)
-    except SandboxModeError as exc:
+        assemble.prepare(settings)  # a wrong sharing mode is refused before anything is made
+        lock = _lock(settings.home)
+        parts = assemble.build(settings)
+    except assemble.BuildError as exc:
         raise _fail(str(exc)) from None
-    except OSError as exc:
-        raise _fail(f"cannot prepare the work dir {settings.jobs_root}: {exc}") from None
-    if enforced:
-        where = iso.interposer or where
-    executor, inventory, membership = _nodes(settings, iso.sandbox, iso.workspace.job_path())
-    db = Database(settings.db_url)
+    _hello(parts)
     try:
-        db.migrate()
-    except Exception as exc:  # a wrong URL or an unreachable server: say which
-        raise _fail(f"cannot open the database {settings.db_url}: {exc}") from None
-    try:
-        sharing = detect(settings.sharing, inventory, iso.workspace.root, (enforced, where),
-                         settings.mps_control, "Ray" if settings.ray else "")
-    except SharingModeError as exc:
-        raise _fail(str(exc)) from None
-    try:
-        controller = HoldingController(  # a Controller that `gpupool down --drain` can hold
-            settings,
-            db,
-            executor,
-            inventory,
-            interposer=where if enforced else None,
-            interposer_missing="" if enforced else where,
-            membership=membership,
-            sharing=sharing,
-        )
-    except UnknownPolicyError as exc:
-        raise _fail(str(exc)) from None
-    controller.recover()
-    gpus = sum(len(n.gpus) for n in inventory.nodes)
-    token = bootstrap(db, settings.token_file, gpus * 1000)
-    settings.server_file.write_text(json.dumps({"url": settings.url, "pid": os.getpid()}) + "\n")
-    err = _err()
+        _serve(parts)
+    finally:
+        parts.close()
+        lock.close()
+
+
+def _hello(parts: Parts) -> None:
+    """Say where the server listens, what it pools and how to use and stop it."""
+    from gpupool.cli.up_access import clear_text_warning
+    from gpupool.server.sharing import startup_lines
+
+    settings, inventory, err = parts.settings, parts.inventory, _err()
     kind = {"fake": "fake", "nvml": "NVML", "none": "no", "ray": "Ray"}[inventory.source]
     where_from = f"  {len(inventory.nodes)} Ray node(s)" if settings.ray else ""
     err.print(
-        f"gpupool {settings.url}  data {settings.home}  {gpus} {kind} GPUs{where_from}  "
-        f"database {'SQLite' if db.is_sqlite else 'PostgreSQL'}",
+        f"gpupool {settings.url}  data {settings.home}  {parts.gpus} {kind} GPUs{where_from}  "
+        f"database {'SQLite' if parts.db.is_sqlite else 'PostgreSQL'}",
         highlight=False,
     )
     warning = clear_text_warning(settings.host, bool(settings.tls_cert))
     if warning:
         err.print(escape(warning), highlight=False, soft_wrap=True)
-    for line in _ray_sharing_lines(inventory) if settings.ray else startup_lines(sharing):
+    sharing_lines = (_ray_sharing_lines(inventory) if settings.ray
+                     else startup_lines(parts.sharing))
+    for line in sharing_lines:
         err.print(line, highlight=False, soft_wrap=True)
-    for line in iso.lines if not settings.ray else iso.lines[:1]:
+    iso_lines = parts.isolation.lines
+    for line in iso_lines if not settings.ray else iso_lines[:1]:
         err.print(escape(line), highlight=False, soft_wrap=True)
     if inventory.source == "none":
         err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
-    if token is not None:
+    if parts.token is not None:
         err.print(
-            f"admin token (shown once, also saved to {settings.token_file}):\n  {token}",
+            f"admin token (shown once, also saved to {settings.token_file}):\n  {parts.token}",
             highlight=False,
         )
     err.print(
@@ -226,50 +184,35 @@ def up(
     )
     err.print("stop the server:     gpupool down, or Ctrl-C here (running jobs keep running; "
               "see gpupool down --help)", highlight=False)
-    try:
-        _serve(settings, db, controller)
-    finally:
-        controller.launcher.close()  # also done at the app's shutdown; idempotent
-        lock.close()
 
 
-def _serve(settings: Settings, db: Database, controller: HoldingController) -> None:
+def _serve(parts: Parts) -> None:
     """Serve the API until Ctrl-C, SIGTERM or `gpupool down`, then say what happens to the
     jobs; exit 130 after Ctrl-C, 3 when the server could not start (e.g. the port is taken)."""
-    import uvicorn
-
-    from gpupool.server.api.app import create_app
-    from gpupool.server.api.deps import AppContext
-    from gpupool.server.serving import Serving, signal_name
-    from gpupool.server.stopping import Stopper, counts, farewell
+    from gpupool.server.assemble import serve
+    from gpupool.server.serving import signal_name
+    from gpupool.server.stopping import counts, farewell
 
     def stopping(sig: int) -> None:
         again = "; Ctrl-C again skips waiting for requests in flight" if (
             sig == signal.SIGINT) else ""
         _err().print(f"gpupool: stopping ({signal_name(sig)}{again})", highlight=False)
 
-    app = create_app(AppContext(settings, db, controller))
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            ssl_certfile=settings.tls_cert or None,
-                            ssl_keyfile=settings.tls_key or None)
-    server = Serving(config, stopping)
-    stopper = Stopper(db, controller, server.request_exit)
-    app.state.stopper = stopper
-    server.run()
-    if not server.started and server.signal is None:
+    stopped = serve(parts, stopping)
+    if not stopped.started and stopped.signal is None:
         raise typer.Exit(code=3)  # uvicorn said why (e.g. the address is in use)
-    if server.signal is not None:
-        why = signal_name(server.signal)
+    if stopped.signal is not None:
+        why = signal_name(stopped.signal)
     else:
-        why = f"gpupool down by {stopper.requested_by}"
+        why = f"gpupool down by {stopped.requested_by}"
     try:
-        running, pending = counts(db)
+        running, pending = counts(parts.db)
     except Exception:  # the database is gone: say what we can
         _err().print(f"gpupool stopped ({why}).", highlight=False)
     else:
-        _err().print(escape(farewell(why, running, pending, settings.home)), highlight=False,
-                     soft_wrap=True)
-    if server.signal == signal.SIGINT:
+        _err().print(escape(farewell(why, running, pending, parts.settings.home)),
+                     highlight=False, soft_wrap=True)
+    if stopped.signal == signal.SIGINT:
         raise typer.Exit(code=130)
 
 
@@ -316,35 +259,6 @@ def _checked_access(settings: Settings) -> Settings:
         raise _fail(escape(str(exc))) from None
     host = settings.host.strip().strip("[]")  # an IPv6 address with or without brackets
     return dataclasses.replace(settings, host=host, tls_cert=cert, tls_key=key)
-
-
-def _nodes(
-    settings: Settings, sandbox: Sandbox, job_path: str,
-) -> tuple[Executor, LocalInventory, Callable[[], LocalInventory | None] | None]:
-    """(executor, first inventory, membership refresh or None) for this server; local
-    processes run in ``sandbox`` with PATH ``job_path`` (Ray nodes choose their own)."""
-    from gpupool.executors.inventory import InventoryError, local_inventory
-
-    if not settings.ray:
-        from gpupool.executors.local import LocalExecutor
-
-        try:
-            executor = LocalExecutor(sandbox=sandbox, job_path=job_path)
-            return executor, local_inventory(settings.fake_gpus), None
-        except InventoryError as exc:
-            raise _fail(str(exc)) from None
-    from gpupool.executors.ray_executor import RayPool, RayUnavailableError, connect
-
-    if settings.ray == "local" and settings.fake_gpus:
-        # The local head is a Ray node like any other: it declares its GPUs through the
-        # environment its raylet (and so its agent) inherits.
-        os.environ["GPUPOOL_FAKE_GPUS"] = settings.fake_gpus
-    try:
-        connect(settings.ray)
-    except RayUnavailableError as exc:
-        raise _fail(str(exc)) from None
-    pool = RayPool(settings.runs_dir)
-    return pool, pool.inventory(), pool.refresh
 
 
 def _ray_sharing_lines(inventory: LocalInventory) -> list[str]:

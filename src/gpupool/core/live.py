@@ -3,12 +3,42 @@ what one cycle decides, and the reservation a waiting job may hold."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from functools import cached_property
+from typing import Any, Generic, TypeVar, overload
 
 from gpupool.core.cluster import Allocation, BoolArray
 from gpupool.core.request import Gang, Request
 from gpupool.core.scheduler import Decision, Scheduler
+
+T = TypeVar("T")
+
+
+class _memo(Generic[T]):
+    """``functools.cached_property`` made cheap: Python 3.11's takes a lock on every first
+    access and materialises the instance's ``__dict__``, which together cost more than
+    computing a shape (the cycle reads ``shape`` of thousands of fresh jobs). The value is
+    stored as an instance attribute of the same name, so later reads never reach this
+    descriptor."""
+
+    def __init__(self, func: Callable[[Any], T]) -> None:
+        self.func = func
+        self.name = func.__name__
+        self.__doc__ = func.__doc__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> _memo[T]: ...
+    @overload
+    def __get__(self, obj: object, owner: type | None = None) -> T: ...
+    def __get__(self, obj: object | None, owner: type | None = None) -> T | _memo[T]:
+        if obj is None:
+            return self
+        value: T = self.func(obj)
+        object.__setattr__(obj, self.name, value)
+        return value
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +88,7 @@ class LiveJob:
         """Rank 0's allocation (the only one of a single-node job), or None."""
         return self.allocations[0] if self.allocations else None
 
-    @cached_property
+    @_memo
     def shape(self) -> tuple[object, ...]:
         """Everything that decides placement (the request's shape and the node count)."""
         return (*self.request.shape, self.nodes)
@@ -71,7 +101,7 @@ class LiveJob:
             return scheduler.place(self.request, exclude=exclude, explain=explain)
         return scheduler.place_gang(self.gang, exclude=exclude, explain=explain)
 
-    @cached_property
+    @_memo
     def gang(self) -> Gang:
         """The multi-node job as a gang of one member per node (made once)."""
         members = tuple(replace(self.request, name=f"{self.request.name}/{rank}")

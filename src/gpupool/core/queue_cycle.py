@@ -24,18 +24,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from gpupool.core.capacity import never_fits
-from gpupool.core.cluster import BoolArray
 from gpupool.core.fairshare import FairShare, dominant_milli, pool_totals
 from gpupool.core.live import CycleOutcome, LiveJob, Reservation, error_reason
 from gpupool.core.queue_order import GREEDY_FIFO, JobOrder, QueuePolicy
 from gpupool.core.quota import QuotaBook
-from gpupool.core.reservations import blocked_for, reserve, union, wait_text
+from gpupool.core.reservations import Blocked, EndOrder, Standing, reserve, wait_text
 from gpupool.core.scheduler import Scheduler
 from gpupool.core.victims import by_queue, choose_victims
-
-Blocked = tuple[tuple[tuple[int, ...], int], BoolArray]
-"""What a job may not use: ((the blocking reservations' job ids, their version), the union
-of their nodes)."""
 
 
 def run_cycle(
@@ -65,7 +60,8 @@ def run_cycle(
     Should the cycle itself fail part-way, everything it took is given back (state, quota,
     victims' preemption marks, reservations) before the exception propagates."""
     out = CycleOutcome()
-    marks = {j.id: (j.nominated, j.reservation) for j in pending}
+    nominated = [j.nominated for j in pending]  # as they were, should the cycle fail
+    reserved = [j.reservation for j in pending]
     try:
         tried = _decide(scheduler, quota, pending, running, now, policy, shares, holders,
                         complete, over_budget, out)
@@ -77,11 +73,13 @@ def run_cycle(
             quota.remove(job.queue, job.amount)
         for victim, _ in out.preemptions:
             victim.stopping = None
+        marks = {j.id: (nominated[i], reserved[i]) for i, j in enumerate(pending)}
         for job in pending:
             job.nominated, job.reservation = marks[job.id]
         raise
+    reservations = out.reservations
     for job in tried:
-        job.reservation = out.reservations.get(job.id)
+        job.reservation = reservations.get(job.id)
     return out
 
 
@@ -99,103 +97,135 @@ def _decide(
     out: CycleOutcome,
 ) -> list[LiveJob]:
     totals = pool_totals(scheduler.state)
+    weights: dict[tuple[object, ...], int] = {}
 
-    def weight_of(job: LiveJob) -> int:
-        return dominant_milli(job.request, job.nodes, totals)
+    def weight_of(job: LiveJob) -> int:  # a function of the shape: reckoned once per shape
+        weight = weights.get(job.shape)
+        if weight is None:
+            weight = weights[job.shape] = dominant_milli(job.request, job.nodes, totals)
+        return weight
 
     order = JobOrder(pending, running, quota, policy, shares, weight_of)
-    standing: dict[int, Reservation] = {}
+    earlier: dict[int, Reservation] = {}
     for job in (*holders, *pending):  # reservations and nominated nodes from earlier cycles
         if job.reservation is not None:
-            standing[job.id] = job.reservation
+            earlier[job.id] = job.reservation
+    standing = Standing(now, earlier)
+    by_job = standing.by_job
     judge = _Judge(scheduler, quota, out)
+    answers = judge.answers
+    reasons = out.reasons
     preempt_allowed = not any(j.stopping == "preempt" for j in running)
     tried_preempt: set[tuple[object, ...]] = set()
     stoppable: dict[str, list[LiveJob]] | None = None
-    blocked_cache: dict[tuple[int, ...], BoolArray] = {}
-    """The nodes of a set of standing reservations, by their job ids, while they stand."""
-    changes = 0
-    """How often the standing reservations changed: part of the key of a failure judged
-    against them (the same ids may mean other nodes after a renewal)."""
+    reserver = _Reserver(scheduler, running, now, policy, standing, out)
+    backfill, most = policy.backfill, policy.max_reservations
     first_in_line = complete
     tried: list[LiveJob] = []
-    for job in order:
-        if over_budget is not None and over_budget():
-            break
-        out.evaluated += 1
-        tried.append(job)
-        if standing.pop(job.id, None) is not None:  # renewed below if it still waits
-            blocked_cache.clear()
-            changes += 1
-        blocked: Blocked | None = None
-        if standing:
-            ids = blocked_for(job, list(standing.values()), now)
-            if ids:
-                if ids not in blocked_cache:
-                    blocked_cache[ids] = union([standing[i] for i in ids])
-                blocked = ((ids, changes), blocked_cache[ids])
+    try:
+        for job in order:
+            if over_budget is not None and over_budget():
+                break
+            tried.append(job)
+            blocked = None
+            if by_job:
+                if job.id in by_job:
+                    standing.drop(job.id)  # renewed below if it still waits
+                blocked = standing.blocked(job)
+            asked = (job.queue, job.shape, None if blocked is None else blocked[0])
+            known = answers.get(asked)
+            if known is not None:
+                kind, reason = known
+            else:
+                try:
+                    kind, reason = judge.place_or_reason(job, blocked, by_job, now, asked)
+                except Exception as exc:  # one job's failure never stops the cycle
+                    out.errors[job.id] = exc
+                    reasons[job.id] = error_reason(exc)
+                    continue
+            if kind == "placed":
+                order.placed(job)
+                if by_job and job.time_limit_s is not None:
+                    _note_backfill(job, by_job, now, out)
+                continue
+            reasons[job.id] = reason
+            if kind != "capacity" and kind != "quota":
+                continue
+            if preempt_allowed:
+                key = (job.shape, job.queue, job.priority)
+                if key not in tried_preempt:
+                    tried_preempt.add(key)
+                    try:
+                        if stoppable is None:
+                            stoppable = by_queue(running)
+                        victims, nodes = choose_victims(scheduler, quota, job, running,
+                                                        _loads(order, shares), stoppable)
+                    except Exception as exc:
+                        out.errors[job.id] = exc
+                        reasons[job.id] = error_reason(exc)
+                        continue
+                    if victims:
+                        job.nominated = True
+                        for victim in victims:
+                            victim.stopping = "preempt"
+                            out.preemptions.append((victim, job))
+                        reserver.ends = None  # they end sooner now
+                        if nodes is not None:  # what it counts on stays free for it
+                            grace = max(v.grace_s for v in victims)
+                            out.reservations[job.id] = reservation = Reservation(
+                                job.id, nodes, now + grace)
+                            standing.put(job.id, reservation)
+                        reasons[job.id] = (
+                            f"waiting for {len(victims)} preempted job(s) to stop: {reason}")
+                        preempt_allowed = False
+                        continue
+            if kind != "capacity":
+                continue
+            wants = first_in_line
+            first_in_line = False
+            if backfill and len(by_job) < most and (
+                    wants or job.reservation is not None
+                    or now - job.created_at >= policy.reserve_after_s):
+                reserver.reserve(job, reason)
+    finally:
+        out.evaluated = len(tried)
+    return tried
+
+
+class _Reserver:
+    """Makes reservations for jobs that do not fit (step 5), sorting the running jobs by
+    expected end once for all of them (again after victims were marked: they end sooner)."""
+
+    def __init__(self, scheduler: Scheduler, running: list[LiveJob], now: float,
+                 policy: QueuePolicy, standing: Standing, out: CycleOutcome) -> None:
+        self.scheduler = scheduler
+        self.running = running
+        self.now = now
+        self.default_run_s = policy.default_run_s
+        self.by_queue = policy.run_s_by_queue
+        self.standing = standing
+        self.out = out
+        self.ends: EndOrder | None = None
+
+    def reserve(self, job: LiveJob, reason: str) -> None:
+        """Give ``job`` the nodes that free soonest, if any would do, and say so."""
+        out, now = self.out, self.now
         try:
-            kind, reason = judge.place_or_reason(job, blocked, standing, now)
-        except Exception as exc:  # one job's failure never stops the cycle
+            if self.ends is None:
+                self.ends = EndOrder(self.running, now, self.default_run_s, self.by_queue)
+            reservation = reserve(self.scheduler, job, self.running, now, self.default_run_s,
+                                  self.ends, self.by_queue)
+        except Exception as exc:
             out.errors[job.id] = exc
             out.reasons[job.id] = error_reason(exc)
-            continue
-        if kind == "placed":
-            order.placed(job)
-            if standing and job.time_limit_s is not None:
-                _note_backfill(job, standing, now, out)
-            continue
-        out.reasons[job.id] = reason
-        if kind not in ("capacity", "quota"):
-            continue
-        key = (job.shape, job.queue, job.priority)
-        if preempt_allowed and key not in tried_preempt:
-            tried_preempt.add(key)
-            try:
-                if stoppable is None:
-                    stoppable = by_queue(running)
-                victims, nodes = choose_victims(scheduler, quota, job, running,
-                                                _loads(order, shares), stoppable)
-            except Exception as exc:
-                out.errors[job.id] = exc
-                out.reasons[job.id] = error_reason(exc)
-                continue
-            if victims:
-                job.nominated = True
-                for victim in victims:
-                    victim.stopping = "preempt"
-                    out.preemptions.append((victim, job))
-                if nodes is not None:  # what it counts on stays free for it
-                    grace = max(v.grace_s for v in victims)
-                    standing[job.id] = out.reservations[job.id] = Reservation(
-                        job.id, nodes, now + grace)
-                    blocked_cache.clear()
-                    changes += 1
-                out.reasons[job.id] = (
-                    f"waiting for {len(victims)} preempted job(s) to stop: {reason}")
-                preempt_allowed = False
-                continue
-        if kind != "capacity":
-            continue
-        wants = (job.reservation is not None or first_in_line
-                 or now - job.created_at >= policy.reserve_after_s)
-        first_in_line = False
-        if policy.backfill and wants and len(standing) < policy.max_reservations:
-            try:
-                reservation = reserve(scheduler, job, running, now, policy.default_run_s)
-            except Exception as exc:
-                out.errors[job.id] = exc
-                out.reasons[job.id] = error_reason(exc)
-                continue
-            if reservation is not None:
-                standing[job.id] = out.reservations[job.id] = reservation
-                blocked_cache.clear()
-                changes += 1
-                count = int(reservation.nodes.sum())
-                out.reasons[job.id] = (
-                    f"{reason}; {count} node(s) reserved for it, expected to start in "
-                    f"{wait_text(reservation.start_at - now)}")
-    return tried
+            return
+        if reservation is not None:
+            out.reservations[job.id] = reservation
+            self.standing.put(job.id, reservation)
+            count = int(reservation.nodes.sum())
+            out.reasons[job.id] = (
+                f"{reason}; {count} node(s) reserved for it, expected to start in "
+                f"{wait_text(reservation.start_at - now)}")
 
 
 def _note_backfill(job: LiveJob, standing: dict[int, Reservation], now: float,
@@ -228,12 +258,28 @@ class _Judge:
         """Whether a shape would fit with no node blocked, while nothing is placed."""
         self.refusals: dict[tuple[str, int], str | None] = {}
         """Quota answers by (queue, amount), while the quota book is unchanged."""
+        self.answers: dict[tuple[object, ...], tuple[str, str]] = {}
+        """Answers not to place by ``asked`` (see ``place_or_reason``), while nothing is
+        placed: the same answers as judging again (the caches below would give them; the
+        quota amount follows from the shape), in one look-up. The cycle looks here first."""
 
     def place_or_reason(self, job: LiveJob, blocked: Blocked | None,
-                        standing: dict[int, Reservation], now: float) -> tuple[str, str]:
+                        standing: dict[int, Reservation], now: float,
+                        asked: tuple[object, ...]) -> tuple[str, str]:
         """("placed", "") with the job placed, added to ``out.placed`` and counted in the
         quota; else (kind, reason), kind one of "quota", "never", "capacity", "reserved".
+        ``asked``: (queue, shape, ``blocked[0]`` or None), what the answer is kept under.
         Raises only with the state and the quota book as they were."""
+        known = self.answers.get(asked)
+        if known is not None:
+            return known
+        result = self._judge(job, blocked, standing, now)
+        if result[0] != "placed":
+            self.answers[asked] = result
+        return result
+
+    def _judge(self, job: LiveJob, blocked: Blocked | None,
+               standing: dict[int, Reservation], now: float) -> tuple[str, str]:
         scheduler = self.scheduler
         shape = job.shape
         asked = (job.queue, job.amount)
@@ -270,6 +316,7 @@ class _Judge:
             raise
         self.refusals.clear()  # the quota book changed
         self.fits_free.clear()  # and the free capacity
+        self.answers.clear()
         job.nominated = False
         job.allocations = decision.allocations
         self.out.placed.append(job)

@@ -15,6 +15,7 @@ grouped in cohorts: a quota tree of two levels (cohorts of teams) with one pure
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -103,6 +104,13 @@ class QuotaBook:
             f"{gpus_text(quota.quota_milli)} guaranteed + {gpus_text(quota.borrow_limit_milli)} "
             f"borrowable GPUs and this job needs {gpus_text(amount)}"
         )
+
+    def reclaimable(self, queue: str, others: Iterable[str]) -> list[str]:
+        """Those of ``others`` (in their order) that ``may_reclaim_from`` says work may be
+        reclaimed from for ``queue``."""
+        cohort = self.cohort_of(queue)
+        return [other for other in others if other != queue
+                and self.cohort_of(other) == cohort and self.borrowed(other) > 0]
 
     def may_reclaim_from(self, queue: str, other: str) -> bool:
         """Whether work of ``other`` may be reclaimed for ``queue``: another queue of the same

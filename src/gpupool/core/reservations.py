@@ -12,51 +12,94 @@ never delays a reservation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from itertools import groupby
 
 import numpy as np
 
-from gpupool.core.cluster import BoolArray
+from gpupool.core.cluster import BoolArray, IntArray
 from gpupool.core.live import LiveJob, Reservation
 from gpupool.core.scheduler import Scheduler
 
 
-def expected_end(job: LiveJob, now: float, default_run_s: float) -> float:
+def expected_end(job: LiveJob, now: float, default_run_s: float,
+                 by_queue: Mapping[str, float] | None = None) -> float:
     """When a running job is expected to free its resources: a job being stopped within its
-    grace period, else its start plus its time limit (or ``default_run_s``); never before
-    ``now``."""
-    end = job.expected_end(default_run_s)
+    grace period, else its start plus its time limit (or its queue's default run limit in
+    ``by_queue``, else ``default_run_s``); never before ``now``."""
+    end = job.expected_end(by_queue.get(job.queue, default_run_s) if by_queue
+                           else default_run_s)
     if job.stopping is not None:
         end = min(end, now + job.grace_s)
     return max(now, end)
 
 
+class EndOrder:
+    """The running jobs that hold resources, in the order an estimate releases them: by
+    expected end, then id (sorted once for all of a cycle's estimates). Valid while no
+    running job's expected end changes: make a new one after marking jobs as stopping."""
+
+    def __init__(self, running: Sequence[LiveJob], now: float, default_run_s: float,
+                 by_queue: Mapping[str, float] | None = None) -> None:
+        holding = [r for r in running if r.allocations]
+        ends = [expected_end(r, now, default_run_s, by_queue) for r in holding]
+        ids = [r.id for r in holding]
+        order = sorted(range(len(holding)), key=lambda i: (ends[i], ids[i]))  # stable
+        self.jobs = [holding[i] for i in order]
+        self.ends = [ends[i] for i in order]
+        self._owners: tuple[IntArray, IntArray] | None = None
+        self._all: list[tuple[float, list[LiveJob]]] | None = None
+
+    def batches(self, among: Sequence[int] | None = None) -> list[tuple[float, list[LiveJob]]]:
+        """(expected end, the jobs ending then) in order; only the jobs at the indices
+        ``among`` (ascending) when given. Not to be changed by the caller."""
+        if among is None and self._all is not None:
+            return self._all
+        picked = range(len(self.jobs)) if among is None else among
+        jobs, ends = self.jobs, self.ends
+        found = [(end, [jobs[i] for i in group])
+                 for end, group in groupby(picked, key=ends.__getitem__)]
+        if among is None:
+            self._all = found
+        return found
+
+    def on_nodes(self, nodes: BoolArray) -> list[int]:
+        """The indices (ascending) of the jobs with an allocation on one of ``nodes``."""
+        if self._owners is None:
+            where = [(a.node, i) for i, r in enumerate(self.jobs) for a in r.allocations]
+            self._owners = (np.array([n for n, _ in where], dtype=np.int64),
+                            np.array([i for _, i in where], dtype=np.int64))
+        at, owner = self._owners
+        hit = owner[np.asarray(nodes[at], dtype=bool)]
+        return [int(i) for i in np.unique(hit)]
+
+
 def reserve(scheduler: Scheduler, job: LiveJob, running: Sequence[LiveJob], now: float,
-            default_run_s: float) -> Reservation | None:
+            default_run_s: float, ends: EndOrder | None = None,
+            by_queue: Mapping[str, float] | None = None) -> Reservation | None:
     """The reservation ``job`` gets now, or None if it would not fit even with every running
     job gone. A job that holds one keeps its nodes while it can still start there (only the
     start is estimated again), so capacity is not promised on one node then another. The
-    state is unchanged on return (also when judging raises)."""
+    state is unchanged on return (also when judging raises). ``ends``: the
+    :class:`EndOrder` of ``running`` (made here when not given, with the default run limits
+    ``default_run_s`` and ``by_queue`` as :func:`expected_end` reads them)."""
+    if ends is None:
+        ends = EndOrder(running, now, default_run_s, by_queue)
     kept = job.reservation
     if kept is not None and len(kept.nodes) == scheduler.state.num_nodes:
-        on_nodes = [r for r in running if any(kept.nodes[a.node] for a in r.allocations)]
-        again = _estimate(scheduler, job, on_nodes, now, default_run_s, ~kept.nodes)
+        on_nodes = ends.batches(ends.on_nodes(kept.nodes))
+        again = _estimate(scheduler, job, on_nodes, ~kept.nodes)
         if again is not None:
             return again
-    return _estimate(scheduler, job, running, now, default_run_s, None)
+    return _estimate(scheduler, job, ends.batches(), None)
 
 
-def _estimate(scheduler: Scheduler, job: LiveJob, running: Sequence[LiveJob], now: float,
-              default_run_s: float, exclude: BoolArray | None) -> Reservation | None:
-    """Release the running jobs batch by batch (by expected end) until ``job`` fits: the
-    first batch count that fits is found by doubling, then halving back (fitting is monotone
-    in what is released), so a pool of thousands of running jobs costs a few dozen fit
-    tests, not one per batch."""
-    holding = sorted((r for r in running if r.allocations),
-                     key=lambda r: (expected_end(r, now, default_run_s), r.id))
-    batches = [(end, list(group)) for end, group in
-               groupby(holding, key=lambda r: expected_end(r, now, default_run_s))]
+def _estimate(scheduler: Scheduler, job: LiveJob, batches: list[tuple[float, list[LiveJob]]],
+              exclude: BoolArray | None) -> Reservation | None:
+    """Release the running jobs batch by batch (``batches``: by expected end) until ``job``
+    fits: the first batch count that fits is found by doubling, then halving back (fitting
+    is monotone in what is released), so a pool of thousands of running jobs costs a few
+    dozen fit tests, not one per batch."""
     released: list[LiveJob] = []
     out = 0  # batches released now: batches[:out]
 
@@ -134,6 +177,66 @@ def union(reservations: Sequence[Reservation]) -> BoolArray:
     for reservation in reservations[1:]:
         mask |= reservation.nodes
     return mask
+
+
+Blocked = tuple[tuple[tuple[int, ...], int], BoolArray]
+"""What a job may not use: ((the blocking reservations' job ids, their version), the union
+of their nodes)."""
+
+
+class Standing:
+    """The reservations standing during one cycle (``by_job``: by the id of the job holding
+    each), and what each job judged may not use because of them. Change ``by_job`` only
+    through ``put`` and ``drop``: each change starts a new version."""
+
+    def __init__(self, now: float, by_job: dict[int, Reservation]) -> None:
+        self.now = now
+        self.by_job = by_job
+        self.version = 0
+        """How often the standing reservations changed: part of what a job may not use
+        (the same ids may mean other nodes after a renewal)."""
+        self._holders = {r.job_id for r in by_job.values()}
+        self._by_limit: dict[float | None, Blocked | None] = {}
+        """``blocked`` by time limit, for jobs holding none of the reservations."""
+        self._nodes: dict[tuple[int, ...], BoolArray] = {}
+
+    def put(self, job_id: int, reservation: Reservation) -> None:
+        self.by_job[job_id] = reservation
+        self._changed()
+
+    def drop(self, job_id: int) -> bool:
+        """Remove the reservation of ``job_id``; whether there was one."""
+        if self.by_job.pop(job_id, None) is None:
+            return False
+        self._changed()
+        return True
+
+    def _changed(self) -> None:
+        self.version += 1
+        self._by_limit.clear()
+        self._nodes.clear()
+        self._holders = {r.job_id for r in self.by_job.values()}
+
+    def blocked(self, job: LiveJob) -> Blocked | None:
+        """The nodes ``job`` must not use now (see :func:`blocked_for`), or None."""
+        if not self.by_job:
+            return None
+        if job.id in self._holders:
+            return self._blocked(job)
+        limit = job.time_limit_s
+        if limit in self._by_limit:
+            return self._by_limit[limit]
+        known = self._by_limit[limit] = self._blocked(job)  # depends only on the limit here
+        return known
+
+    def _blocked(self, job: LiveJob) -> Blocked | None:
+        ids = blocked_for(job, list(self.by_job.values()), self.now)
+        if not ids:
+            return None
+        nodes = self._nodes.get(ids)
+        if nodes is None:
+            nodes = self._nodes[ids] = union([self.by_job[i] for i in ids])
+        return (ids, self.version), nodes
 
 
 def wait_text(seconds: float) -> str:

@@ -52,8 +52,7 @@ def choose_victims(
     take the free capacity it counts on (Kubernetes' nominated node)."""
     active = stoppable if stoppable is not None else by_queue(running)
     if quota.within_quota(job.queue, job.amount):
-        candidates = [r for q, jobs in active.items() if quota.may_reclaim_from(job.queue, q)
-                      for r in jobs]
+        candidates = [r for q in quota.reclaimable(job.queue, active) for r in active[q]]
         load = load_of or (lambda _queue: 0.0)
         loads = {r.queue: load(r.queue) for r in candidates}
         candidates.sort(key=lambda r: (-loads[r.queue], r.priority, -r.started_at, -r.id))

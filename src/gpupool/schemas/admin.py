@@ -15,7 +15,7 @@ from pydantic import (
     model_serializer,
 )
 
-from gpupool.schemas.jobs import NAME_PATTERN
+from gpupool.schemas.jobs import NAME_PATTERN, TimeLimit
 from gpupool.schemas.units import finite_number
 from gpupool.schemas.values import Number
 
@@ -36,6 +36,9 @@ _WEIGHT = ("Fair share: the team's share of the pool, in proportion to the weigh
 _COHORT = ("Teams of one cohort lend each other the quota they leave unused; null: in no "
            "cohort.")
 _LEND = ("The most GPUs of its unused quota the team lends to its cohort; null: all of it.")
+_RUN = ("Seconds a running job of the team's queue without a time limit is assumed to run, "
+        "to estimate when a reservation starts (backfill); null: the server's default "
+        "(`gpupool up --default-run-limit`, 1 h).")
 
 
 class TeamCreate(BaseModel):
@@ -50,6 +53,7 @@ class TeamCreate(BaseModel):
     weight: Weight = Field(default=1.0, description=_WEIGHT)
     cohort: str | None = Field(default=None, pattern=NAME_PATTERN, description=_COHORT)
     lend_limit_gpus: GpuCount | None = Field(default=None, description=_LEND)
+    default_run_limit_s: TimeLimit | None = Field(default=None, description=_RUN)
 
     @model_serializer(mode="wrap")
     def _without_default_shares(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -61,13 +65,14 @@ class TeamCreate(BaseModel):
         return data
 
 
-_SHARE_DEFAULTS: dict[str, object] = {"weight": 1.0, "cohort": None, "lend_limit_gpus": None}
+_SHARE_DEFAULTS: dict[str, object] = {"weight": 1.0, "cohort": None, "lend_limit_gpus": None,
+                                       "default_run_limit_s": None}
 
 
 class TeamUpdate(BaseModel):
-    """What to change; a field left out stays. ``cohort`` and ``lend_limit_gpus`` may be
-    sent as null to clear them (no cohort; lend all unused quota); null for the others
-    means "leave it"."""
+    """What to change; a field left out stays. ``cohort``, ``lend_limit_gpus`` and
+    ``default_run_limit_s`` may be sent as null to clear them (no cohort; lend all unused
+    quota; the server's default run limit); null for the others means "leave it"."""
 
     model_config = ConfigDict(extra="forbid")
     quota_gpus: GpuCount | None = None
@@ -75,6 +80,7 @@ class TeamUpdate(BaseModel):
     weight: Weight | None = Field(default=None, description=_WEIGHT)
     cohort: str | None = Field(default=None, pattern=NAME_PATTERN, description=_COHORT)
     lend_limit_gpus: GpuCount | None = Field(default=None, description=_LEND)
+    default_run_limit_s: TimeLimit | None = Field(default=None, description=_RUN)
 
 
 class TeamView(BaseModel):
@@ -84,6 +90,7 @@ class TeamView(BaseModel):
     weight: float = Field(default=1.0, description=_WEIGHT)
     cohort: str | None = Field(default=None, description=_COHORT)
     lend_limit_gpus: float | None = Field(default=None, description=_LEND)
+    default_run_limit_s: float | None = Field(default=None, description=_RUN)
     warning: str | None = Field(
         default=None, description="Set by a create or update after which the teams' guaranteed "
                           "quotas add up to more than the pool: they cannot all be honoured "

@@ -1,12 +1,12 @@
-"""GET requests over a plain socket, for ``RawClient``: importing httpx (and httpcore, h11,
-anyio, on its first request) and making an ``httpx.Client`` costs a command ~40-80 ms, and
-even ``http.client`` ~10-25 ms (it imports ``email`` and ``ssl``): more than anything else
-``gpupool ps`` still does.
+"""GET requests through the standard library's ``http.client``, for ``RawClient``: importing
+httpx (and httpcore, h11, anyio, on its first request) and making an ``httpx.Client`` costs
+a command ~40-80 ms, more than anything else ``gpupool ps`` still does; ``http.client``
+costs ~10-25 ms.
 
 Used only where it cannot answer otherwise than httpx: a plain ``http://host[:port][/path]``
 URL (no TLS, no user info), no proxy in the environment (httpx would use it), no scripted
-transport. Of the answers, only the plainest is read here: HTTP/1.x, a 2xx status, a
-``Content-Length`` body without transfer or content encoding; its JSON is read as
+transport. Only a 2xx answer without content encoding is read here (``http.client`` reads
+HTTP/1.0 and 1.1, sized, chunked or closing bodies); its JSON is read as
 ``httpx.Response.json`` reads it, its ``X-Next-Cursor`` as httpx would. Any other answer,
 and any failure to connect, send or read, makes ``Plain.get`` return ``RESEND``: the caller
 sends the request again through httpx (a GET, so safe to repeat), whose answer or error is
@@ -16,9 +16,9 @@ reported at once as httpx's would be (``_http.timed_out``), not waited for twice
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
-import socket
 import sys
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
@@ -27,14 +27,8 @@ from gpupool import __version__
 from gpupool.sdk import _http
 
 _PROXY_VARIABLES = {"http_proxy", "https_proxy", "all_proxy"}
-MAX_HEAD = 64 * 1024
-"""The longest status line and headers read here (a longer head: RESEND)."""
 RESEND: Any = object()
 """What ``Plain.get`` answers when httpx should send the request instead."""
-
-
-class _Resend(Exception):
-    """An answer or a failure that httpx should meet instead."""
 
 
 def usable(url: str) -> bool:
@@ -61,77 +55,38 @@ class Plain:
         self.url = url
         self.timeout = timeout
         self._prefix = parts.path.rstrip("/")
-        self._address = (parts.hostname or "", parts.port or 80)
+        self._host, self._port = parts.hostname or "", parts.port or 80
         self._headers = {"Host": parts.netloc, "Accept": "*/*", "Accept-Encoding": "identity",
-                         "Connection": "keep-alive", "User-Agent": f"gpupool/{__version__}",
-                         **headers}
-        self._sock: socket.socket | None = None
-        self._buffer = b""
+                         "User-Agent": f"gpupool/{__version__}", **headers}
+        self._connection: http.client.HTTPConnection | None = None
 
     def get(self, call: _http.Call[Any]) -> Any:
         """``call``'s reading of a 2xx answer; RESEND when httpx should send it instead (any
         other answer or failure); the ApiError of a timeout."""
         query = urlencode(call.params, doseq=True, quote_via=quote) if call.params else ""
         target = self._prefix + "/" + call.path.lstrip("/") + (f"?{query}" if query else "")
-        lines = [f"GET {target} HTTP/1.1", *(f"{k}: {v}" for k, v in
-                                             {**self._headers, **call.headers}.items())]
+        if self._connection is None:
+            self._connection = http.client.HTTPConnection(self._host, self._port,
+                                                          timeout=self.timeout)
         try:
-            request = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
-            if self._sock is None:
-                self._sock = socket.create_connection(self._address, timeout=self.timeout)
-                self._buffer = b""
-            self._sock.sendall(request)
-            status, headers, body = self._answer()
+            self._connection.request("GET", target, headers={**self._headers, **call.headers})
+            response = self._connection.getresponse()
+            body = response.read()
         except TimeoutError:
             self.close()
             raise _http.timed_out(self.url, self.timeout) from None
-        except (OSError, UnicodeError, ValueError, _Resend):
+        except (OSError, http.client.HTTPException, UnicodeError, ValueError):
             self.close()
             return RESEND
-        if headers.get("connection", "").lower() == "close":
+        if response.will_close:
             self.close()
-        return _http.parse(call, status, lambda: json.loads(body), headers.get("x-next-cursor"))
-
-    def _answer(self) -> tuple[int, dict[str, str], bytes]:
-        """The status, headers (lower-case names) and body of the next answer, if it is one
-        read here; else _Resend."""
-        while b"\r\n\r\n" not in self._buffer:
-            if len(self._buffer) > MAX_HEAD:
-                raise _Resend
-            self._receive()
-        head, _, self._buffer = self._buffer.partition(b"\r\n\r\n")
-        status_line, *header_lines = head.decode("latin-1").split("\r\n")
-        version, _, rest = status_line.partition(" ")
-        status = int(rest[:3])
-        headers: dict[str, str] = {}
-        for line in header_lines:
-            name, colon, value = line.partition(":")
-            if not colon or name.lower() in headers:
-                raise _Resend  # not a header line, or one said twice
-            headers[name.strip().lower()] = value.strip()
-        if (version not in ("HTTP/1.1", "HTTP/1.0") or not 200 <= status < 300
-                or "transfer-encoding" in headers
-                or headers.get("content-encoding", "identity") != "identity"):
-            raise _Resend
-        length = int(headers["content-length"]) if "content-length" in headers else -1
-        if length < 0:
-            raise _Resend
-        while len(self._buffer) < length:
-            self._receive()
-        body, self._buffer = self._buffer[:length], self._buffer[length:]
-        if version == "HTTP/1.0" and headers.get("connection", "").lower() != "keep-alive":
-            headers["connection"] = "close"
-        return status, headers, body
-
-    def _receive(self) -> None:
-        assert self._sock is not None
-        data = self._sock.recv(256 * 1024)
-        if not data:
-            raise _Resend  # the server closed the connection
-        self._buffer += data
+        if (not 200 <= response.status < 300
+                or response.getheader("Content-Encoding", "identity").lower() != "identity"):
+            return RESEND
+        return _http.parse(call, response.status, lambda: json.loads(body),
+                           response.getheader(_http.NEXT_CURSOR))
 
     def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        self._buffer = b""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None

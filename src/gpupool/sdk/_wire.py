@@ -155,17 +155,33 @@ def teams() -> Call[list[TeamView]]:
     return Call("GET", f"{API}/teams", _many(TeamView))
 
 
-def create_team(name: str, quota_gpus: float, borrow_limit_gpus: float) -> Call[TeamView]:
-    body = TeamCreate(name=name, quota_gpus=quota_gpus, borrow_limit_gpus=borrow_limit_gpus)
+def create_team(body: TeamCreate) -> Call[TeamView]:
     return Call("POST", f"{API}/teams", _one(TeamView), body=body.model_dump(mode="json"))
 
 
-def update_team(
-    name: str, quota_gpus: float | None, borrow_limit_gpus: float | None
-) -> Call[TeamView]:
-    body = TeamUpdate(quota_gpus=quota_gpus, borrow_limit_gpus=borrow_limit_gpus)
+class _Keep:
+    def __repr__(self) -> str:
+        return "KEEP"
+
+
+KEEP: Any = _Keep()
+"""``update_team``'s default for the fields that may be cleared with None (``cohort``,
+``lend_limit_gpus``, ``default_run_limit_s``): leave the field as it is."""
+
+
+_CLEARABLE = ("cohort", "lend_limit_gpus", "default_run_limit_s")
+
+
+def update_team(name: str, **changes: Any) -> Call[TeamView]:
+    """The PATCH of ``changes`` (TeamUpdate's fields): a None quota, borrow limit or weight
+    and a KEEP value are left out (the server keeps them); a None cohort, lending limit or
+    default run limit is sent, and clears it."""
+    sent = {k: v for k, v in changes.items()
+            if v is not KEEP and (v is not None or k in _CLEARABLE)}
+    body = TeamUpdate.model_validate(sent)
     path = f"{API}/teams/{quote(name, safe='')}"
-    return Call("PATCH", path, _one(TeamView), body=body.model_dump(mode="json", exclude_none=True))
+    return Call("PATCH", path, _one(TeamView), body=body.model_dump(mode="json",
+                                                                     exclude_unset=True))
 
 
 def users() -> Call[list[UserView]]:

@@ -8,9 +8,9 @@ checks certificates, pages and fails exactly as ``Client`` does (same arguments,
 ApiError and ConfigError), except that ``phase`` and ``order`` are sent as given: a value the
 server does not know is its ApiError(422), not a local ValueError.
 
-A plain ``http://`` server is asked over a socket (``_plain``: no httpx to import, ~40-80
-ms); any answer but the plainest 2xx, and any failure, again through httpx, which then says
-what went wrong as ``Client`` would.
+A plain ``http://`` server is asked through the standard library's ``http.client``
+(``_plain``: no httpx to import, ~40-80 ms); any answer but a 2xx, and any failure, again
+through httpx, which then says what went wrong as ``Client`` would.
 """
 
 from __future__ import annotations

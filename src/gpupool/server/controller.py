@@ -1,8 +1,9 @@
-"""The background loop: the only writer of job phases.
+"""The background loop: it orders the steps; each step's work is a module of its own, and
+the job store (server/job_store.py) reads and writes every row they decide.
 
 Each step (on a short tick, or at once when woken by a submit or cancel):
 
-1. load newly submitted jobs into the in-memory pending set;
+1. load newly submitted jobs into the in-memory pending set (server/watching.py);
 2. act on cancel requests (pending: end now; running: SIGTERM, SIGKILL after the grace);
 3. record the launches the launch worker finished (server/launch_worker.py);
 4. poll running processes; stop those past their time limit; finish, retry or requeue
@@ -10,9 +11,10 @@ Each step (on a short tick, or at once when woken by a submit or cancel):
    redone, server/write_retry.py);
 5. schedule (server/placing.py): run the shared queue cycle (core/queue_cycle.py) on the
    live state (server/live_state.py), persist placements *before* launching (so a crash
-   never hands a share out twice; server/start_rows.py), hand the launches to the worker,
-   and record preemptions and pending reasons.
+   never hands a share out twice), hand the launches to the worker, and record preemptions
+   and pending reasons. Skipped once :meth:`Controller.hold` was called (the server drains).
 
+Nodes that join or leave (``membership``) are followed before and after polling.
 ``recover`` rebuilds the snapshot from the database after a restart and re-adopts the
 processes that are still running (server/recovery.py).
 """
@@ -22,33 +24,28 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
-
-from sqlalchemy import select, update
+from collections.abc import Callable
 
 from gpupool.core.capacity import never_fits
-from gpupool.core.cluster import Allocation, ClusterState
+from gpupool.core.cluster import ClusterState
 from gpupool.core.live import CycleOutcome, LiveJob
-from gpupool.core.request import RequestError
 from gpupool.core.scheduler import Scheduler
 from gpupool.executors.base import Executor
 from gpupool.executors.inventory import LocalInventory
-from gpupool.schemas.jobs import JobSpec, Phase
+from gpupool.schemas.jobs import JobSpec
 from gpupool.server.active import Active, to_request
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, User
-from gpupool.server.job_rows import event, finish
+from gpupool.server.job_store import JobStore
 from gpupool.server.launcher import Launcher
 from gpupool.server.live_state import LiveState
 from gpupool.server.outcomes import EndRecorder, problem_text
 from gpupool.server.placing import Placing
-from gpupool.server.pool_nodes import build_scheduler, carry_over, register_nodes
+from gpupool.server.pool_nodes import build_scheduler, carry_over
 from gpupool.server.queue_inputs import UsageCache, queue_policy
-from gpupool.server.recovery import ACTIVE, Recovery
-from gpupool.server.services.errors import Invalid
-from gpupool.server.services.usage_records import close_open
+from gpupool.server.recovery import Recovery
 from gpupool.server.settings import Settings
 from gpupool.server.sharing.setup import Sharing
+from gpupool.server.watching import Watch
 from gpupool.server.workspace import Workspace
 from gpupool.server.write_retry import WriteRetries
 
@@ -58,6 +55,9 @@ STEP_COALESCE_S = 0.005
 
 
 class Controller:
+    """The scheduling loop of one server (see the module). ``step`` runs under a lock, so a
+    test or benchmark may call it while no thread runs the loop."""
+
     def __init__(
         self,
         settings: Settings,
@@ -82,29 +82,43 @@ class Controller:
         self.membership = membership
         self.settings = settings
         self.db = db
-        self.executor = executor
+        self.store = JobStore(db)
+        """The loop's only reader and writer of rows (server/job_store.py)."""
         state = ClusterState(inventory.nodes)
         self.live = LiveState(inventory, state, build_scheduler(settings.policy, state))
         self.launcher = Launcher(settings.runs_dir, executor, inventory, state,
                                  interposer, interposer_missing, sharing,
                                  Workspace(settings.jobs_root))
-        self._max_seen = 0
         self._retries = WriteRetries()
         """Row writes that failed (the database was unavailable), by job: retried at the start
         of every step until they succeed."""
-        self._ends = EndRecorder(db, self.live.pending, self.live.active, self._release,
-                                 self.launcher.drop_share_file, self._reconsider_all)
+        self._ends = EndRecorder(self.store, self.live, self.launcher.drop_share_file,
+                                 self._reconsider_all)
         self.policy = queue_policy(settings)
         self._usage = UsageCache(db, settings.fairshare_half_life_s)
         self._wake = threading.Event()
         self._halt = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self.placing = Placing(db, self.live, self.launcher, self.policy, self._usage,
-                               self._ends, self._retries, self._stop, self._wake.set,
+        self.holding = False
+        """Set by :meth:`hold`: no pending job is placed any more."""
+        self.watch = Watch(self.store, self.live, self.launcher, self._ends, self._retries,
+                           clock)
+        self.placing = Placing(self.store, self.live, self.launcher, self.policy, self._usage,
+                               self._ends, self._retries, self.watch.stop, self._wake.set,
                                launch_threads)
 
-    # The live state's parts, by their old names (tests and the recovery read them).
+    @property
+    def executor(self) -> Executor:
+        """Where the processes run (the launcher's: one executor for launching, polling and
+        stopping)."""
+        return self.launcher.executor
+
+    @executor.setter
+    def executor(self, executor: Executor) -> None:
+        self.launcher.executor = executor
+
+    # The live state's parts, by their old names (tests read them).
     @property
     def state(self) -> ClusterState:
         return self.live.state
@@ -158,6 +172,12 @@ class Controller:
         if capacity_changed:
             self.live.dirty = True
         self._wake.set()
+
+    def hold(self) -> None:
+        """From the next step on, no pending job is placed, started or preempts another; the
+        loop keeps loading, cancelling, polling and recording the jobs that hold resources
+        (``gpupool down --drain``, server/stopping.py). There is no undo: the server stops."""
+        self.holding = True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gpupool-loop", daemon=True)
@@ -232,21 +252,12 @@ class Controller:
         """Register the nodes, rebuild allocations of running jobs, re-adopt processes."""
         now = self.clock()
         self._register_nodes(now)
-        Recovery(self.db, self.scheduler, self.launcher, self.executor, self.active,
-                 self._ends.requeue).run(now)
-        with self.db.session() as s:  # attempts that ended while the server was down
-            close_open(s, now)
+        Recovery(self.store, self.live, self.launcher, self._ends.requeue).run(now)
+        self.store.close_stale_usage(now)  # attempts that ended while the server was down
 
     def _register_nodes(self, now: float) -> None:
         """Make the nodes table say what the pool has now (departed nodes removed)."""
-        register_nodes(self.db, self.inventory, self.launcher.node_mechanisms, now)
-
-    # -- the live state ----------------------------------------------------------------
-
-    def _release(self, allocations: Iterable[Allocation]) -> None:
-        """Give ``allocations`` back to the live state (the scheduler of the current nodes)."""
-        for allocation in allocations:
-            self.scheduler.release(allocation)
+        self.store.nodes(self.inventory, self.launcher.node_mechanisms, now)
 
     def _reconsider_all(self) -> None:
         """Capacity changed (a job ended): the next cycle reconsiders every pending job, with
@@ -254,103 +265,28 @@ class Controller:
         self.live.dirty = True
         self._usage.forget()
 
-    # -- steps -------------------------------------------------------------------------
+    # -- the steps, by the names tests call them ---------------------------------------
+
+    @property
+    def _max_seen(self) -> int:
+        return self.watch.max_seen
+
+    @_max_seen.setter
+    def _max_seen(self, job_id: int) -> None:
+        self.watch.max_seen = job_id
 
     def _load_pending(self) -> None:
-        with self.db.session() as s:
-            rows = s.execute(
-                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, User.name)
-                .join(User, User.id == Job.user_id, isouter=True)
-                .where(Job.phase == Phase.PENDING.value, Job.id > self._max_seen)
-                .order_by(Job.id)
-            ).all()
-        for job_id, queue, priority, created, raw, user in rows:
-            # _max_seen moves past a row only once it is handled: a failed write is redone
-            if job_id in self.pending:
-                self._max_seen = max(self._max_seen, job_id)
-                continue
-            try:
-                spec = JobSpec.model_validate(raw)
-                request = to_request(job_id, spec, queue, self.models)
-            except (Invalid, RequestError) as exc:
-                finish(self.db, job_id, Phase.FAILED, None, str(exc), time.time())
-                self._max_seen = max(self._max_seen, job_id)
-                continue
-            except Exception as exc:  # e.g. a row stored before today's bounds: fail that job
-                finish(self.db, job_id, Phase.FAILED, None,
-                       f"cannot be scheduled: {problem_text(exc)}", time.time())
-                self._max_seen = max(self._max_seen, job_id)
-                continue
-            self.live.add_pending(LiveJob(job_id, queue, priority, created, request,
-                                          spec.grace_period_s, nodes=spec.nodes,
-                                          user=user or "", time_limit_s=spec.time_limit_s))
-            self._max_seen = max(self._max_seen, job_id)
+        self.watch.load_pending()
 
     def _handle_cancels(self, now: float) -> None:
-        with self.db.session() as s:
-            ids = s.scalars(
-                select(Job.id).where(
-                    Job.stop_requested == "cancel",
-                    Job.phase.in_((Phase.PENDING.value, *ACTIVE)),
-                )
-            ).all()
-        for job_id in ids:
-            if job_id in self._retries:
-                continue  # its pending write decides where it is; cancelled after that
-            if job_id in self.pending:
-                finish(self.db, job_id, Phase.CANCELLED, None, "cancelled before it started", now)
-                del self.pending[job_id]
-            elif job_id in self.active and self.active[job_id].live.stopping != "cancel":
-                self._stop(self.active[job_id], "cancel", now)
-            elif job_id not in self.active:
-                finish(self.db, job_id, Phase.CANCELLED, None, "cancelled", now)
-
-    def _stop(self, active: Active, why: str, now: float) -> None:
-        active.live.stopping = why
-        active.deadline = now + active.live.grace_s
-        for handle in active.running():
-            self.executor.terminate(handle)
-        with self.db.session() as s:
-            s.execute(update(Job).where(Job.id == active.live.id).values(
-                stop_requested=why, stop_deadline=active.deadline))
+        self.watch.handle_cancels(now)
 
     def _poll(self, now: float) -> None:
-        asked = [(active, index, handle) for active in self.active.values()
-                 for index, handle in enumerate(active.handles) if index not in active.ended]
-        outcomes = self.executor.poll_many([handle for _, _, handle in asked]) if asked else []
-        for (active, index, _), outcome in zip(asked, outcomes, strict=True):
-            if outcome is None:
-                continue
-            active.ended[index] = outcome
-            if active.failure is None and (outcome.lost or outcome.exit_code != 0):
-                active.failure = (index, outcome)
-        for job_id, active in list(self.active.items()):
-            if not active.handles:
-                continue
-            left = active.running()
-            limit = active.live.time_limit_s
-            if (left and limit is not None and active.live.stopping is None
-                    and now >= active.live.started_at + limit):
-                self._stop(active, "time-limit", now)
-                event(self.db, job_id, Phase.RUNNING,
-                      f"time limit of {limit:g} s reached: stopping it", now)
-            if left:
-                if active.failure is not None and active.live.stopping is None:
-                    # One process of a multi-process job failed: stop the others.
-                    self._stop(active, "gang", now)
-                    event(self.db, job_id, Phase.RUNNING,
-                                f"{active.outcome().reason}; stopping the other "
-                                f"{len(left)} process(es)", now)
-                if active.deadline is not None and now >= active.deadline and not active.killed:
-                    for handle in left:
-                        self.executor.kill(handle)
-                    active.killed = True
-                    event(self.db, job_id, Phase.RUNNING, "grace period over: SIGKILL sent", now)
-                continue
-            self._ends.finish_ended(job_id, active, now)
+        self.watch.poll(now)
 
     def _schedule(self, now: float) -> None:
-        self.placing.schedule(now)
+        if not self.holding:
+            self.placing.schedule(now)
 
     def _bind(self, placed: list[LiveJob], now: float) -> None:
         self.placing.bind(placed, now)

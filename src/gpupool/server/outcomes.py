@@ -14,48 +14,43 @@ Contract:
 - Once an ended job's row is written, it leaves ``active``, its allocations are released and
   its share file is dropped.
 
-``pending`` and ``active`` are the loop's own dicts, shared (mutated in place, never rebound).
+Rows are written through the job store; resources go back through the live state's one
+``release``.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
 from pydantic import ValidationError
 
-from gpupool.core.cluster import Allocation
 from gpupool.executors.base import Outcome
 from gpupool.schemas.jobs import Phase
 from gpupool.server.active import Active
-from gpupool.server.cycle import LiveJob
-from gpupool.server.db.database import Database
-from gpupool.server.job_rows import finish, requeue
+from gpupool.server.job_store import JobStore
+from gpupool.server.live_state import LiveState
 
 log = logging.getLogger("gpupool.controller")
 
 
 class EndRecorder:
-    """Writes how attempts ended and moves the jobs out of ``active`` (or back to pending).
+    """Writes how attempts ended (through ``store``) and moves the jobs out of ``active``
+    (or back to pending).
 
-    ``release`` gives allocations back to the live state (looked up at call time: the
-    scheduler is rebuilt when nodes come and go); ``drop_share_file(job_id, attempt)`` removes
-    the attempt's GPU-share file; ``mark_dirty`` makes the next cycle reconsider every
-    pending job."""
+    ``live``: the loop's live state (its ``pending`` and ``active`` are changed in place);
+    ``drop_share_file(job_id, attempt)`` removes the attempt's GPU-share file;
+    ``mark_dirty`` makes the next cycle reconsider every pending job."""
 
     def __init__(
         self,
-        db: Database,
-        pending: dict[int, LiveJob],
-        active: dict[int, Active],
-        release: Callable[[Iterable[Allocation]], None],
+        store: JobStore,
+        live: LiveState,
         drop_share_file: Callable[[int, int], None],
         mark_dirty: Callable[[], None],
     ) -> None:
-        self.db = db
-        self.pending = pending
-        self.active = active
-        self.release = release
+        self.store = store
+        self.live = live
         self.drop_share_file = drop_share_file
         self.mark_dirty = mark_dirty
         self.end_failed: set[int] = set()
@@ -65,7 +60,6 @@ class EndRecorder:
         """Every process of the job ended: write its row (final, or back to pending) first,
         then forget it and give its resources back. If the write fails the job stays tracked,
         holding its resources, and the next step writes it again (logged once per job)."""
-        allocations = active.live.allocations
         try:
             self.record(active, active.outcome(), now)
         except Exception:
@@ -76,10 +70,9 @@ class EndRecorder:
         if job_id in self.end_failed:
             self.end_failed.discard(job_id)
             log.info("job %s: its end is recorded now", job_id)
-        del self.active[job_id]
+        del self.live.active[job_id]
         self.mark_dirty()
-        self.release(allocations)
-        active.live.allocations = ()
+        self.live.release(active.live)
         self.drop_share_file(job_id, active.attempt)
 
     def record(self, active: Active, outcome: Outcome, now: float) -> None:
@@ -88,19 +81,21 @@ class EndRecorder:
         status = outcome.reason or (
             "lost (the process disappeared)" if outcome.lost else f"exit code {code}")
         if active.live.stopping == "cancel":
-            finish(self.db, active.live.id, Phase.CANCELLED, code, f"cancelled ({status})", now)
+            self.store.finish(active.live.id, Phase.CANCELLED, code, f"cancelled ({status})",
+                              now)
         elif active.live.stopping == "time-limit":
-            finish(self.db, active.live.id, Phase.FAILED, code,
-                   f"stopped at its time limit of {active.live.time_limit_s:g} s ({status})", now)
+            limit = active.live.time_limit_s
+            self.store.finish(active.live.id, Phase.FAILED, code,
+                              f"stopped at its time limit of {limit:g} s ({status})", now)
         elif active.live.stopping == "preempt":
             self.requeue(active, f"preempted ({status}); back in the queue", now)
         elif code == 0 and not outcome.lost:
-            finish(self.db, active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
+            self.store.finish(active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
         elif outcome.unknown:
             # Never re-run on an unknown outcome, whatever the restart policy: the command
             # may have done its work (on-failure re-runs known failures; this may be none).
-            finish(self.db, active.live.id, Phase.FAILED, None,
-                   f"{status}; not run again: the command may have succeeded", now)
+            self.store.finish(active.live.id, Phase.FAILED, None,
+                              f"{status}; not run again: the command may have succeeded", now)
         else:
             failures = active.failures + 1
             spec = active.spec
@@ -110,21 +105,21 @@ class EndRecorder:
                     failures=failures,
                 )
             else:
-                finish(self.db, active.live.id, Phase.FAILED, code, f"failed ({status})", now,
-                       failures=failures)
+                self.store.finish(active.live.id, Phase.FAILED, code, f"failed ({status})",
+                                  now, failures=failures)
 
     def requeue(self, active: Active, message: str, now: float,
                 failures: int | None = None) -> None:
         """Back to pending: the row first, then the in-memory job (holding nothing)."""
         live = active.live
         count = active.failures if failures is None else failures
-        requeue(self.db, live.id, message, count, now)
+        self.store.requeue(live.id, message, count, now)
         active.failures = count
         self.mark_dirty()
         live.stopping = None
-        live.allocations = ()
+        self.live.release(live)  # what it still holds (nothing, when its launch failed)
         live.reason = ""
-        self.pending[live.id] = live
+        self.live.pending[live.id] = live
 
 
 def problem_text(exc: Exception) -> str:

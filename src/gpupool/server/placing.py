@@ -1,15 +1,15 @@
 """The loop's scheduling step: run the shared cycle on the live state, record preemptions,
 persist placements *before* launching (so a crash never hands a share out twice), hand
-launches to the launch worker, record what it reports, and write pending reasons."""
+launches to the launch worker, record what it reports, and write pending reasons. Every row
+it writes goes through the job store (``server/job_store.py``)."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
-
-from sqlalchemy import update
 
 from gpupool.core.live import CycleOutcome, LiveJob, error_reason
 from gpupool.core.queue_order import QueuePolicy
@@ -17,15 +17,12 @@ from gpupool.executors.base import Handle, LaunchError, NodeLostError
 from gpupool.schemas.jobs import Phase
 from gpupool.server.active import Active
 from gpupool.server.cycle import run_cycle
-from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job
-from gpupool.server.job_rows import event, finish, owner_of
+from gpupool.server.job_store import JobStore
 from gpupool.server.launch_worker import Launched, LaunchWorker
 from gpupool.server.launcher import Launcher
 from gpupool.server.live_state import LiveState
 from gpupool.server.outcomes import EndRecorder
 from gpupool.server.queue_inputs import UsageCache, quota_and_weights
-from gpupool.server.start_rows import write_running, write_starting
 from gpupool.server.write_retry import WriteRetries
 
 log = logging.getLogger("gpupool.controller")
@@ -43,11 +40,13 @@ class Placing:
     """Decides and binds placements for the loop (its ``schedule`` runs under the loop's
     lock, once per step)."""
 
-    def __init__(self, db: Database, live: LiveState, launcher: Launcher, policy: QueuePolicy,
+    def __init__(self, store: JobStore, live: LiveState, launcher: Launcher, policy: QueuePolicy,
                  usage: UsageCache, ends: EndRecorder, retries: WriteRetries,
-                 stop: Callable[[Active, str, float], None], wake: Callable[[], None],
-                 launch_threads: int = 1) -> None:
-        self.db = db
+                 stop: Callable[[Active, str, float, str | None], None],
+                 wake: Callable[[], None], launch_threads: int = 1) -> None:
+        """``stop(active, why, now, note)`` tells a running job to stop (and writes why);
+        ``wake`` runs a step soon (a launch finished)."""
+        self.store = store
         self.live = live
         self.launcher = launcher
         self.policy = policy
@@ -68,10 +67,13 @@ class Placing:
         started = time.perf_counter()
         running = [a.live for a in live.active.values()]
         candidates, complete, holders = live.candidates()
-        quota, weights = quota_and_weights(self.db, running)
+        quota, weights, run_limits = quota_and_weights(self.store.db, running)
         shares = self.usage.shares(weights, now) if self.policy.order == "fairshare" else None
+        policy = self.policy
+        if run_limits:
+            policy = replace(policy, run_s_by_queue=run_limits)
         outcome = run_cycle(live.scheduler, quota, candidates, running,
-                            budget_s=CYCLE_BUDGET_S, now=now, policy=self.policy,
+                            budget_s=CYCLE_BUDGET_S, now=now, policy=policy,
                             shares=shares, holders=holders, complete=complete)
         if outcome.evaluated < len(candidates):
             live.dirty = True  # the time budget ran out: finish on the next step
@@ -79,19 +81,18 @@ class Placing:
         self.last_outcome = outcome
         for victim, preemptor in outcome.preemptions:
             try:  # the victim is told to stop first; a failed note must not block binding
-                self.stop(live.active[victim.id], "preempt", now)
-                event(self.db, victim.id, Phase.RUNNING,
-                      f"preempted to make room for job {preemptor.id} "
-                      f"(queue {preemptor.queue}, priority {preemptor.priority}); "
-                      f"grace period {victim.grace_s:g} s", now)
+                self.stop(live.active[victim.id], "preempt", now,
+                          f"preempted to make room for job {preemptor.id} "
+                          f"(queue {preemptor.queue}, priority {preemptor.priority}); "
+                          f"grace period {victim.grace_s:g} s")
             except Exception:
                 log.exception("job %s: could not record its preemption", victim.id)
         self.bind(outcome.placed, now)
         for job_id, (holder, until) in outcome.backfilled.items():
             if job_id in live.active:
-                event(self.db, job_id, Phase.STARTING,
-                      f"backfilled until {clock_text(until)} (its time limit) on nodes "
-                      f"reserved for job {holder}", now)
+                self.store.event(job_id, Phase.STARTING,
+                                 f"backfilled until {clock_text(until)} (its time limit) "
+                                 f"on nodes reserved for job {holder}", now)
         self._write_reasons(outcome)
 
     def _write_reasons(self, outcome: CycleOutcome) -> None:
@@ -102,9 +103,7 @@ class Placing:
             if job_id in changed:  # logged when the reason changes: once per job, not per cycle
                 log.error("job %s: %s", job_id, error_reason(error), exc_info=error)
         if changed:
-            with self.db.session() as s:
-                for job_id, reason in changed.items():
-                    s.execute(update(Job).where(Job.id == job_id).values(reason=reason))
+            self.store.reasons(changed)
             for job_id, reason in changed.items():
                 pending[job_id].reason = reason
 
@@ -113,22 +112,15 @@ class Placing:
         if not placed:
             return
         live = self.live
-        bound: list[tuple[LiveJob, Active]] = []
-        cancelled: list[LiveJob] = []
-        try:
-            with self.db.session() as s:
-                for job in placed:  # memory changes come after the commit
-                    active = write_starting(s, job, live.state.names, now)
-                    if active is None:
-                        cancelled.append(job)
-                    else:
-                        bound.append((job, active))
+        try:  # memory changes come after the commit
+            written = self.store.bind(placed, live.state.names, now)
         except BaseException:
             # Nothing was written: every placed job waits again, holding nothing.
             for job in placed:
                 live.release(job)
             raise
-        for job in cancelled:  # cancelled meanwhile
+        bound = [(job, active) for job, active in written if active is not None]
+        for job in (job for job, active in written if active is None):  # cancelled meanwhile
             del live.pending[job.id]
             live.release(job)
         for job, active in bound:
@@ -144,7 +136,7 @@ class Placing:
         """Launch the attempt's processes (in the launch worker)."""
         job = active.live
         return self.launcher.start(job.id, active.name, active.attempt, job.queue,
-                                   job.allocations, active.spec, owner_of(self.db, job.id))
+                                   job.allocations, active.spec, self.store.owner(job.id))
 
     def collect(self, now: float) -> None:
         """Record the launches that finished: running, or failed (resources given back)."""
@@ -165,7 +157,7 @@ class Placing:
         what = (f"pid {handles[0].pid}" if len(handles) == 1 else
                 f"{len(handles)} processes on {len(job.allocations)} nodes")
         try:  # the processes run and are tracked: a failed note must not stop the loop
-            write_running(self.db, job.id, handles, launched.enforcement, f"running ({what})")
+            self.store.running(job.id, handles, launched.enforcement, f"running ({what})")
         except Exception:
             log.exception("job %s: could not record that it runs", job.id)
 
@@ -182,5 +174,5 @@ class Placing:
             self.retries.write_or_retry(job.id, lambda: self.ends.requeue(
                 active, f"{message}; back in the queue", now))
         else:
-            self.retries.write_or_retry(job.id, lambda: finish(
-                self.db, job.id, Phase.FAILED, None, message, now))
+            self.retries.write_or_retry(job.id, lambda: self.store.finish(
+                job.id, Phase.FAILED, None, message, now))

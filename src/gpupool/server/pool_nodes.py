@@ -1,21 +1,18 @@
-"""The pool's node set as the controller keeps it: the scheduler built over a snapshot, held
-allocations carried over when nodes join or leave, and the nodes table kept in step."""
+"""The pool's node set as the controller keeps it: the scheduler built over a snapshot, and
+held allocations carried over when nodes join or leave (the nodes table is kept in step by
+the job store, server/job_store.py)."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-from sqlalchemy import delete
 
 from gpupool.core.cluster import ClusterError, ClusterState
 from gpupool.core.scheduler import Scheduler
-from gpupool.executors.inventory import LocalInventory
 from gpupool.plugins.profiles import PolicyContext, build_profile
 from gpupool.server.cycle import LiveJob
-from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Node
 
 log = logging.getLogger("gpupool.controller")
 
@@ -44,22 +41,3 @@ def carry_over(old: ClusterState, scheduler: Scheduler, jobs: Sequence[LiveJob])
                 log.warning("job %s: node %s changed; its share is no longer counted",
                             job.id, name)
         job.allocations = tuple(kept)
-
-
-def register_nodes(
-    db: Database, inventory: LocalInventory, mechanisms: Callable[[str], list[str]], now: float
-) -> None:
-    """Make the nodes table say what the pool has now (departed nodes removed)."""
-    names = {spec.name for spec in inventory.nodes}
-    with db.session() as s:
-        for spec in inventory.nodes:
-            node = s.get(Node, spec.name) or Node(name=spec.name)
-            node.cpu_milli = spec.cpu_milli
-            node.memory_mib = spec.memory_mib
-            node.gpus = [{"model": g.model, "memory_mib": g.memory_mib} for g in spec.gpus]
-            node.labels = dict(spec.labels)
-            node.source = inventory.source
-            node.mechanisms = mechanisms(spec.name)
-            node.updated_at = now
-            s.merge(node)
-        s.execute(delete(Node).where(Node.name.not_in(names)))

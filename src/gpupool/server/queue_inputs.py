@@ -5,6 +5,7 @@ settings. Read-only; the loop calls these once per cycle (usage at most once a m
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from sqlalchemy import select
 
@@ -22,27 +23,41 @@ USAGE_REFRESH_S = 60.0
 is days; what is held now is counted live by the cycle)."""
 
 
-def queue_policy(settings: Settings) -> QueuePolicy:
-    """The server's queue policy (``gpupool up --queue-order/--backfill``)."""
+def queue_policy(settings: Settings, run_s_by_queue: dict[str, float] | None = None
+                 ) -> QueuePolicy:
+    """The server's queue policy (``gpupool up --queue-order/--backfill``,
+    ``--default-run-limit``), with the queues' own default run limits (``run_s_by_queue``;
+    ``QueueInputs.run_limits``)."""
     return QueuePolicy(order=settings.queue_order, backfill=settings.backfill,
                        reserve_after_s=settings.reserve_after_s,
-                       default_run_s=settings.default_run_limit_s)
+                       default_run_s=settings.default_run_limit_s,
+                       run_s_by_queue=run_s_by_queue or {})
 
 
-def quota_and_weights(db: Database, running: Iterable[LiveJob]) -> tuple[QuotaBook,
-                                                                          dict[str, float]]:
-    """The quota book of the live teams with what ``running`` holds counted in it, and each
-    team's fair-share weight."""
-    with db.session() as s:
+class QueueInputs(NamedTuple):
+    book: QuotaBook
+    """The quota tree, with what the running jobs hold counted in it."""
+    weights: dict[str, float]
+    """Each live team's fair-share weight."""
+    run_limits: dict[str, float]
+    """The default run limit of each queue that has its own (``gpupool admin team set
+    --default-run-limit``); the others use the server's."""
+
+
+def quota_and_weights(db: Database, running: Iterable[LiveJob]) -> QueueInputs:
+    """What the live teams' rows say for this cycle, with what ``running`` holds counted in
+    the quota book."""
+    with db.read() as s:
         teams = s.execute(
             select(Team.name, Team.quota_milli, Team.borrow_limit_milli, Team.cohort,
-                   Team.lend_limit_milli, Team.weight)
+                   Team.lend_limit_milli, Team.weight, Team.default_run_limit_s)
             .where(Team.deleted_at.is_(None))
         ).all()
-    book = QuotaBook([QueueQuota(n, q, b, c, lend) for n, q, b, c, lend, _ in teams])
+    book = QuotaBook([QueueQuota(n, q, b, c, lend) for n, q, b, c, lend, _, _ in teams])
     for live in running:
         book.add(live.queue, live.amount)
-    return book, {t[0]: float(t[5]) for t in teams}
+    return QueueInputs(book, {t[0]: float(t[5]) for t in teams},
+                       {t[0]: float(t[6]) for t in teams if t[6] is not None})
 
 
 class UsageCache:

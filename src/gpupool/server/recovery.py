@@ -20,55 +20,45 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from sqlalchemy import select, update
-
 from gpupool.core.cluster import Allocation, ClusterError
 from gpupool.core.request import RequestError
-from gpupool.core.scheduler import Scheduler
-from gpupool.executors.base import Executor, Handle
+from gpupool.executors.base import Handle
 from gpupool.schemas.jobs import JobSpec, Phase
-from gpupool.server.active import Active, handles_from_json, handles_json, to_request
+from gpupool.server.active import Active, handles_from_json, to_request
 from gpupool.server.cycle import LiveJob
-from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job
-from gpupool.server.job_rows import event, finish, owner_of
+from gpupool.server.job_store import JobStore
 from gpupool.server.launcher import Launcher
+from gpupool.server.live_state import LiveState
 from gpupool.server.services.errors import Invalid
-
-ACTIVE = (Phase.STARTING.value, Phase.RUNNING.value)
-"""The phases of a job that holds resources."""
 
 
 class Recovery:
-    """Restores the jobs that held resources when the server stopped (see the module).
-    ``active`` is the loop's dict of tracked jobs (filled in place); ``requeue(active,
-    message, now)`` sends a job back to pending, its row first."""
+    """Restores the jobs that held resources when the server stopped (see the module) into
+    ``live`` (its ``active`` is filled in place), reading and writing rows through ``store``
+    and adopting processes through the launcher's executor. ``requeue(active, message,
+    now)`` sends a job back to pending, its row first."""
 
     def __init__(
         self,
-        db: Database,
-        scheduler: Scheduler,
+        store: JobStore,
+        live: LiveState,
         launcher: Launcher,
-        executor: Executor,
-        active: dict[int, Active],
         requeue: Callable[[Active, str, float], None],
     ) -> None:
-        self.db = db
-        self.scheduler = scheduler
+        self.store = store
+        self.live = live
         self.launcher = launcher
-        self.executor = executor
-        self.active = active
         self.requeue = requeue
 
     def run(self, now: float) -> None:
         """Restore every job the database says is starting or running."""
-        with self.db.session() as s:
-            rows = s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all()
-        for job in rows:
+        for job in self.store.held():
             self._recover(job, now)
 
     def _recover(self, job: Job, now: float) -> None:
-        state = self.scheduler.state
+        scheduler = self.live.scheduler
+        state = scheduler.state
         spec = JobSpec.model_validate(job.spec)
         places = ([(r["node"], tuple(r["gpus"])) for r in job.ranks] if job.ranks
                   else [(job.node or "", tuple(job.gpus or ()))])
@@ -81,38 +71,34 @@ class Recovery:
             allocations: list[Allocation] = []
             try:
                 for node, gpus in places:
-                    allocations.append(self.scheduler.place_on(state.index[node], gpus,
-                                                               request))
+                    allocations.append(scheduler.place_on(state.index[node], gpus, request))
             except BaseException:
                 for allocation in allocations:
-                    self.scheduler.release(allocation)
+                    scheduler.release(allocation)
                 raise
         except (KeyError, ClusterError, Invalid, RequestError) as exc:
-            finish(self.db, job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}", now)
+            self.store.finish(job.id, Phase.FAILED, None, f"cannot restore after restart: {exc}",
+                              now)
             self.launcher.abandon(job.id, job.attempts, nodes, spec.procs_per_node, found)
             self.launcher.drop_share_file(job.id, job.attempts)
             return
         live = LiveJob(job.id, job.queue, job.priority, job.created_at, request,
                        spec.grace_period_s, tuple(allocations), job.started_at or now,
                        job.stop_requested, nodes=spec.nodes,
-                       user=owner_of(self.db, job.id).name or "",
+                       user=self.store.owner(job.id).name or "",
                        time_limit_s=spec.time_limit_s)
         active = Active(live, job.name, spec, job.attempts, job.failures,
                         deadline=job.stop_deadline)
         if any(h is None for h in found):
             self.launcher.abandon(job.id, job.attempts, nodes, spec.procs_per_node, found)
-            for allocation in allocations:
-                self.scheduler.release(allocation)
-            live.allocations = ()
+            self.live.release(live)
             self.launcher.drop_share_file(job.id, job.attempts)
             self.requeue(active, "the server stopped before the job started", now)
             return
         active.handles = [h for h in found if h is not None]
-        self.active[job.id] = active
-        alive = [self.executor.adopt(h) for h in active.handles]
-        event(self.db, job.id, Phase.RUNNING, "server restarted: process re-adopted" if any(alive)
-              else "server restarted: the process ended while the server was down", now)
-        if job.phase == Phase.STARTING.value:
-            with self.db.session() as s:
-                s.execute(update(Job).where(Job.id == job.id).values(
-                    phase=Phase.RUNNING.value, handle=handles_json(active.handles)))
+        self.live.active[job.id] = active
+        alive = [self.launcher.executor.adopt(h) for h in active.handles]
+        self.store.adopted(job.id, active.handles, job.phase == Phase.STARTING.value,
+                           "server restarted: process re-adopted" if any(alive)
+                           else "server restarted: the process ended while the server was down",
+                           now)

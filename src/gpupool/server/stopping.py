@@ -23,16 +23,16 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Protocol
 
 from sqlalchemy import func, select
 
 from gpupool import __version__
 from gpupool.schemas.jobs import Phase
 from gpupool.schemas.server import ServerState, StopMode
-from gpupool.server.controller import Controller
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job
-from gpupool.server.recovery import ACTIVE
+from gpupool.server.job_store import ACTIVE
 from gpupool.server.services import audit, jobs
 from gpupool.server.services.errors import ServiceError
 from gpupool.server.services.identity import Principal
@@ -40,19 +40,17 @@ from gpupool.server.services.identity import Principal
 POLL_S = 0.2
 
 
-class HoldingController(Controller):
-    """The background loop, able to stop starting jobs (``hold``) while it keeps polling,
-    cancelling and recording the ones that run."""
-
-    holding = False
+class Holdable(Protocol):
+    """What a stop needs of the background loop (``server/controller.py``'s Controller)."""
 
     def hold(self) -> None:
-        """From the next step on, no pending job is placed, started or preempts another."""
-        self.holding = True
+        """From the next step on, start no job; keep polling, cancelling and recording the
+        ones that run."""
+        ...
 
-    def _schedule(self, now: float) -> None:
-        if not self.holding:
-            super()._schedule(now)
+    def wake(self, capacity_changed: bool = False) -> None:
+        """Run a step soon (a cancel was asked)."""
+        ...
 
 
 def counts(db: Database) -> tuple[int, int]:
@@ -122,7 +120,7 @@ class Stopper:
     """Carries out stop requests (see the module) for the server whose loop is
     ``controller``; ``exit_server()`` makes the HTTP server return (it then stops the loop)."""
 
-    def __init__(self, db: Database, controller: HoldingController,
+    def __init__(self, db: Database, controller: Holdable,
                  exit_server: Callable[[], None]) -> None:
         self.db = db
         self.controller = controller

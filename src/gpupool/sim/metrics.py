@@ -7,6 +7,7 @@ value (x-1 first, then x+1), as the FGD artifact's analysis does (FGD_METHOD.md 
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -49,8 +50,10 @@ def curve_metrics(curve: ReplayCurve) -> dict[str, FloatArray]:
 
 
 def mean_over_seeds(per_seed: Sequence[FloatArray]) -> FloatArray:
+    """The mean of each bucket over the seeds that reached it; NaN where none did."""
     stacked = np.vstack(per_seed)
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a bucket no seed reached: NaN, as documented
+        warnings.simplefilter("ignore", RuntimeWarning)
         return np.asarray(np.nanmean(stacked, axis=0), dtype=np.float64)
 
 

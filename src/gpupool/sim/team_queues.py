@@ -31,8 +31,10 @@ class QueueError(ValueError):
 class TeamQueue:
     """One team's queue: its guaranteed GPUs (``quota_gpus``), how many more it may borrow
     from idle quota (``borrow_limit_gpus``), its fair-share ``weight`` (> 0), the ``cohort``
-    it shares with (None: the whole cluster) and how much of its quota it lends at most
-    (``lend_limit_gpus``, None: all of it). The engine gives these their meaning."""
+    it shares with (None: the whole cluster), how much of its quota it lends at most
+    (``lend_limit_gpus``, None: all of it) and how long its running jobs without a time
+    limit are assumed to run when a reservation's start is estimated (``default_run_limit``
+    seconds, None: the policy's). The engine gives these their meaning."""
 
     name: str
     quota_gpus: float
@@ -40,10 +42,11 @@ class TeamQueue:
     weight: float = 1.0
     cohort: str | None = None
     lend_limit_gpus: float | None = None
+    default_run_limit: float | None = None
 
 
 TEAM_KEYS: Final = ("name", "quota_gpus", "borrow_limit_gpus", "weight", "cohort",
-                    "lend_limit_gpus")
+                    "lend_limit_gpus", "default_run_limit")
 MAX_TEAMS: Final = 10_000
 MAX_FILE_CHARS: Final = 1 << 22
 
@@ -53,8 +56,9 @@ def load_queues(path: str | Path) -> list[TeamQueue]:
     file order.
 
     ``name``, ``quota_gpus`` and ``borrow_limit_gpus`` are required; ``weight`` defaults to 1,
-    ``cohort`` and ``lend_limit_gpus`` to none (absent or null). GPU amounts are finite
-    numbers >= 0, ``weight`` a number > 0. Raises ``QueueError`` naming the file, the line and
+    ``cohort``, ``lend_limit_gpus`` and ``default_run_limit`` to none (absent or null). GPU
+    amounts are finite numbers >= 0, ``weight`` and ``default_run_limit`` (seconds) numbers
+    > 0. Raises ``QueueError`` naming the file, the line and
     the team (by name, or by position when it has none) for: an unreadable file or invalid
     YAML, no ``teams`` list, another top-level key, a team that is not a mapping, an unknown or
     missing key, a bad value, or a name used twice.
@@ -155,4 +159,6 @@ def _team(path: str, index: int, line: int | None, entry: object) -> TeamQueue:
         cohort=cohort.strip() if cohort is not None else None,
         lend_limit_gpus=(amount("lend_limit_gpus")
                          if entry.get("lend_limit_gpus") is not None else None),
+        default_run_limit=(amount("default_run_limit", positive=True)
+                           if entry.get("default_run_limit") is not None else None),
     )

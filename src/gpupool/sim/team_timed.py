@@ -18,7 +18,7 @@ import heapq
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gpupool.core.cluster import NodeSpec
 from gpupool.core.live import LiveJob
@@ -68,10 +68,14 @@ def run_team_timed(nodes: list[NodeSpec], jobs: list[WorkloadJob], teams: list[T
                    whole_gpus: bool = False, seed: int = 0,
                    queue_policy: QueuePolicy | None = None) -> TeamRun:
     """Replay ``jobs`` on ``nodes`` (see the module's rules). ``queue_policy`` overrides
-    ``order``/``backfill`` with a full policy. ``seed`` is kept for the run's label: the
+    ``order``/``backfill`` with a full policy; the teams' own default run limits are added
+    to it. ``seed`` is kept for the run's label: the
     server's scheduler is seeded with 0 and so is this one, so that both decide alike."""
     started = time.perf_counter()
     qp = queue_policy or QueuePolicy(order=order, backfill=backfill)
+    run_limits = {t.name: t.default_run_limit for t in teams if t.default_run_limit is not None}
+    if run_limits:
+        qp = replace(qp, run_s_by_queue={**qp.run_s_by_queue, **run_limits})
     sim = PoolSimulation(nodes, [quota_of(t) for t in teams], policy, qp,
                          {t.name: t.weight for t in teams})
     live = [to_live(i, job, whole_gpus) for i, job in enumerate(jobs)]

@@ -38,6 +38,9 @@ class Team(Base):
     cohort: Mapped[str | None] = mapped_column(String(100), nullable=True)
     """Teams of one cohort lend each other their unused quota; null: in no cohort."""
     lend_limit_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    default_run_limit_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """How long a running job of the queue without a time limit is assumed to run (for
+    reservations); None: the server's ``--default-run-limit``."""
     """The most of its unused quota the team lends to its cohort; null: all of it."""
 
 

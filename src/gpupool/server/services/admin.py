@@ -46,6 +46,7 @@ def _team_view(team: Team) -> TeamView:
         weight=team.weight,
         cohort=team.cohort,
         lend_limit_gpus=None if lend is None else lend / 1000,
+        default_run_limit_s=team.default_run_limit_s,
     )
 
 
@@ -54,6 +55,13 @@ def _share_text(weight: float, cohort: str | None, lend_gpus: float | None) -> s
     lends = "all unused quota" if lend_gpus is None else f"at most {lend_gpus:g} GPUs"
     where = f"cohort {cohort}, lends {lends}" if cohort else "no cohort"
     return f"weight {weight:g}, {where}"
+
+
+def _run_limit_text(seconds: float | None) -> str:
+    """The default run limit as the audit log words it (after the other settings)."""
+    if seconds is None:
+        return ", the server's default run limit"
+    return f", default run limit {seconds:g} s"
 
 
 def _listed(items: list[str]) -> str:
@@ -108,6 +116,7 @@ def create_team(db: Database, principal: Principal, body: TeamCreate, address: s
         weight=body.weight,
         cohort=body.cohort,
         lend_limit_milli=None if body.lend_limit_gpus is None else _milli(body.lend_limit_gpus),
+        default_run_limit_s=body.default_run_limit_s,
     )
     try:
         with db.session() as s:
@@ -115,7 +124,9 @@ def create_team(db: Database, principal: Principal, body: TeamCreate, address: s
             audit.record(s, principal.user, "team.create", body.name,
                          f"quota {body.quota_gpus:g} GPUs, borrow limit "
                          f"{body.borrow_limit_gpus:g} GPUs, "
-                         + _share_text(body.weight, body.cohort, body.lend_limit_gpus), address)
+                         + _share_text(body.weight, body.cohort, body.lend_limit_gpus)
+                         + ("" if body.default_run_limit_s is None
+                            else _run_limit_text(body.default_run_limit_s)), address)
         view = _team_view(team)
     except IntegrityError:
         raise Conflict(f"name: a team named {body.name!r} already exists") from None
@@ -156,6 +167,9 @@ def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
             team.lend_limit_milli = None if lend is None else _milli(lend)
             changes.append("lends all unused quota" if lend is None
                            else f"lend limit {lend:g} GPUs")
+        if "default_run_limit_s" in given:
+            team.default_run_limit_s = body.default_run_limit_s
+            changes.append(_run_limit_text(body.default_run_limit_s).removeprefix(", "))
         audit.record(s, principal.user, "team.update", name, ", ".join(changes), address)
         view = _team_view(team)
     view.warning = quota_warning(db)

@@ -1,0 +1,184 @@
+"""Building the server ``gpupool up`` runs, part by part, and serving it.
+
+Order: :func:`prepare` (before the data dir is locked), then :func:`build` (work dir and
+sandbox, the nodes and their executor, the database, GPU-share enforcement, the loop with
+its jobs recovered, the first admin token, ``server.json``), then :func:`serve` until a
+signal or a stop request. The caller (``cli/up_cmd.py``) holds the data dir's lock from
+before ``build`` until after ``serve``, prints what the parts say, and closes them.
+
+Contract: a part that cannot be built raises :class:`BuildError`, whose message says what
+was wrong and what to do, to be shown as it is; nothing else is printed here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gpupool.executors.base import Executor
+from gpupool.executors.inventory import LocalInventory
+from gpupool.server.controller import Controller
+from gpupool.server.db.database import Database
+from gpupool.server.isolation import Isolation
+from gpupool.server.settings import Settings
+from gpupool.server.sharing.setup import Sharing
+
+Membership = Callable[[], LocalInventory | None]
+
+
+class BuildError(Exception):
+    """A part of the server could not be built (the message says which, and why)."""
+
+
+@dataclass
+class Parts:
+    """The built server: its settings, database, nodes and their executor, how GPU shares
+    are enforced, how jobs are isolated, and the scheduling loop (recovered, not started).
+    ``token``: the first admin token when this build created it (shown once), else None."""
+
+    settings: Settings
+    db: Database
+    executor: Executor
+    inventory: LocalInventory
+    sharing: Sharing
+    isolation: Isolation
+    controller: Controller
+    token: str | None
+
+    @property
+    def gpus(self) -> int:
+        return sum(len(n.gpus) for n in self.inventory.nodes)
+
+    def close(self) -> None:
+        """Stop what the loop started outside the process (MPS daemons); idempotent (the
+        app's shutdown does it too)."""
+        self.controller.launcher.close()
+
+
+@dataclass(frozen=True)
+class Stopped:
+    """How serving ended: ``started`` (the server listened), ``signal`` (the stop signal
+    received, else None: a stop request, or it never started) and ``requested_by`` (who
+    asked for the stop, for a stop request)."""
+
+    started: bool
+    signal: int | None
+    requested_by: str
+
+
+def prepare(settings: Settings) -> None:
+    """Refuse a wrong GPU-sharing mode before anything is created, then make the data dir
+    private (0700, and umask 077 for every file the server writes)."""
+    from gpupool.server.isolation import private_data_dir
+    from gpupool.server.sharing import SharingModeError, check_mode
+
+    try:
+        check_mode(settings.sharing)
+    except SharingModeError as exc:
+        raise BuildError(str(exc)) from None
+    private_data_dir(settings.home)
+
+
+def build(settings: Settings) -> Parts:
+    """Every part of the server (see the module), the loop's jobs recovered from the
+    database; call with the data dir locked."""
+    from gpupool.executors.sandbox import SandboxModeError
+    from gpupool.interposer.build import available
+    from gpupool.plugins.profiles import UnknownPolicyError
+    from gpupool.server.isolation import set_up
+    from gpupool.server.services.identity import bootstrap
+    from gpupool.server.sharing import SharingModeError, detect
+
+    # GPU shares are enforced by MIG, MPS or the interposer (built here, cached under the
+    # data dir, published in the work dir), as the node offers and GPUPOOL_SHARING allows.
+    if settings.ray:  # every Ray node builds its own interposer (executors/ray_agent.py)
+        enforced, where = False, "Ray nodes enforce shares with their own interposer"
+    elif settings.sharing.strip().lower() in ("none", "mig"):
+        enforced, where = False, f"GPUPOOL_SHARING={settings.sharing.strip().lower()}"
+    else:
+        enforced, where = available(settings.home / "lib")
+    try:
+        iso = set_up(settings, where if enforced else None)
+    except SandboxModeError as exc:
+        raise BuildError(str(exc)) from None
+    except OSError as exc:
+        raise BuildError(f"cannot prepare the work dir {settings.jobs_root}: {exc}") from None
+    if enforced:
+        where = iso.interposer or where
+    executor, inventory, membership = nodes(settings, iso)
+    db = Database(settings.db_url)
+    try:
+        db.migrate()
+    except Exception as exc:  # a wrong URL or an unreachable server: say which
+        raise BuildError(f"cannot open the database {settings.db_url}: {exc}") from None
+    try:
+        sharing = detect(settings.sharing, inventory, iso.workspace.root, (enforced, where),
+                         settings.mps_control, "Ray" if settings.ray else "")
+    except SharingModeError as exc:
+        raise BuildError(str(exc)) from None
+    try:
+        controller = Controller(settings, db, executor, inventory,
+                                interposer=where if enforced else None,
+                                interposer_missing="" if enforced else where,
+                                membership=membership, sharing=sharing)
+    except UnknownPolicyError as exc:
+        raise BuildError(str(exc)) from None
+    controller.recover()
+    parts = Parts(settings, db, executor, inventory, sharing, iso, controller, None)
+    parts.token = bootstrap(db, settings.token_file, parts.gpus * 1000)
+    settings.server_file.write_text(json.dumps({"url": settings.url, "pid": os.getpid()}) + "\n")
+    return parts
+
+
+def nodes(settings: Settings, iso: Isolation) -> tuple[Executor, LocalInventory,
+                                                        Membership | None]:
+    """(executor, first inventory, membership refresh or None) for this server: this
+    machine's GPUs, whose processes run in ``iso``'s sandbox with its job PATH, or the
+    nodes of a Ray cluster (which choose their own), which come and go."""
+    from gpupool.executors.inventory import InventoryError, local_inventory
+
+    if not settings.ray:
+        from gpupool.executors.local import LocalExecutor
+
+        try:
+            executor = LocalExecutor(sandbox=iso.sandbox, job_path=iso.workspace.job_path())
+            return executor, local_inventory(settings.fake_gpus), None
+        except InventoryError as exc:
+            raise BuildError(str(exc)) from None
+    from gpupool.executors.ray_executor import RayPool, RayUnavailableError, connect
+
+    if settings.ray == "local" and settings.fake_gpus:
+        # The local head is a Ray node like any other: it declares its GPUs through the
+        # environment its raylet (and so its agent) inherits.
+        os.environ["GPUPOOL_FAKE_GPUS"] = settings.fake_gpus
+    try:
+        connect(settings.ray)
+    except RayUnavailableError as exc:
+        raise BuildError(str(exc)) from None
+    pool = RayPool(settings.runs_dir)
+    return pool, pool.inventory(), pool.refresh
+
+
+def serve(parts: Parts, on_signal: Callable[[int], None]) -> Stopped:
+    """Serve the API (and run the loop) until SIGINT, SIGTERM or a stop request
+    (``gpupool down``, server/stopping.py), stopping gracefully (server/serving.py);
+    ``on_signal(sig)`` is called at the first stop signal, from its handler."""
+    import uvicorn
+
+    from gpupool.server.api.app import create_app
+    from gpupool.server.api.deps import AppContext
+    from gpupool.server.serving import Serving
+    from gpupool.server.stopping import Stopper
+
+    settings = parts.settings
+    app = create_app(AppContext(settings, parts.db, parts.controller))
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                            ssl_certfile=settings.tls_cert or None,
+                            ssl_keyfile=settings.tls_key or None)
+    server = Serving(config, on_signal)
+    stopper = Stopper(parts.db, parts.controller, server.request_exit)
+    app.state.stopper = stopper
+    server.run()
+    return Stopped(server.started, server.signal, stopper.requested_by)
