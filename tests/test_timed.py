@@ -230,3 +230,69 @@ def test_matches_the_literal_reference_on_random_traces(policy: str) -> None:
         result = run_timed(nodes, pods, policy, seed=trial)
         assert list(result.start_times) == reference_starts(nodes, pods, policy, trial)
         assert result.placed + result.never_placed == len(pods)
+
+
+def shared_cycle_starts(
+    nodes: Sequence[NodeSpec], pods: Sequence[TracePod], policy: str, seed: int
+) -> list[int | None]:
+    """The same replay with each second's queue handled by the shared cycle the server runs
+    (``core.queue_cycle.run_cycle``, greedy FIFO: priority, then first come; no reservations),
+    the pods as the jobs of one queue without a quota limit."""
+    from gpupool.core.live import LiveJob
+    from gpupool.core.queue_cycle import run_cycle
+    from gpupool.core.queue_order import GREEDY_FIFO
+    from gpupool.core.quota import QueueQuota, QuotaBook
+
+    rng = np.random.default_rng(seed)
+    state = ClusterState(nodes)
+    tie: list[int] = rng.permutation(state.num_nodes).tolist()
+    workload = TargetWorkload.from_requests(p.request for p in pods) if policy == "fgd" else None
+    scheduler = Scheduler(state, build_profile(policy, state, PolicyContext(rng, workload)), tie)
+    order = sorted(range(len(pods)), key=lambda i: (pods[i].creation_time or 0, i))
+    book = QuotaBook([QueueQuota("pods", 10**9, 0)])
+    jobs = {i: LiveJob(seq, "pods", pods[i].request.priority, float(seq), pods[i].request,
+                       grace_s=0.0) for seq, i in enumerate(order)}
+    pod_of = {job.id: i for i, job in jobs.items()}
+    begun: list[int | None] = [None] * len(pods)
+    running: dict[int, int] = {}  # pod -> its end
+    pending: list[LiveJob] = []
+    last_arrival = max(p.creation_time or 0 for p in pods)
+    now = 0
+    while now <= last_arrival or running:
+        for i, end in list(running.items()):
+            if end == now:
+                for allocation in jobs[i].allocations:
+                    scheduler.release(allocation)
+                book.remove("pods", jobs[i].amount)
+                del running[i]
+        pending += [jobs[i] for i in order if pods[i].creation_time == now]
+        out = run_cycle(scheduler, book, pending, [jobs[i] for i in running], now=now,
+                        policy=GREEDY_FIFO)
+        for job in out.placed:
+            i = pod_of[job.id]
+            life = max(1, (pods[i].deletion_time or 0) - (pods[i].creation_time or 0))
+            running[i] = now + life
+            begun[i] = now
+        pending = [j for j in pending if begun[pod_of[j.id]] is None]
+        now += 1
+    return begun
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "gpupool", "random"])
+def test_the_time_based_mode_decides_as_the_servers_shared_cycle(policy: str) -> None:
+    """The pod replay keeps its own fast event loop (waiting pods kept per shape); it starts
+    exactly the pods, at exactly the seconds and in the order, that the server's cycle would."""
+    gen = np.random.default_rng(5)
+    nodes = [NodeSpec("a", 8000, 32768, (T4,)), NodeSpec("b", 16000, 65536, (T4, T4)),
+             NodeSpec("c", 32000, 131072, (T4,) * 4)]
+    shapes = [(0, 0), (1, 250), (1, 500), (1, 1000), (2, 1000), (4, 1000), (8, 1000)]
+    for trial in range(4):
+        pods = []
+        for k in range(40):
+            gpus, milli = shapes[int(gen.integers(len(shapes)))]
+            created = int(gen.integers(0, 40))
+            pods.append(pod(f"p{k}", created, created + int(gen.integers(0, 30)), gpus=gpus,
+                            milli=milli, cpu=int(gen.choice([1000, 4000])),
+                            priority=int(gen.integers(0, 3))))
+        result = run_timed(nodes, pods, policy, seed=trial)
+        assert list(result.start_times) == shared_cycle_starts(nodes, pods, policy, trial)

@@ -20,6 +20,11 @@ not fit keeps not fitting until something departs (placement only takes capacity
 filter is monotone in free capacity), so a batch without departures only tries shapes that
 had nobody waiting; a batch with departures tries the head of every waiting shape. This visits
 exactly the requests the plain walk over the whole queue would place or try first.
+
+One cycle: these are the decisions of the server's shared queue cycle (``core.queue_cycle``)
+under greedy FIFO (priority, then first come, no reservations) with the pods as one queue
+without a quota limit; ``tests/test_timed.py`` replays random traces both ways and compares
+every start. The teams mode (``sim/team_timed.py``) calls that cycle itself.
 """
 
 from __future__ import annotations
