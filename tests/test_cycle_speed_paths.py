@@ -53,17 +53,17 @@ class NaiveOrder:
         self.left = list(pending)
         if not self.fair:  # "inside its quota" as at the start of the cycle
             self.left.sort(key=lambda j: (
-                not j.nominated, j.reservation is None,
+                not j.nominated, j.reservation is None and j.quota_hold is None,
                 not quota.within_quota(j.queue, j.amount), -j.priority, j.created_at, j.id))
 
     def _user_key(self, job: LiveJob) -> tuple[object, ...]:
         load = self.shares.user_load(job.queue, job.user, self.user_held[(job.queue, job.user)])
-        return (not (job.nominated or job.reservation is not None), -job.priority, load,
-                job.created_at, job.id)
+        return (not (job.nominated or job.reservation is not None
+                     or job.quota_hold is not None), -job.priority, load, job.created_at, job.id)
 
     def _team_key(self, job: LiveJob) -> tuple[object, ...]:
         load = self.shares.team_load(job.queue, self.team_held[job.queue])
-        return (not job.nominated, job.reservation is None,
+        return (not job.nominated, job.reservation is None and job.quota_hold is None,
                 not self.quota.within_quota(job.queue, job.amount), load, -job.priority,
                 job.created_at, job.id)
 
@@ -112,6 +112,8 @@ def test_job_order_follows_its_definition(seed: int) -> None:
     for job in pending:
         if rng.random() < 0.1:
             job.reservation = Reservation(job.id, np.zeros(1, dtype=bool), 0.0)
+        elif rng.random() < 0.1:
+            job.quota_hold = 50.0
 
     def weight(job: LiveJob) -> int:
         return job.amount + 7
@@ -202,8 +204,9 @@ def _seen(out: CycleOutcome, pending: list[LiveJob], running: list[LiveJob],
         [(v.id, j.id) for v, j in out.preemptions],
         list(out.reasons.items()),
         [(k, held(r)) for k, r in out.reservations.items()],
+        list(out.quota_holds.items()),
         list(out.backfilled.items()), out.evaluated, sorted(out.errors),
-        [(j.id, j.nominated, held(j.reservation)) for j in pending],
+        [(j.id, j.nominated, held(j.reservation), j.quota_hold) for j in pending],
         [(j.id, j.stopping) for j in running],
         scheduler.state.gpu_left.tolist(), scheduler.state.cpu_left.tolist(),
     )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import pytest
@@ -162,16 +162,24 @@ def test_to_json_is_plain_json() -> None:
     assert data["decisions"] == result.decisions
 
 
+def replay_scheduler(
+    nodes: Sequence[NodeSpec], pods: Sequence[TracePod], policy: str, seed: int
+) -> tuple[ClusterState, Scheduler]:
+    """A fresh cluster and scheduler set up as ``run_timed`` sets them up."""
+    rng = np.random.default_rng(seed)
+    state = ClusterState(nodes)
+    tie: list[int] = rng.permutation(state.num_nodes).tolist()
+    workload = TargetWorkload.from_requests(p.request for p in pods) if policy == "fgd" else None
+    return state, Scheduler(state, build_profile(policy, state, PolicyContext(rng, workload)),
+                            tie)
+
+
 def reference_starts(
     nodes: Sequence[NodeSpec], pods: Sequence[TracePod], policy: str, seed: int
 ) -> list[int | None]:
     """The rules read literally: second by second, departures, then arrivals join the queue,
     then the whole queue is walked in order, skipping shapes that failed in this walk."""
-    rng = np.random.default_rng(seed)
-    state = ClusterState(nodes)
-    tie: list[int] = rng.permutation(state.num_nodes).tolist()
-    workload = TargetWorkload.from_requests(p.request for p in pods) if policy == "fgd" else None
-    scheduler = Scheduler(state, build_profile(policy, state, PolicyContext(rng, workload)), tie)
+    state, scheduler = replay_scheduler(nodes, pods, policy, seed)
     order = sorted(range(len(pods)), key=lambda i: (pods[i].creation_time or 0, i))
     seq = {i: s for s, i in enumerate(order)}
     begun: list[int | None] = [None] * len(pods)
@@ -202,33 +210,30 @@ def reference_starts(
     return begun
 
 
-@pytest.mark.parametrize("policy", ["bestfit", "fgd", "random"])
-def test_matches_the_literal_reference_on_random_traces(policy: str) -> None:
-    gen = np.random.default_rng(11)
-    nodes = [
-        NodeSpec("a", 8000, 32768, (T4,)),
-        NodeSpec("b", 16000, 65536, (T4, T4)),
-        NodeSpec("c", 32000, 131072, (T4,) * 4),
-    ]
+def random_traces(seed: int, count: int = 4) -> Iterator[list[TracePod]]:
+    """``count`` traces of 40 pods of assorted shapes and priorities, arriving in 40 s."""
+    gen = np.random.default_rng(seed)
     shapes = [(0, 0), (1, 250), (1, 500), (1, 1000), (2, 1000), (4, 1000), (8, 1000)]
-    for trial in range(4):
+    for _ in range(count):
         pods = []
         for k in range(40):
             gpus, milli = shapes[int(gen.integers(len(shapes)))]
             created = int(gen.integers(0, 40))
-            pods.append(
-                pod(
-                    f"p{k}",
-                    created,
-                    created + int(gen.integers(0, 30)),
-                    gpus=gpus,
-                    milli=milli,
-                    cpu=int(gen.choice([1000, 4000])),
-                    priority=int(gen.integers(0, 3)),
-                )
-            )
-        result = run_timed(nodes, pods, policy, seed=trial)
-        assert list(result.start_times) == reference_starts(nodes, pods, policy, trial)
+            pods.append(pod(f"p{k}", created, created + int(gen.integers(0, 30)), gpus=gpus,
+                            milli=milli, cpu=int(gen.choice([1000, 4000])),
+                            priority=int(gen.integers(0, 3))))
+        yield pods
+
+
+MIXED = [NodeSpec("a", 8000, 32768, (T4,)), NodeSpec("b", 16000, 65536, (T4, T4)),
+         NodeSpec("c", 32000, 131072, (T4,) * 4)]
+
+
+@pytest.mark.parametrize("policy", ["bestfit", "fgd", "random"])
+def test_matches_the_literal_reference_on_random_traces(policy: str) -> None:
+    for trial, pods in enumerate(random_traces(11)):
+        result = run_timed(MIXED, pods, policy, seed=trial)
+        assert list(result.start_times) == reference_starts(MIXED, pods, policy, trial)
         assert result.placed + result.never_placed == len(pods)
 
 
@@ -243,11 +248,7 @@ def shared_cycle_starts(
     from gpupool.core.queue_order import GREEDY_FIFO
     from gpupool.core.quota import QueueQuota, QuotaBook
 
-    rng = np.random.default_rng(seed)
-    state = ClusterState(nodes)
-    tie: list[int] = rng.permutation(state.num_nodes).tolist()
-    workload = TargetWorkload.from_requests(p.request for p in pods) if policy == "fgd" else None
-    scheduler = Scheduler(state, build_profile(policy, state, PolicyContext(rng, workload)), tie)
+    _state, scheduler = replay_scheduler(nodes, pods, policy, seed)
     order = sorted(range(len(pods)), key=lambda i: (pods[i].creation_time or 0, i))
     book = QuotaBook([QueueQuota("pods", 10**9, 0)])
     jobs = {i: LiveJob(seq, "pods", pods[i].request.priority, float(seq), pods[i].request,
@@ -282,17 +283,6 @@ def shared_cycle_starts(
 def test_the_time_based_mode_decides_as_the_servers_shared_cycle(policy: str) -> None:
     """The pod replay keeps its own fast event loop (waiting pods kept per shape); it starts
     exactly the pods, at exactly the seconds and in the order, that the server's cycle would."""
-    gen = np.random.default_rng(5)
-    nodes = [NodeSpec("a", 8000, 32768, (T4,)), NodeSpec("b", 16000, 65536, (T4, T4)),
-             NodeSpec("c", 32000, 131072, (T4,) * 4)]
-    shapes = [(0, 0), (1, 250), (1, 500), (1, 1000), (2, 1000), (4, 1000), (8, 1000)]
-    for trial in range(4):
-        pods = []
-        for k in range(40):
-            gpus, milli = shapes[int(gen.integers(len(shapes)))]
-            created = int(gen.integers(0, 40))
-            pods.append(pod(f"p{k}", created, created + int(gen.integers(0, 30)), gpus=gpus,
-                            milli=milli, cpu=int(gen.choice([1000, 4000])),
-                            priority=int(gen.integers(0, 3))))
-        result = run_timed(nodes, pods, policy, seed=trial)
-        assert list(result.start_times) == shared_cycle_starts(nodes, pods, policy, trial)
+    for trial, pods in enumerate(random_traces(5)):
+        result = run_timed(MIXED, pods, policy, seed=trial)
+        assert list(result.start_times) == shared_cycle_starts(MIXED, pods, policy, trial)

@@ -77,6 +77,10 @@ class LiveJob:
     time_limit_s: float | None = None
     reservation: Reservation | None = None
     """Set while the job holds a reservation (kept from cycle to cycle until it starts)."""
+    quota_hold: float | None = None
+    """Set while the job holds its queue's quota (when it is expected to be admitted): later
+    jobs of its queue wait unless their time limit ends before then. Kept from cycle to
+    cycle like ``reservation``; a holder is ordered first, as a reservation's is."""
 
     @property
     def amount(self) -> int:
@@ -130,6 +134,9 @@ class CycleOutcome:
     backfilled: dict[int, tuple[int, float]] = field(default_factory=dict)
     """Jobs placed on nodes reserved for another job, because their time limit ends before
     that reservation starts: job id -> (the reservation's job, when the limit ends)."""
+    quota_holds: dict[int, float] = field(default_factory=dict)
+    """Jobs refused by their queue's quota that hold it after this cycle: job id -> when
+    enough of the queue's running work is expected to have ended for it to be admitted."""
     evaluated: int = 0
     errors: dict[int, Exception] = field(default_factory=dict)
     """Jobs whose judging raised (a policy bug or a hostile value): each stays pending with

@@ -17,6 +17,11 @@ Steps:
    have stopped, and the nodes the job will use are reserved for it meanwhile;
 5. else **reserve** (with backfill on): the first job in line that does not fit, and any job
    waiting longer than the policy's threshold, gets the nodes expected to free soonest.
+   Likewise for quota: a queue's first job (by priority, then arrival) that its queue's
+   quota refuses at the start of the cycle (or one waiting longer than the threshold)
+   *holds* the queue's quota, so that the queue's other, smaller jobs do not take each share
+   of quota it frees; they start only if their time limit ends before the holder is
+   expected to be admitted (``quota_frees_at``).
 """
 
 from __future__ import annotations
@@ -28,7 +33,14 @@ from gpupool.core.fairshare import FairShare, dominant_milli, pool_totals
 from gpupool.core.live import CycleOutcome, LiveJob, Reservation, error_reason
 from gpupool.core.queue_order import GREEDY_FIFO, JobOrder, QueuePolicy
 from gpupool.core.quota import QuotaBook
-from gpupool.core.reservations import Blocked, EndOrder, Standing, reserve, wait_text
+from gpupool.core.reservations import (
+    Blocked,
+    EndOrder,
+    Standing,
+    quota_frees_at,
+    reserve,
+    wait_text,
+)
 from gpupool.core.scheduler import Scheduler
 from gpupool.core.victims import by_queue, choose_victims
 
@@ -49,8 +61,9 @@ def run_cycle(
     """Decide placements, preemptions and reservations. Placed jobs get their
     ``allocations`` (already taken on the scheduler's state and counted in ``quota``); the
     caller binds them. ``holders``: other waiting jobs, not tried this cycle, whose
-    reservations stand. ``complete``: ``pending`` is every waiting job (else the first of
-    them is not known to be first in line, and gets no reservation for that).
+    reservations and quota holds stand. ``complete``: ``pending`` is every waiting job
+    (else the first of them is not known to be first in line, and gets no reservation or
+    quota hold for that).
     ``over_budget``: asked before each job; True ends the cycle early
     (``evaluated`` says how far it got).
 
@@ -61,7 +74,7 @@ def run_cycle(
     victims' preemption marks, reservations) before the exception propagates."""
     out = CycleOutcome()
     nominated = [j.nominated for j in pending]  # as they were, should the cycle fail
-    reserved = [j.reservation for j in pending]
+    reserved = [(j.reservation, j.quota_hold) for j in pending]
     try:
         tried = _decide(scheduler, quota, pending, running, now, policy, shares, holders,
                         complete, over_budget, out)
@@ -73,13 +86,14 @@ def run_cycle(
             quota.remove(job.queue, job.amount)
         for victim, _ in out.preemptions:
             victim.stopping = None
-        marks = {j.id: (nominated[i], reserved[i]) for i, j in enumerate(pending)}
+        marks = {j.id: (nominated[i], *reserved[i]) for i, j in enumerate(pending)}
         for job in pending:
-            job.nominated, job.reservation = marks[job.id]
+            job.nominated, job.reservation, job.quota_hold = marks[job.id]
         raise
-    reservations = out.reservations
+    reservations, holds = out.reservations, out.quota_holds
     for job in tried:
         job.reservation = reservations.get(job.id)
+        job.quota_hold = holds.get(job.id)
     return out
 
 
@@ -121,12 +135,29 @@ def _decide(
     reserver = _Reserver(scheduler, running, now, policy, standing, out)
     backfill, most = policy.backfill, policy.max_reservations
     first_in_line = complete
+    holds: dict[str, tuple[int, float]] = {}
+    """Queues whose quota a job holds: queue -> (the job, when it is expected admitted)."""
+    for job in holders:  # quota holds from earlier cycles stand, as reservations do
+        if job.quota_hold is not None and job.queue not in holds:
+            holds[job.queue] = (job.id, job.quota_hold)
+    if backfill and complete:
+        _hold_for_heads(scheduler, quota, pending, running, now, policy, holds, out)
     tried: list[LiveJob] = []
     try:
         for job in order:
             if over_budget is not None and over_budget():
                 break
             tried.append(job)
+            if holds and job.queue in holds:
+                holder, start = holds[job.queue]
+                limit = job.time_limit_s
+                if holder != job.id and (limit is None or now + limit > start):
+                    wait = wait_text(start - now)
+                    reasons[job.id] = (
+                        f"its queue's quota is held for job {holder}, expected to be "
+                        f"admitted in {wait}; a time limit under {wait} would let it "
+                        "start now")
+                    continue
             blocked = None
             if by_job:
                 if job.id in by_job:
@@ -179,6 +210,16 @@ def _decide(
                             f"waiting for {len(victims)} preempted job(s) to stop: {reason}")
                         preempt_allowed = False
                         continue
+            if kind == "quota":
+                if backfill and len(holds) < most and job.queue not in holds and (
+                        job.quota_hold is not None
+                        or now - job.created_at >= policy.reserve_after_s):
+                    _hold_quota(scheduler, job, holds, quota, running, now, policy, out)
+                hold = holds.get(job.queue) if holds else None
+                if hold is not None and hold[0] == job.id:
+                    reasons[job.id] = (f"{reason}; its queue's quota is held for it, expected "
+                                       f"to be admitted in {wait_text(hold[1] - now)}")
+                continue
             if kind != "capacity":
                 continue
             wants = first_in_line
@@ -190,6 +231,48 @@ def _decide(
     finally:
         out.evaluated = len(tried)
     return tried
+
+
+def _hold_for_heads(scheduler: Scheduler, quota: QuotaBook, pending: list[LiveJob],
+                    running: list[LiveJob], now: float, policy: QueuePolicy,
+                    holds: dict[str, tuple[int, float]], out: CycleOutcome) -> None:
+    """Before the cycle places anything: each queue's first waiting job (by priority, then
+    arrival; the order of step 1 would put the queue's smaller jobs that fit its quota
+    first) holds its queue's quota if the quota refuses it now."""
+    heads: dict[str, LiveJob] = {}
+    for job in pending:
+        head = heads.get(job.queue)
+        if head is None or job.priority > head.priority or (
+                job.priority == head.priority
+                and (job.created_at, job.id) < (head.created_at, head.id)):
+            heads[job.queue] = job
+    refused = [h for q, h in heads.items() if quota.refusal(q, h.amount) is not None]
+    if not refused:
+        return
+    queues = {h.queue for h in refused}
+    mine: dict[str, list[LiveJob]] = {q: [] for q in queues}
+    for job in running:
+        if job.queue in queues:
+            mine[job.queue].append(job)
+    for head in refused:
+        if len(holds) >= policy.max_reservations:
+            return
+        _hold_quota(scheduler, head, holds, quota, mine[head.queue], now, policy, out)
+
+
+def _hold_quota(scheduler: Scheduler, job: LiveJob, holds: dict[str, tuple[int, float]],
+                quota: QuotaBook, running: list[LiveJob], now: float, policy: QueuePolicy,
+                out: CycleOutcome) -> None:
+    """Let ``job`` (refused by its queue's quota) hold that quota, if it can ever run in the
+    pool and its queue's own work ending would let it in."""
+    if never_fits(scheduler.state, job.request, job.nodes) is not None:
+        return  # it would hold the queue's quota for nothing, for ever
+    start = quota_frees_at(quota, job, running, out.placed, now, policy.default_run_s,
+                           policy.run_s_by_queue)
+    if start is None:
+        return
+    holds[job.queue] = (job.id, start)
+    out.quota_holds[job.id] = start
 
 
 class _Reserver:

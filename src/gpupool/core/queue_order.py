@@ -1,8 +1,8 @@
 """Step 1 of the cycle: the order in which waiting jobs are tried.
 
 Both orders put first the jobs that must not lose their turn: a job victims were preempted
-for (*nominated*) or one that holds a reservation; then jobs that stay inside their queue's
-guaranteed quota; then the rest.
+for (*nominated*) or one that holds a reservation (of nodes, or of its queue's quota); then
+jobs that stay inside their queue's guaranteed quota; then the rest.
 
 * ``fifo``: then higher priority, then first come first served, across all queues (with
   "inside its quota" judged at the start of the cycle, as before fair share existed).
@@ -108,8 +108,8 @@ class JobOrder:
                 inside = known.get(amount)
                 if inside is None:
                     inside = known[amount] = quota.within_quota(j.queue, amount)
-                keys.append((not j.nominated, j.reservation is None, not inside, -j.priority,
-                             j.created_at, j.id))
+                keys.append((not j.nominated, j.reservation is None and j.quota_hold is None,
+                             not inside, -j.priority, j.created_at, j.id))
             self._static = [pending[i] for i in sorted(range(len(keys)), key=keys.__getitem__)]
             pending = []
         else:
@@ -117,9 +117,10 @@ class JobOrder:
         lanes: dict[str, dict[str, list[_Entry]]] = defaultdict(lambda: defaultdict(list))
         for job in pending:
             lanes[job.queue][job.user].append(
-                (job, not (job.nominated or job.reservation is not None), -job.priority,
-                 job.created_at, job.id, not job.nominated, job.reservation is None,
-                 job.amount))
+                (job, not (job.nominated or job.reservation is not None
+                           or job.quota_hold is not None), -job.priority,
+                 job.created_at, job.id, not job.nominated,
+                 job.reservation is None and job.quota_hold is None, job.amount))
         self._lanes: dict[str, dict[str, list[_Entry]]] = {}
         self._users: dict[str, list[tuple[Key, str]]] = {}
         """Per team, a heap of (key of the user's next job, user); keys only grow."""

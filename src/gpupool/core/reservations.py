@@ -13,12 +13,13 @@ never delays a reservation.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from itertools import groupby
+from itertools import accumulate, groupby
 
 import numpy as np
 
 from gpupool.core.cluster import BoolArray, IntArray
 from gpupool.core.live import LiveJob, Reservation
+from gpupool.core.quota import QuotaBook
 from gpupool.core.scheduler import Scheduler
 
 
@@ -246,3 +247,42 @@ def wait_text(seconds: float) -> str:
     if seconds < 90 * 60:
         return f"about {round(seconds / 60)} min"
     return f"about {seconds / 3600:.1f} h"
+
+
+def quota_frees_at(quota: QuotaBook, job: LiveJob, running: Sequence[LiveJob],
+                   placed: Sequence[LiveJob], now: float, default_run_s: float,
+                   by_queue: Mapping[str, float] | None = None) -> float | None:
+    """When ``job``'s queue is expected to admit it: the expected end (as
+    :func:`expected_end` reckons it; a job ``placed`` this cycle ends its time limit or
+    default run limit after ``now``) of the first of the queue's jobs whose ending makes
+    ``quota`` admit ``job``, or None if even all of them ending would not (what stops it
+    is another queue's use, through its cohort). ``running`` may hold other queues' jobs
+    (they are skipped). The quota book is unchanged on return."""
+    queue = job.queue
+    ends = [(expected_end(r, now, default_run_s, by_queue), r.id, r.amount)
+            for r in running if r.queue == queue and r.allocations]
+    limit = by_queue.get(queue, default_run_s) if by_queue else default_run_s
+    ends += [(now + (p.time_limit_s if p.time_limit_s is not None else limit), p.id, p.amount)
+             for p in placed if p.queue == queue]
+    if not ends:
+        return None
+    ends.sort()
+    freed = list(accumulate(amount for _, _, amount in ends))
+
+    def admitted(count: int) -> bool:  # once the first ``count`` have ended
+        quota.remove(queue, freed[count - 1])
+        try:
+            return quota.refusal(queue, job.amount) is None
+        finally:
+            quota.add(queue, freed[count - 1])
+
+    if not admitted(len(ends)):
+        return None
+    low, high = 0, len(ends)  # admitted(high); not admitted(low) (0: it was refused)
+    while high - low > 1:  # more ended never admits less: halve
+        middle = (low + high) // 2
+        if admitted(middle):
+            high = middle
+        else:
+            low = middle
+    return ends[high - 1][0]

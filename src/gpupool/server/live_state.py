@@ -51,5 +51,6 @@ class LiveState:
         self.fresh = []
         chosen = {j.id for j in jobs}
         holders = [j for j in self.pending.values()
-                   if j.reservation is not None and j.id not in chosen]
+                   if (j.reservation is not None or j.quota_hold is not None)
+                   and j.id not in chosen]
         return jobs, complete, holders

@@ -116,7 +116,8 @@ class PoolSimulation:
         self._fresh = []
         chosen = {j.id for j in candidates}
         holders = [j for j in self.pending.values()
-                   if j.reservation is not None and j.id not in chosen]
+                   if (j.reservation is not None or j.quota_hold is not None)
+                   and j.id not in chosen]
         self.shares.decay_to(now)
         shares = self.shares if self.queue_policy.order == "fairshare" else None
         outcome = run_cycle(self.scheduler, self.quota_book(), candidates,
