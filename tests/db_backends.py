@@ -21,31 +21,29 @@ BACKENDS = ["sqlite", "postgres"]
 def database(backend: str, tmp_path: Path, migrate: bool = True) -> Iterator[Database]:
     """A Database of ``backend`` (migrated to head unless ``migrate`` is False); for a
     generator fixture: ``yield from database(request.param, tmp_path)``."""
+    schema = None
     if backend == "sqlite":
         db = Database(f"sqlite:///{tmp_path / 'test.db'}")
-        try:
-            if migrate:
-                db.migrate()
-            yield db
-        finally:
-            db.dispose()
-        return
-    if why := postgres_available():
-        pytest.skip(why)
-    import psycopg
+    else:
+        if why := postgres_available():
+            pytest.skip(why)
+        import psycopg
 
-    schema = "gp_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    db = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
+        schema = "gp_" + uuid.uuid4().hex[:12]
+        with psycopg.connect(PG_DSN, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        db = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
     try:
         if migrate:
             db.migrate()
         yield db
     finally:
         db.dispose()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        if schema is not None:
+            import psycopg
+
+            with psycopg.connect(PG_DSN, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def migrate_to(db: Database, revision: str) -> None:

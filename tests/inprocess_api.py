@@ -89,3 +89,10 @@ class InProcessServer:
         path.parent.mkdir(parents=True, exist_ok=True)
         with path.open("a") as log:
             log.write(text)
+
+
+def submit(client: TestClient, **spec: object) -> int:
+    """Submit a ``sleep 100`` job with ``spec``'s fields as ``client``; its id."""
+    done = client.post("/jobs", json={"command": ["sleep", "100"], **spec})
+    assert done.status_code == 201, done.text
+    return int(done.json()["id"])

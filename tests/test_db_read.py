@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,9 +13,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import DBAPIError
 
+from db_backends import BACKENDS, database
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Team
-from server_harness import PG_DSN, PG_URL, postgres_available
 
 GUARD_S = 20  # a deadlock guard, not a timing bound
 
@@ -39,29 +38,9 @@ def sqlite_db(tmp_path: Path) -> Iterator[Database]:
     db.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=BACKENDS)
 def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
-    if request.param == "sqlite":
-        db = Database(f"sqlite:///{tmp_path / 'read.db'}")
-        db.migrate()
-        yield db
-        db.dispose()
-        return
-    if why := postgres_available():
-        pytest.skip(why)
-    import psycopg
-
-    schema = "gp_" + uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_DSN, autocommit=True) as conn:
-        conn.execute(f"CREATE SCHEMA {schema}")
-    db = Database(f"{PG_URL}?options=-csearch_path%3D{schema}")
-    try:
-        db.migrate()
-        yield db
-    finally:
-        db.dispose()
-        with psycopg.connect(PG_DSN, autocommit=True) as conn:
-            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+    yield from database(request.param, tmp_path)
 
 
 def test_read_completes_while_a_write_transaction_is_open(sqlite_db: Database) -> None:

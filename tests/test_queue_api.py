@@ -8,14 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from inprocess_api import InProcessServer
-
-
-def submit(client: object, **spec: object) -> int:
-    done = client.post("/jobs",  # type: ignore[attr-defined]
-                       json={"command": ["sleep", "100"], **spec})
-    assert done.status_code == 201, done.text
-    return int(done.json()["id"])
+from inprocess_api import InProcessServer, submit
 
 
 def test_teams_take_turns_by_weight_through_the_api(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import typer
 sys.path.insert(0, str(Path(__file__).parent))
 
 from gpupool.cli.admin_cmd import _share_fields
-from inprocess_api import InProcessServer
+from inprocess_api import InProcessServer, submit
 
 
 def test_the_limit_is_stored_shown_and_cleared(tmp_path: Path) -> None:
@@ -50,13 +50,6 @@ def test_the_cli_option_reads_durations_and_default() -> None:
     assert _share_fields(None, None, None, None) == {}
     with pytest.raises(typer.Exit):
         _share_fields(None, None, None, "soonish")
-
-
-def submit(client: object, **spec: object) -> int:
-    done = client.post("/jobs",  # type: ignore[attr-defined]
-                       json={"command": ["sleep", "100"], **spec})
-    assert done.status_code == 201, done.text
-    return int(done.json()["id"])
 
 
 def test_the_running_jobs_queue_limit_decides_what_may_backfill(tmp_path: Path) -> None:

@@ -3,7 +3,7 @@ what one cycle decides, and the reservation a waiting job may hold."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar, overload
 
@@ -147,3 +147,18 @@ def error_reason(exc: BaseException) -> str:
     """The pending reason of a job whose judging raised ``exc``."""
     what = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
     return f"cannot be scheduled: {what}"
+
+
+def cycle_candidates(pending: Mapping[int, LiveJob], fresh: Sequence[LiveJob], dirty: bool
+                     ) -> tuple[list[LiveJob], bool, list[LiveJob]]:
+    """What a cycle tries, the same rule for the server and the simulator: (the jobs; whether
+    that is every pending job; the other pending jobs whose reservation or quota hold
+    stands). Every pending job when capacity or quota changed since the last cycle
+    (``dirty``), else only those loaded since (``fresh``): old ones could not fit before and
+    still cannot."""
+    jobs = list(pending.values()) if dirty else [j for j in fresh if j.id in pending]
+    chosen = {j.id for j in jobs}
+    holders = [j for j in pending.values()
+               if (j.reservation is not None or j.quota_hold is not None)
+               and j.id not in chosen]
+    return jobs, dirty, holders

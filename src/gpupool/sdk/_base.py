@@ -4,7 +4,8 @@ model (``gpupool.sdk.raw`` starts without pydantic)."""
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from types import TracebackType
+from typing import TYPE_CHECKING, Self
 
 from gpupool.sdk import _http
 from gpupool.sdk.config import ServerConfig, discover
@@ -57,3 +58,21 @@ class _Base:
     def _check_deadline(view: JobView, deadline: float | None, timeout: float | None) -> None:
         if deadline is not None and time.monotonic() >= deadline:
             raise TimeoutError(f"job {view.id} is still {view.phase.value} after {timeout:g} s")
+
+
+class _Blocking(_Base):
+    """A blocking client: used in ``with``, which closes it (``close``) on the way out."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        raise NotImplementedError

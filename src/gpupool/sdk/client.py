@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -38,7 +37,7 @@ from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
 from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
-from gpupool.sdk._base import DEFAULT_TIMEOUT, _Base
+from gpupool.sdk._base import DEFAULT_TIMEOUT, _Blocking
 from gpupool.sdk._tls import Verify
 from gpupool.sdk.config import ServerConfig
 
@@ -59,7 +58,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class Client(_Base):
+class Client(_Blocking):
     """A blocking client. ``Client()`` finds the server by ``discover()``; pass ``url`` and
     ``token`` (or a ready ``config``) to choose, and ``verify`` (see the module) to check an
     https server's certificate. Use it as a context manager, or ``close()`` it, to release its
@@ -92,17 +91,6 @@ class Client(_Base):
 
             self._pipelines = Pipelines(self._do)
         return self._pipelines
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._http.close()

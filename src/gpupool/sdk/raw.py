@@ -16,11 +16,10 @@ through httpx, which then says what went wrong as ``Client`` would.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from gpupool.sdk import _http, _paging, _plain
-from gpupool.sdk._base import DEFAULT_TIMEOUT, _Base
+from gpupool.sdk._base import DEFAULT_TIMEOUT, _Blocking
 from gpupool.sdk.config import ServerConfig
 
 if TYPE_CHECKING:
@@ -46,7 +45,7 @@ def job_query(phase: str | Sequence[str] | None, queue: str | None, name: str | 
     return params
 
 
-class RawClient(_Base):
+class RawClient(_Blocking):
     """A blocking client of the job listing that answers unvalidated JSON objects; made and
     closed as ``Client`` (see the module for what differs)."""
 
@@ -78,17 +77,6 @@ class RawClient(_Base):
                 transport=self._transport, verify=self._verify,
             )
         return self._http
-
-    def __enter__(self) -> RawClient:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         if self._plain is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from gpupool.core.cluster import ClusterState
-from gpupool.core.live import LiveJob
+from gpupool.core.live import LiveJob, cycle_candidates
 from gpupool.core.scheduler import Scheduler
 from gpupool.executors.inventory import LocalInventory
 from gpupool.server.active import Active
@@ -40,17 +40,9 @@ class LiveState:
         self.fresh.append(job)
 
     def candidates(self) -> tuple[list[LiveJob], bool, list[LiveJob]]:
-        """What the next cycle tries: (jobs, whether that is every pending job, the other
-        pending jobs that hold a reservation); clears ``dirty`` and ``fresh``."""
-        complete = self.dirty
-        if complete:
-            jobs = list(self.pending.values())
-        else:
-            jobs = [j for j in self.fresh if j.id in self.pending]
+        """What the next cycle tries (``core.live.cycle_candidates``); clears ``dirty`` and
+        ``fresh``."""
+        found = cycle_candidates(self.pending, self.fresh, self.dirty)
         self.dirty = False
         self.fresh = []
-        chosen = {j.id for j in jobs}
-        holders = [j for j in self.pending.values()
-                   if (j.reservation is not None or j.quota_hold is not None)
-                   and j.id not in chosen]
-        return jobs, complete, holders
+        return found

@@ -17,7 +17,7 @@ import numpy as np
 
 from gpupool.core.cluster import ClusterState, NodeSpec
 from gpupool.core.fairshare import DEFAULT_HALF_LIFE_S, FairShare
-from gpupool.core.live import CycleOutcome, LiveJob
+from gpupool.core.live import CycleOutcome, LiveJob, cycle_candidates
 from gpupool.core.queue_cycle import run_cycle
 from gpupool.core.queue_order import QueuePolicy
 from gpupool.core.quota import QueueQuota, QuotaBook
@@ -107,17 +107,10 @@ class PoolSimulation:
         if not self.pending:
             self._fresh = []
             return CycleOutcome()
-        complete = self._dirty
-        if complete:
-            candidates = list(self.pending.values())
-        else:
-            candidates = [j for j in self._fresh if j.id in self.pending]
+        candidates, complete, holders = cycle_candidates(self.pending, self._fresh,
+                                                         self._dirty)
         self._dirty = False
         self._fresh = []
-        chosen = {j.id for j in candidates}
-        holders = [j for j in self.pending.values()
-                   if (j.reservation is not None or j.quota_hold is not None)
-                   and j.id not in chosen]
         self.shares.decay_to(now)
         shares = self.shares if self.queue_policy.order == "fairshare" else None
         outcome = run_cycle(self.scheduler, self.quota_book(), candidates,
