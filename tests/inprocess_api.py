@@ -18,11 +18,14 @@ from gpupool.sdk import Client
 from gpupool.server.api.app import create_app
 from gpupool.server.api.deps import AppContext
 from gpupool.server.db.database import Database
+from gpupool.server.notebook_setup import attach_notebooks, gateway_access
 from gpupool.server.services import audit
 from gpupool.server.services.identity import bootstrap
 from middle_tier import Clock, build_controller
 
 BASE_URL = "http://127.0.0.1"
+GATEWAY_URL = "http://127.0.0.1:8471"
+"""The gateway's address this server's answers name (no gateway listens in this tier)."""
 
 
 class InProcessServer:
@@ -53,8 +56,10 @@ class InProcessServer:
         token = bootstrap(self.db, self.settings.token_file, nodes * cards * 1000)
         assert token is not None
         self.token = token
-        self.app = create_app(AppContext(self.settings, self.db, self.controller),
-                              run_loop=False)
+        self.gateway_key = attach_notebooks(self.controller, self.settings)
+        self.app = create_app(AppContext(
+            self.settings, self.db, self.controller,
+            gateway=gateway_access(self.gateway_key, lambda: GATEWAY_URL)), run_loop=False)
         self.admin = self.client(token)
 
     def client(self, token: str) -> TestClient:

@@ -98,6 +98,8 @@ class Server:
             self.fake_gpus,
             "--tick",
             "0.2",
+            "--gateway-port",  # any free port: servers of concurrent tests never collide
+            "0",
             *self.extra_args,
         ]
         if self.host != "127.0.0.1":

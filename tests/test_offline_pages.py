@@ -42,7 +42,7 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 30_000
 DOCS_PAGES = ("/docs", "/redoc")
-CONSOLE_ROUTES = ("cluster", "queues", "jobs", "pipelines", "submit", "sim")
+CONSOLE_ROUTES = ("cluster", "queues", "jobs", "notebooks", "pipelines", "submit", "sim")
 SERVER_SRC = Path(__file__).resolve().parent.parent / "src" / "gpupool" / "server"
 
 def _browser_missing() -> str | None:
@@ -81,8 +81,29 @@ def test_only_the_docs_module_serves_html_from_server_code() -> None:
         for path in SERVER_SRC.rglob("*.py")
         if "HTMLResponse" in path.read_text()
     )
-    assert serving == ["api/docs_pages.py"], (
+    assert serving == ["api/docs_pages.py", "gateway/pages.py"], (
         f"{serving}: a new HTML page? add it to _html_pages in this test")
+
+
+def test_the_gateways_own_pages_load_nothing_from_another_host() -> None:
+    """The gateway's sign-in and starting pages (its other answers are JupyterLab's, whose
+    news and update calls are off: tests/test_notebook_loop.py)."""
+    from starlette.requests import Request
+
+    from gpupool.server.gateway import pages
+
+    browser = Request({"type": "http", "method": "GET", "path": "/nb/1/lab", "headers": [
+        (b"accept", b"text/html")], "query_string": b""})
+    answers = [pages.sign_in_needed(browser, 1, "no credential"), pages.bad_ticket("used"),
+               pages.not_ready(browser, 1, "suspended", True),
+               pages.not_ready(browser, 1, "starting", False)]
+    for answer in answers:
+        text = bytes(answer.body).decode()
+        assert answer.headers["content-type"].startswith("text/html"), text
+        loads = page_loads(text)
+        outside = [u for u in loads.urls if foreign("http://127.0.0.1:8471/nb/1/lab", u,
+                                                    "http://127.0.0.1:8471")]
+        assert not outside and not loads.stylesheets, text
 
 
 @pytest.mark.parametrize("path", _html_pages())

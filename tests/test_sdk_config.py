@@ -134,7 +134,7 @@ def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
         ),
         ("command: [x]\ngpus: 1.5\n", "job.yaml: gpus: use a fraction below 1 or a whole number"),
         ("command: [x]\nmemory: 16XB\n", "job.yaml: field 'memory': unknown unit 'XB' in '16XB'"),
-        ("gpus: 1\n", "job.yaml: field 'command': field required"),
+        ("gpus: 1\n", "job.yaml: command: a job needs a command"),
         ("command: [x]\npriority: high\n", "job.yaml: field 'priority': input should be a valid"),
         ("command: [x]\nenv: {A: [1]}\n", "job.yaml: field 'env.A': input should be a valid str"),
         ("command: [x\ngpus: 1\n", "job.yaml: line 2, column 5: "),

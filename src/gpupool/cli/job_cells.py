@@ -18,16 +18,25 @@ PHASE_STYLE = {
     "succeeded": "dim green",
     "failed": "red",
     "cancelled": "dim",
+    "suspended": "blue",
 }
 """The style of each phase (a ``Phase`` is a ``str``: ``PHASE_STYLE[view.phase]`` works)."""
-REASON_WIDTH = 48
+KINDS = ("job", "notebook")
+"""The values of ``schemas.jobs.Kind``, copied so that ``ps`` need not import the models
+(tests/test_notebook_cli.py checks that they are the same)."""
+REASON_WIDTH = 42
+"""The REASON cell is cut to this many characters (unless wide). 48 before the KIND column
+(6 wide): the table's natural width stayed what it was, so the columns of an 80-column
+terminal still keep their widths (past that, rich narrows every column, the ID first)."""
 NAME_WIDTH = 24
-HEADERS = ("ID", "NAME", "QUEUE", "PHASE", "GPUS", "NODE:GPUS", "AGE", "REASON")
+HEADERS = ("ID", "NAME", "KIND", "QUEUE", "PHASE", "GPUS", "NODE:GPUS", "AGE", "REASON")
+PHASE_AT = HEADERS.index("PHASE")
 
 
 class JobRow(NamedTuple):
     """One row of the job table: the text of each cell (``why`` whole: the table cuts it
-    unless wide); ``phase`` is a key of PHASE_STYLE."""
+    unless wide); ``phase`` is a key of PHASE_STYLE; ``kind`` is ``job`` or ``notebook``
+    (last, with a default, as a NamedTuple needs; ``cells`` puts it in its column)."""
 
     id: str
     name: str
@@ -37,6 +46,13 @@ class JobRow(NamedTuple):
     node: str
     age: str
     why: str
+    kind: str = "job"
+
+    @property
+    def cells(self) -> tuple[str, ...]:
+        """The cells in the order of HEADERS (the reason, whole, last)."""
+        return (self.id, self.name, self.kind, self.queue, self.phase, self.gpus, self.node,
+                self.age, self.why)
 
 
 def mib(value: int) -> str:
@@ -106,7 +122,8 @@ def view_row(view: JobView, now: datetime | None = None) -> JobRow:
     phase = view.phase.value
     return JobRow(view.id, shorten(view.name, NAME_WIDTH), view.queue, phase,
                   gpus_text(spec.gpus, spec.gpu_memory, spec.gpu_model), node,
-                  age(view.created_at, now), why_text(view.reason, phase, view.exit_code))
+                  age(view.created_at, now), why_text(view.reason, phase, view.exit_code),
+                  view.kind.value)
 
 
 def json_row(job: Mapping[str, Any], now: datetime | None = None) -> JobRow:
@@ -124,11 +141,14 @@ def json_row(job: Mapping[str, Any], now: datetime | None = None) -> JobRow:
     if not isinstance(gpus, int | float) or isinstance(gpus, bool):
         raise TypeError("spec.gpus: not a number")
     created = datetime.fromisoformat(_text(job["created_at"]))
+    kind = _text(job.get("kind", "job"))  # a server from before notebooks sends none
+    if kind not in KINDS:
+        raise ValueError(f"kind: unknown kind {kind!r}")
     return JobRow(_text(job["id"]), shorten(_text(job["name"]), NAME_WIDTH),
                   _text(job["queue"]), phase,
                   gpus_text(gpus, spec.get("gpu_memory"), spec.get("gpu_model")), node,
                   age(created, now), why_text(_text(job.get("reason", "")), phase,
-                                              job.get("exit_code")))
+                                              job.get("exit_code")), kind)
 
 
 def _text(value: Any) -> str:

@@ -27,7 +27,7 @@ from gpupool.cli.client_opts import (
     print_json,
     validation_line,
 )
-from gpupool.schemas.jobs import JobSpec, JobView, Phase
+from gpupool.schemas.jobs import JobSpec, JobView, Kind, Phase
 from gpupool.schemas.values import find_problems
 from gpupool.sdk import Client
 
@@ -43,7 +43,10 @@ IdempotencyKey = Annotated[str | None, typer.Option(
 )]
 # Options of `run` that differ from the JobSpec field they fill, for error messages.
 OPTION_OF = {"command": "command", "grace_period_s": "--grace-period",
-             "time_limit_s": "--time-limit"}
+             "time_limit_s": "--time-limit", "idle_timeout_s": "--idle-timeout"}
+# Durations a YAML file may write with a unit, under the short name: the short name -> the
+# JobSpec field of seconds (notebooks' idle_timeout as time_limit).
+DURATIONS = {"time_limit": "time_limit_s", "idle_timeout": "idle_timeout_s"}
 
 
 def register(app: typer.Typer) -> None:
@@ -149,7 +152,7 @@ def run(
         raise fail("give --gpus or --gpus-per-node, not both (they are the same)")
     fields: dict[str, Any] = {
         "command": command,
-        "env": _env(env or []),
+        "env": parse_env(env or []),
         "workdir": os.path.abspath(workdir or os.getcwd()),
     }
     given: dict[str, Any] = {
@@ -178,7 +181,7 @@ def run(
     try:
         spec = JobSpec.model_validate(fields)
     except ValidationError as exc:
-        raise fail(_option_errors(exc)) from None
+        raise fail(option_errors(exc)) from None
     _submit(spec, wait, json_out, url, token, idempotency_key)
 
 
@@ -197,7 +200,12 @@ def submit(
     time_limit (or time_limit_s) is how long one attempt may run: seconds, or with a unit
     (90s, 30m, 2h, 1d).
 
-    Unknown fields are rejected. A relative workdir is relative to the file; none: the cwd.
+    kind: notebook makes it a notebook (no command; see gpupool notebook create):
+    idle_timeout (or idle_timeout_s) is how long it may sit idle before it is suspended, in
+    the same units; with --wait, submit waits until it answers and prints its URL.
+
+    Unknown fields are rejected. A relative workdir is relative to the file; none: the cwd
+    (a notebook: its own directory, which the server makes).
     """
     spec = load_spec(file)
     _submit(spec, wait, json_out, url, token, idempotency_key)
@@ -223,16 +231,18 @@ def load_spec(file: Path) -> JobSpec:
         if "gpus" in data:
             raise fail(f"{file}: give gpus or gpus_per_node, not both (they are the same)")
         data["gpus"] = data.pop("gpus_per_node")
-    spelled = "time_limit_s"
-    if "time_limit" in data:  # seconds, or a duration such as 2h
-        spelled = "time_limit"
-        if "time_limit_s" in data:
-            raise fail(f"{file}: give time_limit or time_limit_s, not both (they are the same)")
-        limit = data.pop("time_limit")
+    spelled: dict[str, str] = {}  # JobSpec field -> the name the file used
+    for short, field in DURATIONS.items():  # seconds, or a duration such as 2h
+        if short not in data:
+            continue
+        spelled[field] = short
+        if field in data:
+            raise fail(f"{file}: give {short} or {field}, not both (they are the same)")
+        value = data.pop(short)
         try:
-            data["time_limit_s"] = None if limit is None else parse_seconds(limit)
+            data[field] = None if value is None else parse_seconds(value)
         except ValueError as exc:
-            raise fail(f"{file}: field 'time_limit': {exc}") from None
+            raise fail(f"{file}: field {short!r}: {exc}") from None
     env = data.get("env")
     if isinstance(env, dict):  # YAML reads `OMP_NUM_THREADS: 4` as a number
         data["env"] = {
@@ -241,14 +251,17 @@ def load_spec(file: Path) -> JobSpec:
         }
     workdir = data.get("workdir")
     if workdir is None:
-        data["workdir"] = os.getcwd()
+        if data.get("kind") != "notebook":  # a notebook's is its own, made by the server
+            data["workdir"] = os.getcwd()
     elif isinstance(workdir, str):
         data["workdir"] = os.path.abspath(os.path.join(file.parent, os.path.expanduser(workdir)))
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
         line = validation_line(exc, str(file))
-        raise fail(line.replace("field 'time_limit_s'", f"field {spelled!r}")) from None
+        for field, short in spelled.items():
+            line = line.replace(f"field {field!r}", f"field {short!r}")
+        raise fail(line) from None
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
@@ -259,7 +272,8 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
     return f"line {mark.line + 1}, column {mark.column + 1}: {problem} (not valid YAML)"
 
 
-def _env(pairs: list[str]) -> dict[str, str]:
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """``--env NAME=VALUE`` options as a mapping; exit 2 naming a malformed one."""
     env: dict[str, str] = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
@@ -269,7 +283,8 @@ def _env(pairs: list[str]) -> dict[str, str]:
     return env
 
 
-def _option_errors(exc: ValidationError) -> str:
+def option_errors(exc: ValidationError) -> str:
+    """A JobSpec's validation errors as one line naming the command-line options."""
     problems = []
     for error in exc.errors():
         msg = str(error["msg"]).removeprefix("Value error, ")
@@ -299,6 +314,15 @@ def _submit(spec: JobSpec, wait: bool, json_out: bool, url: str | None, token: s
         if not json_out:
             typer.echo(view.id)
         if not wait:
+            return
+        if spec.kind == Kind.NOTEBOOK:  # waits until it answers, not until it ends
+            from gpupool.cli.notebook_cmd import await_ready
+
+            ready = await_ready(client, view)
+            if json_out:
+                print_json(ready)
+            else:
+                typer.echo(ready.url)
             return
         final = _wait(client, view)
         if json_out:

@@ -16,6 +16,7 @@ from rich.text import Text
 
 from gpupool.cli.job_cells import (
     HEADERS,
+    PHASE_AT,
     PHASE_STYLE,
     JobRow,
     age,
@@ -59,8 +60,8 @@ def _why(view: JobView) -> str:
 
 def jobs_table(jobs: Sequence[JobView], now: datetime | None = None,
                wide: bool = False) -> Table:
-    """One row per job: id, name, queue, phase, GPUs asked, where, age, reason (cut to one
-    short line unless ``wide``: then whole, wrapped)."""
+    """One row per job: id, name, kind, queue, phase, GPUs asked, where, age, reason (cut
+    to one short line unless ``wide``: then whole, wrapped)."""
     return rows_table([view_row(view, now) for view in jobs], wide)
 
 
@@ -68,28 +69,32 @@ def rows_table(rows: Sequence[JobRow], wide: bool = False) -> Table:
     """The table of ``jobs_table`` from the rows' text (``job_cells``)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     for i, column in enumerate(HEADERS[:-1]):
-        width = max([len(column), *(len(row[i]) for row in rows)])
+        width = max([len(column), *(len(row.cells[i]) for row in rows)])
         table.add_column(
             column, no_wrap=True, justify="right" if column == "ID" else "left", min_width=width
         )
     table.add_column(HEADERS[-1], no_wrap=not wide, overflow="fold" if wide else "ellipsis")
     for row in rows:
         style = PHASE_STYLE[row.phase]
-        cells = [escape(cell) for cell in row[:-1]]
-        cells[3] = f"[{style}]{cells[3]}[/]"
+        cells = [escape(cell) for cell in row.cells[:-1]]
+        cells[PHASE_AT] = f"[{style}]{cells[PHASE_AT]}[/]"
         table.add_row(*cells, escape(row.why if wide else shorten(row.why)))
     return table
 
 
 def describe(view: JobView) -> Group:
-    """Everything about one job; a pending job's reason comes right under its phase."""
+    """Everything about one job; a pending job's reason comes right under its phase. A
+    notebook's first row says ``notebook`` instead of ``job``, and it shows its URL, since
+    when it is idle and its idle timeout (``notebook_render.describe_rows``)."""
     spec = view.spec
+    notebook = view.kind == "notebook"
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold", no_wrap=True)
     head.add_column()
     title = f"{view.id} · {escape(view.name)}"
     who = f"team {escape(view.team)}, user {escape(view.user)}, queue {escape(view.queue)}"
-    head.add_row("job", Text.from_markup(f"[bold]{title}[/]  ({who}, priority {view.priority})"))
+    head.add_row(view.kind.value,
+                 Text.from_markup(f"[bold]{title}[/]  ({who}, priority {view.priority})"))
     phase = phase_text(view)
     phase.append(f"  (submitted {age(view.created_at)} ago)", style="default")
     head.add_row("phase", phase)
@@ -98,6 +103,11 @@ def describe(view: JobView) -> Group:
         head.add_row(Text("waiting", style="bold yellow"), Text(waiting, style="bold yellow"))
     elif view.reason and view.reason != view.phase.value:
         head.add_row("reason", Text(view.reason))
+    if notebook:
+        from gpupool.cli.notebook_render import describe_rows
+
+        for label, text in describe_rows(view):
+            head.add_row(label, text)
     if view.placement is not None:
         head.add_row("placed", Text(_placement_line(view.placement)))
     if view.enforcement is not None:
@@ -111,7 +121,8 @@ def describe(view: JobView) -> Group:
         head.add_row("started", local_time(view.started_at))
     if view.ended_at is not None:
         head.add_row("ended", local_time(view.ended_at))
-    head.add_row("command", Text(shlex.join(spec.command)))
+    head.add_row("command", Text("JupyterLab (started by the server)" if notebook
+                                 else shlex.join(spec.command)))
     head.add_row("asks", Text(_asks(spec)))
     if spec.env:
         head.add_row("env", Text(" ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())))
@@ -119,7 +130,8 @@ def describe(view: JobView) -> Group:
     restart: str = spec.restart
     if spec.restart == "on-failure":
         restart += f" (at most {spec.max_retries} retries)"
-    head.add_row("restart", Text(f"{restart}; grace period {spec.grace_period_s:g} s"))
+    if not notebook:  # resumed, never restarted
+        head.add_row("restart", Text(f"{restart}; grace period {spec.grace_period_s:g} s"))
     head.add_row("time limit", Text(time_limit_line(view)))
     history = Table(box=None, pad_edge=False, header_style="bold", title_justify="left")
     history.add_column("TIME", no_wrap=True)

@@ -56,6 +56,18 @@ def _pipeline() -> dict[str, Any]:
     return build(lambda app: app.add_typer(pipeline_cmd.app, name="pipeline"))
 
 
+def _notebook() -> dict[str, Any]:
+    from gpupool.cli import notebook_cmd
+
+    return build(lambda app: app.add_typer(notebook_cmd.app, name="notebook"))
+
+
+def _shell() -> dict[str, Any]:
+    from gpupool.cli.shell_cmd import shell
+
+    return build(lambda app: app.command(name="shell")(shell))
+
+
 # Every command, in the order `gpupool --help` lists them (a new user's first: up, down, run),
 # with its one-line help, shown without importing the command; each must be what the
 # command's own help starts with (tests/test_cli_fast.py checks).
@@ -76,6 +88,10 @@ COMMANDS = {
                          "jobs."),
     "queues": Lazy(_jobs, "Queues: quota, borrow limit, GPUs in use and borrowed, pending and "
                           "running jobs."),
+    "notebook": Lazy(_notebook, "Notebooks: JupyterLab on a GPU share, reached through the "
+                                "gateway, suspended when idle."),
+    "shell": Lazy(_shell, "An interactive terminal in a notebook's environment, through the "
+                          "gateway."),
     "pipeline": Lazy(_pipeline, "Pipelines: DAGs of steps that pass values and files."),
     "admin": Lazy(_jobs, "Manage teams, users, tokens and read the audit log (needs an admin "
                          "token)."),

@@ -37,7 +37,7 @@ from gpupool.sdk._http import API, unexpected
 # The values of schemas.jobs.Phase and JobOrder, copied so that `ps` need not import the
 # models (tests/test_ps_fast.py checks that they are the same).
 ACTIVE = ("pending", "starting", "running")
-PHASES = "pending, starting, running, succeeded, failed, cancelled"
+PHASES = "pending, starting, running, succeeded, failed, cancelled, suspended"
 ORDERS = "newest, queue"
 DEFAULT_LIMIT = 200
 NEWEST = "newest"
@@ -68,7 +68,10 @@ def ps(
     token: Token = None,
 ) -> None:
     """List jobs, newest first: pending, starting and running ones unless --all or --phase.
-    Says so when more jobs match than --limit shows."""
+    Says so when more jobs match than --limit shows.
+
+    Notebooks are listed too (KIND notebook); a suspended one with --all or --phase
+    suspended (gpupool notebook ls lists them all)."""
     if phase is not None and phase not in PHASES.split(", "):
         raise fail(f"--phase {phase!r}: choose one of {PHASES}")
     if order not in ORDERS.split(", "):

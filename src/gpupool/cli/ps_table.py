@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from rich.segment import Segment
 
-from gpupool.cli.job_cells import HEADERS, PHASE_STYLE, JobRow, shorten
+from gpupool.cli.job_cells import HEADERS, PHASE_AT, PHASE_STYLE, JobRow, shorten
 
 if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderableType
@@ -77,7 +77,7 @@ as its text before and after the phase."""
 def lay_out(rows: Sequence[JobRow], max_width: int) -> Lines | None:
     """The lines of the table at ``max_width`` columns, as rich lays them out; None when the
     case is not one the module handles."""
-    table = [list(HEADERS)] + [[*row[:LAST], shorten(row.why)] for row in rows]
+    table = [list(HEADERS)] + [[*row.cells[:LAST], shorten(row.why)] for row in rows]
     if not all(_plain(cell) for line in table for cell in line):
         return None
     columns = list(zip(*table, strict=True))
@@ -95,12 +95,11 @@ def lay_out(rows: Sequence[JobRow], max_width: int) -> Lines | None:
         if i < LAST:
             header.append(" ")
     body = []
-    phase_at = HEADERS.index("PHASE")
     for line in table[1:]:
         cells = [_fit(cell, inner[i], right=i == 0) for i, cell in enumerate(line)]
-        phase = line[phase_at]
-        before = "  ".join(cells[:phase_at]) + "  "
-        after = cells[phase_at][len(phase):] + "  " + "  ".join(cells[phase_at + 1:])
+        phase = line[PHASE_AT]
+        before = "  ".join(cells[:PHASE_AT]) + "  "
+        after = cells[PHASE_AT][len(phase):] + "  " + "  ".join(cells[PHASE_AT + 1:])
         body.append((before, after))
     return header, body
 

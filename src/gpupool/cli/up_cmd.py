@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gpupool.server.settings import Settings
 
 DEFAULT_PORT = 8470
+DEFAULT_GATEWAY_PORT = 8471
 
 
 @functools.cache
@@ -101,6 +102,24 @@ def up(
         help="How long a running job without a time limit is assumed to run, to estimate "
         "when a reservation starts (default 1h).",
     ),
+    gateway_port: int = typer.Option(
+        DEFAULT_GATEWAY_PORT, metavar="PORT",
+        help="Port of the gateway (at --host) through which notebooks are reached, an origin "
+        "apart from the API's; 0: any free port.",
+    ),
+    notebook_idle_timeout: str | None = typer.Option(
+        None, metavar="DURATION",
+        help="Suspend a notebook idle this long unless it asks for its own timeout "
+        "(default 30m).",
+    ),
+    notebook_max_idle_timeout: str | None = typer.Option(
+        None, metavar="DURATION",
+        help="The longest idle timeout a notebook may ask for (default 24h).",
+    ),
+    notebook_max_lifetime: str | None = typer.Option(
+        None, metavar="DURATION",
+        help="Suspend a notebook that has run this long without a pause (default 7d).",
+    ),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1 (or --host, over HTTPS with --tls-cert and
     --tls-key), SQLite state, this machine's GPUs.
@@ -113,6 +132,9 @@ def up(
 
     half_life = _queue_options(queue_order, fairshare_half_life)
     run_limit = _duration("--default-run-limit", default_run_limit)
+    idle = _duration("--notebook-idle-timeout", notebook_idle_timeout, "30m")
+    max_idle = _duration("--notebook-max-idle-timeout", notebook_max_idle_timeout, "24h")
+    lifetime = _duration("--notebook-max-lifetime", notebook_max_lifetime, "7d")
     try:
         settings = Settings.from_env(
             home=home,
@@ -129,6 +151,10 @@ def up(
             backfill=backfill,
             fairshare_half_life_s=half_life,
             default_run_limit_s=run_limit,
+            gateway_port=gateway_port,
+            notebook_idle_timeout_s=idle,
+            notebook_max_idle_timeout_s=max_idle,
+            notebook_max_lifetime_s=lifetime,
         )
     except ValueError as exc:
         raise _fail(escape(str(exc))) from None
@@ -172,6 +198,9 @@ def _hello(parts: Parts) -> None:
     iso_lines = parts.isolation.lines
     for line in iso_lines if not settings.ray else iso_lines[:1]:
         err.print(escape(line), highlight=False, soft_wrap=True)
+    if settings.gateway_port:
+        err.print(f"notebooks through the gateway at {settings.gateway_public_url()}",
+                  highlight=False)
     if inventory.source == "none":
         err.print("no GPU found: only CPU jobs can run (declare some with --fake-gpus)")
     if parts.token is not None:
@@ -198,7 +227,12 @@ def _serve(parts: Parts) -> None:
             sig == signal.SIGINT) else ""
         _err().print(f"gpupool: stopping ({signal_name(sig)}{again})", highlight=False)
 
-    stopped = serve(parts, stopping)
+    from gpupool.server.assemble import BuildError
+
+    try:
+        stopped = serve(parts, stopping)
+    except BuildError as exc:  # the gateway could not listen
+        raise _fail(str(exc)) from None
     if not stopped.started and stopped.signal is None:
         raise typer.Exit(code=3)  # uvicorn said why (e.g. the address is in use)
     if stopped.signal is not None:

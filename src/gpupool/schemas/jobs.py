@@ -29,6 +29,9 @@ MAX_CPU = 4096
 MAX_NODES = 1024
 MAX_TIME_LIMIT_S = 365 * 86400
 TimeLimit = Annotated[float, Field(gt=0, le=MAX_TIME_LIMIT_S, allow_inf_nan=False), Number]
+MIN_IDLE_TIMEOUT_S = 5
+IdleTimeout = Annotated[float, Field(ge=MIN_IDLE_TIMEOUT_S, le=MAX_TIME_LIMIT_S,
+                                     allow_inf_nan=False), Number]
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
@@ -39,10 +42,21 @@ class Phase(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    SUSPENDED = "suspended"
+    """A development environment put aside: its processes stopped, its GPU share given
+    back, its files kept; ``resume`` queues it again."""
 
     @property
     def final(self) -> bool:
         return self in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED)
+
+
+class Kind(StrEnum):
+    """What a workload is: a batch job, or a notebook (JupyterLab, reached through the
+    gateway, suspended when idle)."""
+
+    JOB = "job"
+    NOTEBOOK = "notebook"
 
 
 class JobOrder(StrEnum):
@@ -65,7 +79,11 @@ class JobSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    command: list[str] = Field(min_length=1, description="Program and arguments.")
+    kind: Kind = Field(default=Kind.JOB, description="job (the default) or notebook: JupyterLab "
+                       "started by the server, reached through its gateway, suspended when "
+                       "idle; a notebook has no command.")
+    command: list[str] = Field(default_factory=list,
+                               description="Program and arguments (jobs only; required).")
     name: str | None = Field(None, pattern=NAME_PATTERN)
     gpus: Annotated[float, Number] = Field(0, ge=0, le=MAX_GPUS_PER_NODE)
     gpu_memory: GpuMemoryMiB | None = Field(None, description="Per-GPU memory, e.g. 20GiB.")
@@ -92,6 +110,12 @@ class JobSpec(BaseModel):
         "up. null: no limit. In a YAML file also `time_limit`, in seconds "
         "or with a unit: 90s, 30m, 2h, 1d.",
     )
+    idle_timeout_s: IdleTimeout | None = Field(
+        default=None,
+        description="Notebooks only: suspend it after this many seconds without activity "
+        "(no kernel busy, no request, no terminal); null: the server's default. At most the "
+        "server's maximum. In a YAML file also `idle_timeout` (20s, 30m, 2h).",
+    )
 
     @model_validator(mode="after")
     def _check_gpus(self) -> JobSpec:
@@ -101,7 +125,13 @@ class JobSpec(BaseModel):
             raise ValueError("gpus: the smallest share is 0.001 of a GPU")
         if self.gpu_memory is not None and self.gpus > 1:
             raise ValueError("gpu_memory: only for a single GPU or a share of one")
-        if not self.command[0]:
+        if self.kind == Kind.NOTEBOOK:
+            self._check_notebook()
+        elif not self.command:
+            raise ValueError("command: a job needs a command (the program and its arguments)")
+        elif self.idle_timeout_s is not None:
+            raise ValueError("idle_timeout_s: only for notebooks (kind: notebook)")
+        if self.command and not self.command[0]:
             raise ValueError("command: the program name is empty")
         for key, value in self.env.items():
             if not key or "=" in key or "\0" in key:
@@ -117,6 +147,14 @@ class JobSpec(BaseModel):
         if self.workdir is not None and ("\0" in self.workdir or not self.workdir):
             raise ValueError("workdir: not a valid path")
         return self
+
+    def _check_notebook(self) -> None:
+        if self.command:
+            raise ValueError("command: a notebook runs JupyterLab; leave command out")
+        if self.nodes != 1 or self.procs_per_node != 1:
+            raise ValueError("nodes: a notebook runs on one node, as one process")
+        if self.restart != "never":
+            raise ValueError("restart: not for notebooks (they are resumed, not restarted)")
 
     @property
     def num_gpus(self) -> int:
@@ -164,6 +202,7 @@ class JobView(BaseModel):
     user: str
     queue: str
     phase: Phase
+    kind: Kind = Kind.JOB
     priority: int
     spec: JobSpec
     reason: str = ""
@@ -184,10 +223,23 @@ class JobView(BaseModel):
     gpu_memory_limit_mib: int | None = Field(
         default=None, description="Per-GPU memory limit of a running share (describe only)."
     )
+    url: str | None = Field(
+        default=None,
+        description="Notebooks: the full URL of JupyterLab through the gateway, once it "
+        "answers (null before, and while suspended).")
+    idle_since: datetime | None = Field(
+        default=None, description="Notebooks: idle since then (null: busy, or not running).")
     created_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None
     events: list[JobEvent] = Field(default_factory=list)
+
+
+class GatewaySignIn(BaseModel):
+    """A one-time address that signs a browser in to one notebook on the gateway's origin
+    (valid about a minute, once) and then opens it."""
+
+    url: str
 
 
 class LogChunk(BaseModel):

@@ -15,7 +15,7 @@ and token are found.
 from typing import TYPE_CHECKING, Any
 
 from gpupool.sdk.config import ServerConfig, discover
-from gpupool.sdk.errors import ApiError, ConfigError
+from gpupool.sdk.errors import ApiError, ConfigError, NotebookNotReady
 
 if TYPE_CHECKING:
     from gpupool.sdk.async_client import AsyncClient
@@ -47,6 +47,6 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ApiError", "AsyncClient", "Client", "ConfigError", "Pipelines", "RawClient", "ServerConfig",
-    "discover",
+    "ApiError", "AsyncClient", "Client", "ConfigError", "NotebookNotReady", "Pipelines",
+    "RawClient", "ServerConfig", "discover",
 ]

@@ -57,7 +57,12 @@ class _Base:
     @staticmethod
     def _check_deadline(view: JobView, deadline: float | None, timeout: float | None) -> None:
         if deadline is not None and time.monotonic() >= deadline:
-            raise TimeoutError(f"job {view.id} is still {view.phase.value} after {timeout:g} s")
+            what = view.kind.value  # "job" or "notebook"
+            note = ""
+            if what == "notebook" and view.phase == "running":
+                note = " (its Jupyter server does not answer yet)"
+            raise TimeoutError(f"{what} {view.id} is still {view.phase.value} after "
+                               f"{timeout:g} s{note}")
 
 
 class _Blocking(_Base):

@@ -22,7 +22,15 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import (
+    GatewaySignIn,
+    JobOrder,
+    JobSpec,
+    JobView,
+    Kind,
+    LogChunk,
+    Phase,
+)
 
 # The model-free half, re-exported: the clients and some commands use it as ``wire.X``.
 from gpupool.sdk._http import API as API
@@ -63,10 +71,11 @@ def job_id(ref: str | int) -> str | None:
     return ref if ref.isdigit() else None
 
 
-def newest_named(name: str, found: list[JobView]) -> JobView:
-    """The newest job of a by-name lookup (the server lists newest first)."""
+def newest_named(name: str, found: list[JobView], what: str = "job") -> JobView:
+    """The newest job of a by-name lookup (the server lists newest first); ApiError(404)
+    naming ``what`` was looked for when there is none."""
     if not found:
-        raise ApiError(404, f"no job named {name!r}")
+        raise ApiError(404, f"no {what} named {name!r}")
     return max(found, key=lambda j: int(j.id) if j.id.isdigit() else -1)
 
 
@@ -103,8 +112,11 @@ def job_filters(
     queue: str | None = None,
     name: str | None = None,
     order: JobOrder | str = JobOrder.NEWEST,
+    kind: Kind | str | None = None,
 ) -> dict[str, str | list[str]]:
-    """The query of a job listing: ``phase`` one phase or several (any of them)."""
+    """The query of a job listing: ``phase`` one phase or several (any of them); ``kind``
+    only workloads of that kind (``job`` or ``notebook``; None: both). ValueError for a
+    phase, order or kind that does not exist."""
     params: dict[str, str | list[str]] = {"order": JobOrder(order).value}
     if phase is not None:
         phases = [phase] if isinstance(phase, str) else list(phase)
@@ -113,6 +125,8 @@ def job_filters(
         params["queue"] = queue
     if name is not None:
         params["name"] = name
+    if kind is not None:
+        params["kind"] = Kind(kind).value
     return params
 
 
@@ -122,6 +136,22 @@ def job(job_id: str) -> Call[JobView]:
 
 def cancel(job_id: str) -> Call[JobView]:
     return Call("POST", f"{API}/jobs/{job_id}/cancel", _one(JobView))
+
+
+def suspend(job_id: str) -> Call[JobView]:
+    """Notebooks: stop its processes, give its GPU share back, keep its files (202)."""
+    return Call("POST", f"{API}/jobs/{job_id}/suspend", _one(JobView))
+
+
+def resume(job_id: str) -> Call[JobView]:
+    """Notebooks: queue a suspended one again (202)."""
+    return Call("POST", f"{API}/jobs/{job_id}/resume", _one(JobView))
+
+
+def open_notebook(job_id: str) -> Call[str]:
+    """Notebooks: a one-time browser sign-in address on the gateway (its ``url``)."""
+    return Call("POST", f"{API}/jobs/{job_id}/open",
+                lambda data: GatewaySignIn.model_validate(data).url)
 
 
 def logs(job_id: str, offset: int, limit: int | None = None) -> Call[LogChunk]:

@@ -21,13 +21,15 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, Kind, LogChunk, Phase
 from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
+from gpupool.sdk import notebooks as nb
 from gpupool.sdk._base import DEFAULT_TIMEOUT, _Base
 from gpupool.sdk._tls import Verify
 from gpupool.sdk.config import ServerConfig
+from gpupool.sdk.errors import ApiError
 
 T = TypeVar("T")
 
@@ -96,12 +98,10 @@ class AsyncClient(_Base):
         *,
         order: JobOrder | str = JobOrder.NEWEST,
         limit: int | None = None,
+        kind: Kind | str | None = None,
     ) -> list[JobView]:
-        """Jobs visible to the caller (an admin sees every team's: ``all_teams`` changes
-        nothing), filtered by what is given (``phase``: one or several), in ``order``
-        (newest first, or ``"queue"``: as the scheduler takes them). Every match, following
-        the server's pages, or only the first ``limit``."""
-        filters = wire.job_filters(phase, queue, name, order)
+        """As ``Client.jobs``."""
+        filters = wire.job_filters(phase, queue, name, order, kind)
         return await _paging.acollect(self._do, f"{wire.API}/jobs", JobView, filters, limit)
 
     async def job(self, ref: str | int) -> JobView:
@@ -145,6 +145,66 @@ class AsyncClient(_Base):
         while True:
             view = await self._do(wire.job(job_id))
             if view.phase.final:
+                return view
+            self._check_deadline(view, deadline, timeout)
+            await asyncio.sleep(poll)
+
+    # --- notebooks (see Client) -------------------------------------------------------
+
+    async def create_notebook(
+        self, name: str | None = None, gpus: float | str = 0,
+        gpu_memory: int | str | None = None, gpu_model: str | None = None,
+        cpu: float | str = 0, memory: int | str = 0, queue: str | None = None,
+        priority: int = 0, idle_timeout_s: float | None = None,
+        env: Mapping[str, str] | None = None, *, idempotency_key: str | None = None,
+    ) -> JobView:
+        """As ``Client.create_notebook``."""
+        spec = nb.notebook_spec(name, gpus, gpu_memory, gpu_model, cpu, memory, queue,
+                                priority, idle_timeout_s, env)
+        return await self._do(wire.submit(spec, idempotency_key))
+
+    async def notebooks(
+        self, phase: Phase | str | Sequence[Phase | str] | None = None,
+        queue: str | None = None, name: str | None = None, *, limit: int | None = None,
+    ) -> list[JobView]:
+        """As ``Client.notebooks``."""
+        return await self.jobs(phase, queue, name, kind=nb.NOTEBOOK, limit=limit)
+
+    async def notebook(self, ref: str | int) -> JobView:
+        """As ``Client.notebook``."""
+        job_id = await self._notebook_id(ref)
+        view = await self._do(wire.job(job_id))
+        if view.kind != Kind.NOTEBOOK:
+            raise ApiError(404, f"job {job_id} is not a notebook")
+        return view
+
+    async def _notebook_id(self, ref: str | int) -> str:
+        found = wire.job_id(ref)
+        if found is not None:
+            return found
+        name = str(ref).strip()
+        named = await self.notebooks(name=name, limit=1)
+        return wire.newest_named(name, named, "notebook").id
+
+    async def suspend(self, ref: str | int) -> JobView:
+        """As ``Client.suspend``."""
+        return await self._do(wire.suspend(await self._notebook_id(ref)))
+
+    async def resume(self, ref: str | int) -> JobView:
+        """As ``Client.resume``."""
+        return await self._do(wire.resume(await self._notebook_id(ref)))
+
+    async def open_url(self, ref: str | int) -> str:
+        """As ``Client.open_url``."""
+        return await self._do(wire.open_notebook(await self._notebook_id(ref)))
+
+    async def wait_ready(self, ref: str | int, timeout: float | None = None,
+                         poll: float = 0.5) -> JobView:
+        """As ``Client.wait_ready``."""
+        job_id, deadline = await self._notebook_id(ref), self._deadline(timeout)
+        while True:
+            view = await self._do(wire.job(job_id))
+            if nb.ready(view):
                 return view
             self._check_deadline(view, deadline, timeout)
             await asyncio.sleep(poll)

@@ -2,10 +2,12 @@
 with the same methods.
 
 A job reference (``ref``) is a job id (an int or a string of digits) or a job name, which
-means the newest job of that name visible to the caller. Every failed request raises
+means the newest job of that name visible to the caller; the notebook methods take a
+notebook's id or name (the newest notebook of that name). Every failed request raises
 ApiError with a one-line message (status 0 when the server could not be reached); a job
 spec or admin body that breaks the contract raises pydantic's ValidationError before any
-request is sent.
+request is sent; ``wait_ready`` raises NotebookNotReady for a notebook that cannot become
+ready without someone acting (ended, suspended).
 
 ``verify`` checks an https server's certificate: True (the public CAs), a path to a PEM CA
 file (a self-signed certificate is its own CA file), or False (no check: tests only); by
@@ -33,13 +35,15 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, Kind, LogChunk, Phase
 from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
+from gpupool.sdk import notebooks as nb
 from gpupool.sdk._base import DEFAULT_TIMEOUT, _Blocking
 from gpupool.sdk._tls import Verify
 from gpupool.sdk.config import ServerConfig
+from gpupool.sdk.errors import ApiError
 
 if TYPE_CHECKING:
     from gpupool.sdk.async_client import AsyncClient
@@ -133,12 +137,14 @@ class Client(_Blocking):
         *,
         order: JobOrder | str = JobOrder.NEWEST,
         limit: int | None = None,
+        kind: Kind | str | None = None,
     ) -> list[JobView]:
         """Jobs visible to the caller (an admin sees every team's: ``all_teams`` changes
-        nothing), filtered by what is given (``phase``: one or several), in ``order``
-        (newest first, or ``"queue"``: as the scheduler takes them). Every match, following
-        the server's pages, or only the first ``limit``."""
-        filters = wire.job_filters(phase, queue, name, order)
+        nothing), filtered by what is given (``phase``: one or several; ``kind``: ``"job"``
+        or ``"notebook"``, None: both), in ``order`` (newest first, or ``"queue"``: as the
+        scheduler takes them). Every match, following the server's pages, or only the first
+        ``limit``."""
+        filters = wire.job_filters(phase, queue, name, order, kind)
         return _paging.collect(self._do, f"{wire.API}/jobs", JobView, filters, limit)
 
     def job(self, ref: str | int) -> JobView:
@@ -185,6 +191,80 @@ class Client(_Blocking):
         while True:
             view = self._do(wire.job(job_id))
             if view.phase.final:
+                return view
+            self._check_deadline(view, deadline, timeout)
+            time.sleep(poll)
+
+    # --- notebooks: JupyterLab on a GPU share, reached through the gateway ---------------
+    # A notebook reference is its id, or its name (the newest notebook of that name: a live
+    # notebook's name is unique in its team).
+
+    def create_notebook(
+        self, name: str | None = None, gpus: float | str = 0,
+        gpu_memory: int | str | None = None, gpu_model: str | None = None,
+        cpu: float | str = 0, memory: int | str = 0, queue: str | None = None,
+        priority: int = 0, idle_timeout_s: float | None = None,
+        env: Mapping[str, str] | None = None, *, idempotency_key: str | None = None,
+    ) -> JobView:
+        """Queue a notebook (the server starts JupyterLab as you once it is placed); the
+        answer is the new notebook, normally pending. ``idle_timeout_s``: suspend it after
+        that long without activity (None: the server's default). ApiError(409) when a live
+        notebook of the team already has ``name``; a field that breaks the contract is
+        pydantic's ValidationError before anything is sent. ``wait_ready`` waits for it."""
+        spec = nb.notebook_spec(name, gpus, gpu_memory, gpu_model, cpu, memory, queue,
+                                priority, idle_timeout_s, env)
+        return self._do(wire.submit(spec, idempotency_key))
+
+    def notebooks(
+        self, phase: Phase | str | Sequence[Phase | str] | None = None,
+        queue: str | None = None, name: str | None = None, *, limit: int | None = None,
+    ) -> list[JobView]:
+        """Notebooks visible to the caller, newest first, filtered as ``jobs``: every
+        match, following the server's pages, or only the first ``limit``."""
+        return self.jobs(phase, queue, name, kind=nb.NOTEBOOK, limit=limit)
+
+    def notebook(self, ref: str | int) -> JobView:
+        """One notebook with its events; ApiError(404) when no notebook matches ``ref`` (an
+        id of a batch job included)."""
+        job_id = self._notebook_id(ref)
+        view = self._do(wire.job(job_id))
+        if view.kind != Kind.NOTEBOOK:
+            raise ApiError(404, f"job {job_id} is not a notebook")
+        return view
+
+    def _notebook_id(self, ref: str | int) -> str:
+        found = wire.job_id(ref)
+        if found is not None:
+            return found
+        name = str(ref).strip()
+        return wire.newest_named(name, self.notebooks(name=name, limit=1), "notebook").id
+
+    def suspend(self, ref: str | int) -> JobView:
+        """Suspend a notebook now: its processes stop (kernels lose their state), its GPU
+        share goes back to the pool, its files stay. ApiError(409) for a batch job or a
+        notebook that ended."""
+        return self._do(wire.suspend(self._notebook_id(ref)))
+
+    def resume(self, ref: str | int) -> JobView:
+        """Queue a suspended notebook again; ``wait_ready`` waits until it answers.
+        ApiError(409) unless it is suspended."""
+        return self._do(wire.resume(self._notebook_id(ref)))
+
+    def open_url(self, ref: str | int) -> str:
+        """A one-time address that signs a browser in to the notebook on the gateway and
+        opens it: valid about a minute, once. Give it to a browser, not to a script (a
+        script sends its token to ``JobView.url`` instead)."""
+        return self._do(wire.open_notebook(self._notebook_id(ref)))
+
+    def wait_ready(self, ref: str | int, timeout: float | None = None,
+                   poll: float = 0.5) -> JobView:
+        """The notebook once it answers through the gateway (its ``url`` set).
+        NotebookNotReady when it cannot get there without someone acting (it ended, is
+        suspended, or is not a notebook); TimeoutError after ``timeout`` seconds."""
+        job_id, deadline = self._notebook_id(ref), self._deadline(timeout)
+        while True:
+            view = self._do(wire.job(job_id))
+            if nb.ready(view):
                 return view
             self._check_deadline(view, deadline, timeout)
             time.sleep(poll)

@@ -1,5 +1,5 @@
-"""The two errors the SDK raises: the server said no (or could not be reached), or no server
-is configured."""
+"""The errors the SDK raises: the server said no (or could not be reached), no server is
+configured, or a notebook waited on cannot become ready."""
 
 from __future__ import annotations
 
@@ -28,3 +28,18 @@ class ApiError(Exception):
 
 class ConfigError(Exception):
     """No usable server address or token: the message says what to set."""
+
+
+class NotebookNotReady(Exception):
+    """A notebook that was waited on (``wait_ready``) cannot become ready without someone
+    acting: it ended (deleted, or failed), it is suspended (resume it first), or the
+    workload is not a notebook at all.
+
+    ``view`` is the workload as last seen (a ``JobView``); ``message`` one line fit to show
+    to a person as is.
+    """
+
+    def __init__(self, view: object, message: str) -> None:
+        super().__init__(message)
+        self.view = view
+        self.message = message

@@ -16,6 +16,7 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gpupool.executors.base import Executor
 from gpupool.executors.inventory import LocalInventory
@@ -24,6 +25,12 @@ from gpupool.server.db.database import Database
 from gpupool.server.isolation import Isolation
 from gpupool.server.settings import Settings
 from gpupool.server.sharing.setup import Sharing
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from gpupool.server.gateway.serve import GatewayServer
+    from gpupool.server.notebook_watch import NotebookWatch
 
 Membership = Callable[[], LocalInventory | None]
 
@@ -46,6 +53,8 @@ class Parts:
     isolation: Isolation
     controller: Controller
     token: str | None
+    gateway_key: bytes = b""
+    """The gateway's key: signs browser sign-ins and derives notebooks' Jupyter secrets."""
 
     @property
     def gpus(self) -> int:
@@ -125,8 +134,14 @@ def build(settings: Settings) -> Parts:
                                 membership=membership, sharing=sharing)
     except UnknownPolicyError as exc:
         raise BuildError(str(exc)) from None
+    from gpupool.server.notebook_setup import attach_notebooks
+
+    try:
+        key = attach_notebooks(controller, settings)
+    except (OSError, ValueError) as exc:
+        raise BuildError(f"cannot load the gateway's key: {exc}") from None
     controller.recover()
-    parts = Parts(settings, db, executor, inventory, sharing, iso, controller, None)
+    parts = Parts(settings, db, executor, inventory, sharing, iso, controller, None, key)
     parts.token = bootstrap(db, settings.token_file, parts.gpus * 1000)
     settings.server_file.write_text(json.dumps({"url": settings.url, "pid": os.getpid()}) + "\n")
     return parts
@@ -164,16 +179,66 @@ def nodes(settings: Settings, iso: Isolation) -> tuple[Executor, LocalInventory,
 def serve(parts: Parts, on_signal: Callable[[int], None]) -> Stopped:
     """Serve the API (and run the loop) until SIGINT, SIGTERM or a stop request
     (``gpupool down``, server/stopping.py), stopping gracefully (server/serving.py);
-    ``on_signal(sig)`` is called at the first stop signal, from its handler."""
-    import uvicorn
-
+    ``on_signal(sig)`` is called at the first stop signal, from its handler. The gateway
+    (notebooks) and the notebook watch run beside it and stop after it. BuildError when
+    the gateway cannot listen."""
     from gpupool.server.api.app import create_app
     from gpupool.server.api.deps import AppContext
+    from gpupool.server.notebook_setup import gateway_access
+
+    gateway, watch = start_gateway(parts)
+    settings = parts.settings
+    app = create_app(AppContext(settings, parts.db, parts.controller,
+                                gateway=gateway_access(parts.gateway_key, lambda: gateway.url)))
+    try:
+        watch.start()
+        return _serve_api(parts, app, on_signal)
+    finally:
+        watch.stop()
+        gateway.stop()
+
+
+def start_gateway(parts: Parts) -> tuple[GatewayServer, NotebookWatch]:
+    """The gateway, listening (on ``--gateway-port``, or a free port for 0), and the notebook
+    watch that tells it where notebooks are (not started). BuildError when it cannot
+    listen."""
+    import socket
+    from functools import partial
+
+    from gpupool.server.gateway.app import create_gateway
+    from gpupool.server.gateway.keys import notebook_secret
+    from gpupool.server.gateway.serve import GatewayServer
+    from gpupool.server.notebook_directory import NotebookDirectory
+    from gpupool.server.notebook_watch import NotebookWatch
+
+    settings, controller = parts.settings, parts.controller
+    port = settings.gateway_port
+    if port == 0:  # the public URL names the port before the gateway binds it
+        with socket.socket(socket.AF_INET6 if ":" in settings.host else socket.AF_INET) as s:
+            s.bind((settings.host, 0))
+            port = int(s.getsockname()[1])
+    public = settings.gateway_public_url(port)
+    secret = partial(notebook_secret, parts.gateway_key)
+    watch = NotebookWatch(parts.db, secret, lambda: public, controller.wake,
+                          settings.notebook_idle_timeout_s)
+    directory = NotebookDirectory(parts.db, secret, watch.touch, controller.wake)
+    gateway = GatewayServer(create_gateway(directory, parts.gateway_key, public),
+                            ssl_certfile=settings.tls_cert or None,
+                            ssl_keyfile=settings.tls_key or None)
+    try:
+        gateway.start(settings.host, port)
+    except (OSError, RuntimeError) as exc:
+        raise BuildError(str(exc)) from None
+    return gateway, watch
+
+
+def _serve_api(parts: Parts, app: FastAPI, on_signal: Callable[[int], None]) -> Stopped:
+    import uvicorn
+
     from gpupool.server.serving import Serving
     from gpupool.server.stopping import Stopper
 
     settings = parts.settings
-    app = create_app(AppContext(settings, parts.db, parts.controller))
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
                             ssl_certfile=settings.tls_cert or None,
                             ssl_keyfile=settings.tls_key or None)

@@ -104,6 +104,8 @@ class Controller:
         """Set by :meth:`hold`: no pending job is placed any more."""
         self.watch = Watch(self.store, self.live, self.launcher, self._ends, self._retries,
                            clock)
+        self.watch.notebook_lifetime_s = settings.notebook_max_lifetime_s
+        self._ends.drop_env_dir = self.launcher.workspace.drop_env_dir
         self.placing = Placing(self.store, self.live, self.launcher, self.policy, self._usage,
                                self._ends, self._retries, self.watch.stop, self._wake.set,
                                launch_threads)

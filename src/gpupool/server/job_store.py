@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session
 
 from gpupool.executors.base import Handle
 from gpupool.executors.inventory import LocalInventory
-from gpupool.schemas.jobs import JobSpec, Phase
+from gpupool.schemas.jobs import JobSpec, Kind, Phase
 from gpupool.server.active import Active, handles_json
 from gpupool.server.cycle import LiveJob
 from gpupool.server.db.database import Database
@@ -75,16 +75,51 @@ class JobStore:
         return [PendingRow(i, q, p, c, spec, user or "") for i, q, p, c, spec, user in rows]
 
     def cancel_requests(self) -> list[int]:
-        """The jobs asked to be cancelled that are pending, starting or running."""
+        """The jobs asked to be cancelled that are pending, starting, running or suspended."""
         with self.db.session() as s:
             return list(s.scalars(select(Job.id).where(
                 Job.stop_requested == "cancel",
-                Job.phase.in_((Phase.PENDING.value, *ACTIVE)))).all())
+                Job.phase.in_((Phase.PENDING.value, *ACTIVE, Phase.SUSPENDED.value)))).all())
+
+    def suspend_requests(self) -> list[tuple[int, str]]:
+        """(job, phase) of the notebooks asked to be suspended (by their owner or for being
+        idle) that have not ended."""
+        with self.db.session() as s:
+            return [(i, p) for i, p in s.execute(select(Job.id, Job.phase).where(
+                Job.stop_requested == "suspend",
+                Job.phase.in_((Phase.PENDING.value, *ACTIVE)))).all()]
+
+    def resume_requests(self) -> list[PendingRow]:
+        """The suspended notebooks asked to resume, as the loop loads pending jobs."""
+        with self.db.session() as s:
+            rows = s.execute(
+                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, User.name)
+                .join(User, User.id == Job.user_id, isouter=True)
+                .where(Job.phase == Phase.SUSPENDED.value, Job.stop_requested == "resume")
+                .order_by(Job.id)
+            ).all()
+        return [PendingRow(i, q, p, c, spec, user or "") for i, q, p, c, spec, user in rows]
 
     def held(self) -> list[Job]:
         """The rows of the jobs that hold resources (starting or running), detached."""
         with self.db.session() as s:
             return list(s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all())
+
+    def running_notebooks(self) -> list[tuple[int, int, dict[str, Any], dict[str, Any]]]:
+        """(job, attempt, endpoint, stored spec) of the running notebooks that have an
+        endpoint and no stop request."""
+        with self.db.session() as s:
+            return [(i, a, e, spec) for i, a, e, spec in s.execute(
+                select(Job.id, Job.attempts, Job.endpoint, Job.spec).where(
+                    Job.kind == Kind.NOTEBOOK.value, Job.phase == Phase.RUNNING.value,
+                    Job.stop_requested.is_(None), Job.endpoint.is_not(None))).all()]
+
+    def notebook_seen(self, job_id: int, endpoint: dict[str, Any]) -> None:
+        """What the notebook watch learnt (its URL once ready, idle since when), on the
+        endpoint of a notebook still running (no event: not a change of phase)."""
+        with self.db.session() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.phase == Phase.RUNNING.value)
+                      .values(endpoint=endpoint))
 
     def owner(self, job_id: int) -> Owner:
         """Whose job it is: its user's name and Unix account (see :class:`Owner`)."""
@@ -107,14 +142,16 @@ class JobStore:
             return [(job, _write_starting(s, job, names, now)) for job in placed]
 
     def running(self, job_id: int, handles: list[Handle], enforcement: str | None,
-                message: str) -> None:
+                message: str, endpoint: dict[str, Any] | None = None) -> None:
         """The job's processes were launched: its row says running, with their handles and
-        how its GPU share is enforced (the event is stamped with the time of the write:
-        launches end in the launch worker, between steps)."""
+        how its GPU share is enforced, and where a notebook listens (``endpoint``); the
+        event is stamped with the time of the write: launches end in the launch worker,
+        between steps."""
         with self.db.session() as s:
             s.execute(update(Job).where(Job.id == job_id).values(
                 phase=Phase.RUNNING.value, handle=handles_json(handles),
-                enforcement=enforcement, isolation=handles[0].isolation or None))
+                enforcement=enforcement, isolation=handles[0].isolation or None,
+                endpoint=endpoint))
             s.add(JobEvent(job_id=job_id, at=time.time(), phase=Phase.RUNNING.value,
                            message=message))
 
@@ -167,6 +204,33 @@ class JobStore:
                 enforcement=None, stop_requested=None, stop_deadline=None, reason=message,
                 failures=failures, started_at=None, ended_at=None, exit_code=None))
             s.add(JobEvent(job_id=job_id, at=now, phase=Phase.PENDING.value, message=message))
+
+    def suspend(self, job_id: int, message: str, now: float) -> None:
+        """A notebook put aside: phase suspended, holding nothing (as :meth:`requeue`, and
+        its endpoint cleared), its attempt's usage closed; its files stay."""
+        with self.db.session() as s:
+            _close_usage(s, job_id, now)
+            s.execute(update(Job).where(Job.id == job_id).values(
+                phase=Phase.SUSPENDED.value, node=None, gpus=None, ranks=None, handle=None,
+                enforcement=None, stop_requested=None, stop_deadline=None, reason=message,
+                endpoint=None, started_at=None, ended_at=None, exit_code=None))
+            s.add(JobEvent(job_id=job_id, at=now, phase=Phase.SUSPENDED.value,
+                           message=message))
+
+    def resume(self, job_id: int, now: float) -> bool:
+        """A suspended notebook asked to resume goes back to pending (False, nothing
+        written: it is no longer suspended with that request)."""
+        with self.db.session() as s:
+            result = s.execute(update(Job).where(
+                Job.id == job_id, Job.phase == Phase.SUSPENDED.value,
+                Job.stop_requested == "resume").values(
+                phase=Phase.PENDING.value, stop_requested=None,
+                reason="waiting for the scheduler"))
+            done = getattr(result, "rowcount", 0)
+            if done:
+                s.add(JobEvent(job_id=job_id, at=now, phase=Phase.PENDING.value,
+                               message="resumed: back in the queue"))
+        return bool(done)
 
     # -- after a restart ---------------------------------------------------------------
 

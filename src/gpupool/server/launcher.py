@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,15 @@ from gpupool.executors.accounts import Account, AccountError
 from gpupool.executors.base import Executor, Handle, LaunchError, LaunchSpec
 from gpupool.executors.inventory import LocalInventory
 from gpupool.interposer import job_env, sharefile
-from gpupool.schemas.jobs import JobSpec
+from gpupool.schemas.jobs import JobSpec, Kind
 from gpupool.server.dist_env import distributed_env
 from gpupool.server.launch_env import launch_env
+from gpupool.server.notebook_launch import (
+    Endpoint,
+    jupyter_command,
+    jupyter_env,
+    make_env_dir,
+)
 from gpupool.server.sharing.choose import MIG, MPS, Choice, Offer, Share, choose
 from gpupool.server.sharing.mps import MpsError
 from gpupool.server.sharing.setup import Sharing
@@ -77,6 +84,11 @@ class Launcher:
         """Cards whose MPS daemon could not start (until the server restarts), and why."""
         self._mig_claims: dict[str, tuple[int, int]] = self._load_mig_claims()
         """MIG instance uuid → (job, attempt) holding it."""
+        self.notebook_secret: Callable[[int, int], str] | None = None
+        """(job, attempt) → the secret its Jupyter requires (set by the server: derived
+        from the gateway's key); None: notebooks cannot start."""
+        self.endpoints: dict[tuple[int, int], Endpoint] = {}
+        """Where the notebooks launched and not yet recorded listen, by (job, attempt)."""
         self._mps_clients: dict[tuple[int, int], tuple[int, int]] = {}
         """(job, attempt) → (card, uid) of attempts that are MPS clients: one card's MPS
         serves one account at a time (its server runs as that user; other users' clients
@@ -150,6 +162,10 @@ class Launcher:
                                                 account)
                     if self.workspace.share_dir(job_id, attempt).is_dir():
                         visible = (str(self.workspace.share_dir(job_id, attempt)),)
+                command, workdir = list(spec.command), spec.workdir
+                if spec.kind == Kind.NOTEBOOK:
+                    command, workdir, visible = self._notebook(
+                        job_id, attempt, node_name, owner, base, visible)
                 procs = spec.procs_per_node if dist is not None else 1
                 for local_rank in range(procs):
                     env = dict(base)
@@ -159,8 +175,8 @@ class Launcher:
                     rank = node_rank * procs + local_rank if dist is not None else None
                     run_dir = self.process_run_dir(job_id, attempt, rank)
                     launch = LaunchSpec(job_id=str(job_id), attempt=attempt,
-                                        command=list(spec.command), env=env,
-                                        workdir=spec.workdir, log_path=self.log_path(job_id),
+                                        command=command, env=env,
+                                        workdir=workdir, log_path=self.log_path(job_id),
                                         run_dir=str(run_dir), node=node_name,
                                         share_limit_mib=share_limit,
                                         run_as=owner.unix_user,
@@ -176,7 +192,35 @@ class Launcher:
             for handle in handles:
                 self.executor.kill(handle)
             self.drop_share_file(job_id, attempt)
+            self.endpoints.pop((job_id, attempt), None)
             raise
+
+    def env_dir(self, job_id: int) -> Path:
+        """A notebook's own directory on this machine (kept across its attempts)."""
+        return self.workspace.env_dir(job_id)
+
+    def _notebook(
+        self, job_id: int, attempt: int, node: str, owner: Owner, env: dict[str, str],
+        visible: tuple[str, ...],
+    ) -> tuple[list[str], str, tuple[str, ...]]:
+        """A notebook's command, working directory and extra paths to show: JupyterLab on a
+        port of its node, in its own directory (this machine's nodes) or the attempt's
+        (nodes of other machines: not kept across attempts yet); ``env`` gets Jupyter's
+        variables and the secret."""
+        if self.notebook_secret is None:
+            raise LaunchError("notebooks need the gateway (this server was built without it)")
+        endpoint = Endpoint(self.executor.node_address(node), self.executor.free_port(node))
+        if node in self.inventory.node_interposer:  # a node of its own (Ray): no shared dir
+            root = str(self.workspace.job_dir(job_id, attempt))
+        else:
+            try:
+                root = make_env_dir(self.env_dir(job_id), self._account(owner))
+            except OSError as exc:
+                raise LaunchError(f"cannot prepare the notebook's directory: {exc}") from None
+            visible = (*visible, root)
+        env.update(jupyter_env(root, self.notebook_secret(job_id, attempt)))
+        self.endpoints[(job_id, attempt)] = endpoint
+        return jupyter_command(self.workspace.python, job_id, endpoint, root), root, visible
 
     def _rendezvous(self, allocations: tuple[Allocation, ...]) -> tuple[str, int]:
         """MASTER_ADDR and a MASTER_PORT free on rank 0's node."""

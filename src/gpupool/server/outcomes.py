@@ -5,7 +5,8 @@ Contract:
 - The row is written first; memory changes only once the write succeeded. A job whose end
   cannot be written stays tracked in ``active``, holding its resources, and is written again
   on the next step (logged once per job, and once more when it finally succeeds).
-- An ended attempt becomes exactly one of: cancelled (a cancel was asked), requeued
+- An ended attempt becomes exactly one of: cancelled (a cancel was asked; a notebook's own
+  directory is removed), suspended (a notebook asked to suspend, or idle), requeued
   (preempted, or failed with retries left under ``restart: on-failure``), succeeded (exit code
   0, not lost), or failed. An *unknown* outcome is never run again, whatever the restart
   policy: the command may have done its work.
@@ -55,6 +56,8 @@ class EndRecorder:
         self.mark_dirty = mark_dirty
         self.end_failed: set[int] = set()
         """Jobs whose end could not be written yet (kept in ``active``; logged once)."""
+        self.drop_env_dir: Callable[[int], None] = lambda _job_id: None
+        """Removes a cancelled notebook's own directory (set by the controller)."""
 
     def finish_ended(self, job_id: int, active: Active, now: float) -> None:
         """Every process of the job ended: write its row (final, or back to pending) first,
@@ -83,12 +86,16 @@ class EndRecorder:
         if active.live.stopping == "cancel":
             self.store.finish(active.live.id, Phase.CANCELLED, code, f"cancelled ({status})",
                               now)
+            self.drop_env_dir(active.live.id)
         elif active.live.stopping == "time-limit":
             limit = active.live.time_limit_s
             self.store.finish(active.live.id, Phase.FAILED, code,
                               f"stopped at its time limit of {limit:g} s ({status})", now)
         elif active.live.stopping == "preempt":
             self.requeue(active, f"preempted ({status}); back in the queue", now)
+        elif active.live.stopping == "suspend":
+            self.store.suspend(active.live.id, "suspended: its processes stopped, its GPU "
+                               "share given back, its files kept", now)
         elif code == 0 and not outcome.lost:
             self.store.finish(active.live.id, Phase.SUCCEEDED, 0, "succeeded", now)
         elif outcome.unknown:

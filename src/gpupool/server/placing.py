@@ -156,8 +156,10 @@ class Placing:
         handles = launched.handles
         what = (f"pid {handles[0].pid}" if len(handles) == 1 else
                 f"{len(handles)} processes on {len(job.allocations)} nodes")
+        endpoint = self.launcher.endpoints.pop((job.id, active.attempt), None)
         try:  # the processes run and are tracked: a failed note must not stop the loop
-            self.store.running(job.id, handles, launched.enforcement, f"running ({what})")
+            self.store.running(job.id, handles, launched.enforcement, f"running ({what})",
+                               endpoint.to_json() if endpoint is not None else None)
         except Exception:
             log.exception("job %s: could not record that it runs", job.id)
 
@@ -167,6 +169,7 @@ class Placing:
         if not isinstance(exc, LaunchError):
             log.error("job %s: launch failed", job.id, exc_info=exc)
         # Nothing runs: its resources are free now; its row is written (or retried).
+        self.launcher.endpoints.pop((job.id, active.attempt), None)
         self.live.active.pop(job.id, None)
         self.live.release(job)
         message = f"could not start: {exc}"

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_PORT = 8470
+DEFAULT_GATEWAY_PORT = 8471
 QUEUE_ORDERS = ("fifo", "fairshare")
 """How each queue's pending jobs are ordered (``Settings.queue_order``)."""
 
@@ -74,11 +75,28 @@ class Settings:
     default_run_limit_s: float = 3600.0
     """The run time assumed for a running job without a time limit when estimating when a
     reservation starts (seconds; > 0)."""
+    gateway_port: int = DEFAULT_GATEWAY_PORT
+    """The gateway's port (notebooks at ``/nb/<id>/``); 0: any free port (tests)."""
+    gateway_url: str = ""
+    """GPUPOOL_GATEWAY_URL: the gateway's address as browsers reach it (behind a proxy);
+    empty: ``http://<host>:<gateway port>``."""
+    notebook_idle_timeout_s: float = 1800.0
+    """A notebook without its own ``idle_timeout_s`` is suspended after this long idle."""
+    notebook_max_idle_timeout_s: float = 86400.0
+    """The longest idle timeout a notebook may ask for (longer ones are refused)."""
+    notebook_max_lifetime_s: float = 7 * 86400.0
+    """A notebook running this long without a pause is suspended (its time limit, when it
+    asks for none or a longer one)."""
 
     def __post_init__(self) -> None:
         problem = queue_policy_problem(self)
         if problem is not None:
             raise ValueError(problem)
+        if not 0 <= self.gateway_port <= 65535:
+            raise ValueError(f"gateway port {self.gateway_port}: use 1-65535, or 0 for any")
+        if not 0 < self.notebook_idle_timeout_s <= self.notebook_max_idle_timeout_s:
+            raise ValueError("notebook idle timeout: must be > 0 and at most the maximum "
+                             f"({self.notebook_max_idle_timeout_s:g} s)")
 
     @classmethod
     def from_env(cls, **overrides: object) -> Settings:
@@ -97,6 +115,7 @@ class Settings:
             "tls_cert": os.environ.get("GPUPOOL_TLS_CERT", ""),
             "tls_key": os.environ.get("GPUPOOL_TLS_KEY", ""),
             "http_allow_hosts": os.environ.get("GPUPOOL_HTTP_ALLOW_HOSTS", ""),
+            "gateway_url": os.environ.get("GPUPOOL_GATEWAY_URL", "").rstrip("/"),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         values["home"] = Path(str(values["home"])).expanduser()
@@ -109,6 +128,15 @@ class Settings:
         scheme = "https" if self.tls_cert else "http"
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    def gateway_public_url(self, port: int | None = None) -> str:
+        """The gateway's URL as browsers reach it (``port``: where it listens, when the
+        setting says 0)."""
+        if self.gateway_url:
+            return self.gateway_url
+        scheme = "https" if self.tls_cert else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{port if port is not None else self.gateway_port}"
 
     @property
     def jobs_root(self) -> Path:

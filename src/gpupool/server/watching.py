@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 from gpupool.core.live import LiveJob
 from gpupool.core.request import RequestError
-from gpupool.schemas.jobs import JobSpec, Phase
+from gpupool.schemas.jobs import JobSpec, Kind, Phase
 from gpupool.server.active import Active, to_request
 from gpupool.server.job_store import JobStore
 from gpupool.server.launcher import Launcher
@@ -46,6 +46,9 @@ class Watch:
         self.clock = clock
         self.max_seen = 0
         """The highest job id loaded (or failed) so far."""
+        self.notebook_lifetime_s: float | None = None
+        """A notebook is suspended after running this long (the server's setting; None:
+        only its own time limit)."""
 
     def load_pending(self) -> None:
         """Take in the jobs submitted since the last call (see the module)."""
@@ -67,12 +70,16 @@ class Watch:
             self.store.finish(job_id, Phase.FAILED, None,
                               f"cannot be scheduled: {problem_text(exc)}", self.clock())
             return
+        limit = spec.time_limit_s
+        if spec.kind == Kind.NOTEBOOK and self.notebook_lifetime_s is not None:
+            limit = min(limit or self.notebook_lifetime_s, self.notebook_lifetime_s)
         self.live.add_pending(LiveJob(job_id, queue, priority, created, request,
                                       spec.grace_period_s, nodes=spec.nodes, user=user,
-                                      time_limit_s=spec.time_limit_s))
+                                      time_limit_s=limit))
 
     def handle_cancels(self, now: float) -> None:
-        """Act on the cancel requests (see the module)."""
+        """Act on the cancel requests, then on notebooks' suspend and resume requests (see
+        the module)."""
         pending, active = self.live.pending, self.live.active
         for job_id in self.store.cancel_requests():
             if job_id in self.retries:
@@ -81,10 +88,36 @@ class Watch:
                 self.store.finish(job_id, Phase.CANCELLED, None, "cancelled before it started",
                                   now)
                 del pending[job_id]
+                self.forget(job_id)
             elif job_id in active and active[job_id].live.stopping != "cancel":
                 self.stop(active[job_id], "cancel", now)
             elif job_id not in active:
                 self.store.finish(job_id, Phase.CANCELLED, None, "cancelled", now)
+                self.forget(job_id)
+        self._handle_suspends(now)
+        for row in self.store.resume_requests():
+            if row.id not in self.retries and self.store.resume(row.id, now):
+                self._load(row.id, row.queue, row.priority, row.created_at, row.spec, row.user)
+
+    def _handle_suspends(self, now: float) -> None:
+        """A pending notebook asked to suspend is suspended at once; a running one is told
+        to stop (SIGTERM, SIGKILL after its grace), and suspended once it ended."""
+        pending, active = self.live.pending, self.live.active
+        for job_id, _phase in self.store.suspend_requests():
+            if job_id in self.retries:
+                continue
+            if job_id in pending:
+                self.store.suspend(job_id, "suspended before it started", now)
+                del pending[job_id]
+            elif job_id in active and active[job_id].live.stopping is None:
+                self.stop(active[job_id], "suspend", now)
+            elif job_id not in active:
+                self.store.suspend(job_id, "suspended", now)
+
+    def forget(self, job_id: int) -> None:
+        """A cancelled workload's files outside its attempts (a notebook's own directory)
+        are removed."""
+        self.launcher.workspace.drop_env_dir(job_id)
 
     def stop(self, active: Active, why: str, now: float, note: str | None = None) -> None:
         """Tell the job's processes to stop (SIGTERM; SIGKILL once its grace period is
@@ -117,8 +150,12 @@ class Watch:
             limit = active.live.time_limit_s
             if (left and limit is not None and active.live.stopping is None
                     and now >= active.live.started_at + limit):
-                self.stop(active, "time-limit", now,
-                          f"time limit of {limit:g} s reached: stopping it")
+                if active.spec.kind == Kind.NOTEBOOK:  # a notebook's lifetime: put aside
+                    self.stop(active, "suspend", now,
+                              f"ran for {limit:g} s, its longest run: suspending it")
+                else:
+                    self.stop(active, "time-limit", now,
+                              f"time limit of {limit:g} s reached: stopping it")
             if not left:
                 self.ends.finish_ended(job_id, active, now)
                 continue

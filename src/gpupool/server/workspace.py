@@ -10,6 +10,8 @@ by the server and mode 0711 (others may pass through, never list):
                                    per-GPU limit, which the job can read but not change) and
                                    ``gpushare`` (the job's ledger, owned by the job's account);
 ``pipelines/<run>/<step>/<attempt>``  a pipeline step's own directory, as for jobs;
+``envs/<job>``                      a notebook's own directory, owned by its account, 0700,
+                                   kept across its attempts (removed when it is deleted);
 ``lib/``, ``bin/``                 0755: the interposer every account can load, the secret
                                    masking wrapper of pipeline steps, and ``python`` /
                                    ``python3`` links to an interpreter every account can run.
@@ -49,6 +51,16 @@ class Workspace:
         return self.root / "pipelines"
 
     @property
+    def envs(self) -> Path:
+        return self.root / "envs"
+
+    def env_dir(self, job_id: int) -> Path:
+        return self.envs / str(job_id)
+
+    def drop_env_dir(self, job_id: int) -> None:
+        shutil.rmtree(self.env_dir(job_id), ignore_errors=True)
+
+    @property
     def bin(self) -> Path:
         return self.root / "bin"
 
@@ -65,7 +77,7 @@ class Workspace:
 
     def hidden(self) -> list[str]:
         """What a sandbox empties (each workload gets its own parts bound back)."""
-        return [str(self.jobs), str(self.shares), str(self.pipelines)]
+        return [str(self.jobs), str(self.shares), str(self.pipelines), str(self.envs)]
 
     def job_path(self) -> str:
         """Workloads' PATH (see :func:`~gpupool.executors.interpreter.job_path`), with
@@ -76,7 +88,8 @@ class Workspace:
         """Create the tree (idempotent) and return where the interposer is published for
         every account to load (None if there is none). Raises OSError."""
         make_tree(((self.root, 0o711), (self.jobs, 0o711), (self.shares, 0o711),
-                   (self.pipelines, 0o711), (self.bin, 0o755), (self.lib, 0o755)))
+                   (self.pipelines, 0o711), (self.envs, 0o711), (self.bin, 0o755),
+                   (self.lib, 0o755)))
         link_python(self.bin, self.python)
         publish(masked_run.__file__, self.lib / MASKED_RUN, 0o644)
         if interposer is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -14,6 +15,15 @@ from gpupool.server.services.simulation import SimulationRunner
 from gpupool.server.settings import Settings
 
 
+@dataclass(frozen=True)
+class GatewayAccess:
+    """What the API needs of the gateway: its public URL (known once it listens) and how
+    to mint a one-time sign-in ticket ``(notebook, user, now) -> ticket``."""
+
+    url: Callable[[], str]
+    mint: Callable[[int, str, float], str]
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -21,6 +31,8 @@ class AppContext:
     controller: LoopPort
     """The scheduling loop, through its narrow port."""
     sim: SimulationRunner | None = None
+    gateway: GatewayAccess | None = None
+    """None: this server has no gateway (notebooks cannot be opened)."""
 
 
 async def context(request: Request) -> AppContext:

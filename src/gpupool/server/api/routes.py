@@ -23,7 +23,7 @@ from gpupool.schemas.admin import (
     WhoAmI,
 )
 from gpupool.schemas.cluster import NodeView, QueueView
-from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, LogChunk, Phase
+from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, Kind, LogChunk, Phase
 from gpupool.schemas.sim import SimRunCreate, SimRunView, TraceFile
 from gpupool.server.api.deps import Address, AppContext, Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
@@ -64,7 +64,8 @@ async def submit_job(
     # thread pool, and writes are serialised anyway; PostgreSQL waits on the network and on
     # its commit, so concurrent submits go to threads there.
     call = partial(jobs.submit, ctx.db, caller, spec, ctx.controller.models, ctx.controller.wake,
-                   idempotency_key=idempotency_key, never_fits=ctx.controller.never_fits)
+                   idempotency_key=idempotency_key, never_fits=ctx.controller.never_fits,
+                   max_idle_timeout_s=ctx.settings.notebook_max_idle_timeout_s)
     return call() if ctx.db.is_sqlite else await run_in_threadpool(call)
 
 
@@ -78,6 +79,8 @@ def list_jobs(
         description="Only jobs in these phases (repeat the parameter for several).")] = None,
     queue: str | None = None,
     name: str | None = None,
+    kind: Annotated[Kind | None, Query(
+        description="Only workloads of this kind (job or notebook).")] = None,
     order: Annotated[JobOrder, Query(
         description="`newest` first, or `queue`: as the scheduler takes them (higher "
                     "priority first, then first come first served).")] = JobOrder.NEWEST,
@@ -86,7 +89,8 @@ def list_jobs(
 ) -> list[JobView]:
     """Jobs your team may see (an admin: every team's), one page at a time: the headers say
     when more exist (see the 200 answer)."""
-    page = jobs.list_jobs(ctx.db, caller, phase or (), queue, name, limit, order, cursor)
+    page = jobs.list_jobs(ctx.db, caller, phase or (), queue, name, limit, order, cursor,
+                          kind)
     return send_page(page, request, response)
 
 

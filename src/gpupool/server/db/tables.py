@@ -112,9 +112,14 @@ class Job(Base):
     """What inside the server submitted the job, e.g. ``pipeline:<run>:<step>:<attempt>:<nonce>``
     for a pipeline step; null for jobs submitted over the API, which can never set it. Unique:
     the server finds its own jobs by it, never by a name a user can pick."""
+    kind: Mapped[str] = mapped_column(String(16), default="job", server_default="job")
+    """"job" or "notebook" (``schemas.jobs.Kind``)."""
+    endpoint: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    """A running notebook's server: ``{"host", "port"}`` on its node (null otherwise)."""
 
     __table_args__ = (
         Index("ix_jobs_phase", "phase"),
+        Index("ix_jobs_kind", "kind"),
         Index("ix_jobs_team_id", "team_id"),
         Index("ix_jobs_stop_requested", "stop_requested"),
         Index("ix_jobs_origin", "origin", unique=True),

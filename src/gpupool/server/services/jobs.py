@@ -21,6 +21,7 @@ from gpupool.schemas.jobs import (
     JobOrder,
     JobSpec,
     JobView,
+    Kind,
     LogChunk,
     Phase,
     Placement,
@@ -63,13 +64,18 @@ def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) ->
             gpu_memory_mib=job.gpu_memory_mib,
             ranks=[RankPlacement.model_validate(r) for r in job.ranks or ()],
         )
+    endpoint = job.endpoint or {}
+    phase = Phase(job.phase)
     return JobView(
         id=str(job.id),
         name=job.name,
         team=team,
         user=user,
         queue=job.queue,
-        phase=Phase(job.phase),
+        phase=phase,
+        kind=Kind(job.kind or Kind.JOB),
+        url=endpoint.get("url") if phase is Phase.RUNNING else None,
+        idle_since=_dt(endpoint.get("idle_since")) if phase is Phase.RUNNING else None,
         priority=job.priority,
         spec=JobSpec.model_validate(job.spec),
         reason=job.reason,
@@ -102,6 +108,7 @@ def submit(
     db: Database, principal: Principal, spec: JobSpec, known_models: Sequence[str], wake: Wake,
     *, origin: str | None = None, idempotency_key: str | None = None,
     never_fits: Callable[[JobSpec], str | None] | None = None,
+    max_idle_timeout_s: float | None = None,
 ) -> JobView:
     """Queue a job in the caller's team queue (or, for admins, any queue).
 
@@ -116,8 +123,16 @@ def submit(
     origin fails (IntegrityError).
 
     ``never_fits``: why the pool could never hold ``spec`` (None: it could); such a job is
-    Invalid (422) with that reason, as it would wait forever."""
+    Invalid (422) with that reason, as it would wait forever. ``max_idle_timeout_s``: the
+    longest idle timeout a notebook may ask for (Invalid above it).
+
+    A notebook's name must not be that of a live workload of its team (Conflict); without
+    one it gets the first free ``notebook-N``."""
     key = idempotency.check_key(idempotency_key)
+    if (max_idle_timeout_s is not None and spec.idle_timeout_s is not None
+            and spec.idle_timeout_s > max_idle_timeout_s):
+        raise Invalid(f"idle_timeout_s: at most {max_idle_timeout_s:g} s on this server "
+                      f"(asked {spec.idle_timeout_s:g})")
     resolve_gpu_model(spec.gpu_model, known_models)
     impossible = never_fits(spec) if never_fits is not None else None
     if impossible is not None:
@@ -151,7 +166,7 @@ def submit(
     return JobView(
         id=str(job_id), name=name, team=team_name, user=principal.user,
         queue=queue, phase=Phase.PENDING, priority=spec.priority, spec=spec,
-        reason=_WAITING, created_at=when,
+        kind=spec.kind, reason=_WAITING, created_at=when,
         events=[JobEventView(at=when, phase=Phase.PENDING, message="submitted")],
     )
 
@@ -170,9 +185,13 @@ def _insert_job(
     team_id, team_name = team
     if team_id != principal.team_id and not principal.admin:
         raise Forbidden(f"queue: you may only submit to your team's queue {principal.team!r}")
-    name = spec.name or Path(spec.command[0]).name[:100] or "job"
+    if spec.kind == Kind.NOTEBOOK:
+        name = _notebook_name(conn, team_id, spec.name)
+    else:
+        name = spec.name or Path(spec.command[0]).name[:100] or "job"
     values = dict(
         name=name,
+        kind=spec.kind.value,
         team_id=team_id,
         user_id=principal.user_id,
         queue=queue,
@@ -193,6 +212,29 @@ def _insert_job(
         {"job_id": job_id, "at": now, "phase": Phase.PENDING.value, "message": "submitted"},
     )
     return job_id, name, str(team_name)
+
+
+def _live_names(conn: Connection, team_id: int, like: str | None = None) -> set[str]:
+    """The names of the team's workloads that have not ended."""
+    query = select(Job.name).where(Job.team_id == team_id, Job.phase.not_in(
+        [p.value for p in Phase if p.final]))
+    if like is not None:
+        query = query.where(Job.name.like(like))
+    return set(conn.execute(query).scalars())
+
+
+def _notebook_name(conn: Connection, team_id: int, wanted: str | None) -> str:
+    """A notebook's name: ``wanted`` unless a live workload of the team has it (Conflict),
+    else the first free ``notebook-N``."""
+    if wanted is not None:
+        if wanted in _live_names(conn, team_id, wanted):
+            raise Conflict(f"name: the team already has a live workload named {wanted!r} "
+                           "(names are unique among a team's notebooks and jobs that have "
+                           "not ended)")
+        return wanted
+    taken = _live_names(conn, team_id, "notebook-%")
+    return next(f"notebook-{n}" for n in range(1, len(taken) + 2)
+                if f"notebook-{n}" not in taken)
 
 
 def _own_job(db: Database, principal: Principal, job_id: int) -> JobView:
@@ -233,6 +275,7 @@ def list_jobs(
     limit: int = 1000,
     order: JobOrder = JobOrder.NEWEST,
     cursor: str | None = None,
+    kind: Kind | None = None,
 ) -> paging.Page[JobView]:
     """One page of the jobs ``principal`` may see, in ``order``, of any of ``phases`` (all
     when empty); ``cursor`` continues from an earlier page of the same order.
@@ -241,26 +284,28 @@ def list_jobs(
     filter that matches most jobs (``ps`` over 10,000 pending ones) then sorts integers, not
     10,000 whole rows with their specs (SQLite picks the phase index and sorts what it finds:
     ~30 ms against ~1 ms)."""
-    kind = f"jobs:{order.value}"
+    page_kind = f"jobs:{order.value}"
     ordering: tuple[Any, ...] = ((Job.priority.desc(), Job.created_at, Job.id)
                                  if order is JobOrder.QUEUE else (Job.id.desc(),))
     ids = select(Job.id).order_by(*ordering)
     if not principal.admin:
         ids = ids.where(Job.team_id == principal.team_id)
     if cursor is not None and order is JobOrder.QUEUE:
-        prio, created, last = paging.decode(cursor, kind, 3)
+        prio, created, last = paging.decode(cursor, page_kind, 3)
         ids = ids.where(or_(
             Job.priority < prio,
             and_(Job.priority == prio, or_(
                 Job.created_at > created, and_(Job.created_at == created, Job.id > last)))))
     elif cursor is not None:
-        ids = ids.where(Job.id < paging.decode(cursor, kind, 1)[0])
+        ids = ids.where(Job.id < paging.decode(cursor, page_kind, 1)[0])
     if phases:
         ids = ids.where(Job.phase.in_([p.value for p in phases]))
     if queue is not None:
         ids = ids.where(Job.queue == queue)
     if name is not None:
         ids = ids.where(Job.name == name)
+    if kind is not None:
+        ids = ids.where(Job.kind == kind.value)
     query = _visible(principal).where(Job.id.in_(ids.limit(limit + 1))).order_by(*ordering)
     with db.read() as s:
         rows = s.execute(query).all()
@@ -269,7 +314,7 @@ def list_jobs(
         job = row[0]
         return (job.priority, job.created_at, job.id) if order is JobOrder.QUEUE else (job.id,)
 
-    return paging.page_of(rows, limit, kind, key, lambda r: job_view(r[0], r[1], r[2]))
+    return paging.page_of(rows, limit, page_kind, key, lambda r: job_view(r[0], r[1], r[2]))
 
 
 def find_by_origin(db: Database, principal: Principal, origin: str) -> str | None:
@@ -308,8 +353,9 @@ def cancel(db: Database, principal: Principal, job_id: int, wake: Wake) -> JobVi
         raise Conflict(f"job {job_id} already ended ({view.phase.value})")
     with db.session() as s:
         s.execute(
-            update(Job)
-            .where(Job.id == job_id, Job.stop_requested.is_(None))
+            update(Job)  # a cancel overrides a notebook's suspend or resume request
+            .where(Job.id == job_id, or_(Job.stop_requested.is_(None),
+                                         Job.stop_requested.in_(("suspend", "resume"))))
             .values(stop_requested="cancel")
         )
         s.add(JobEvent(job_id=job_id, at=time.time(), phase=view.phase.value,

@@ -10,6 +10,7 @@ import { fill, h, tickTimes } from "./dom.js";
 import * as cluster from "./views/cluster.js";
 import * as job from "./views/job.js";
 import * as jobs from "./views/jobs.js";
+import * as notebooks from "./views/notebooks.js";
 import * as pipelines from "./views/pipelines.js";
 import * as queues from "./views/queues.js";
 import * as signin from "./views/signin.js";
@@ -21,6 +22,7 @@ const ROUTES = [
   { pattern: /^\/queues$/, view: queues, nav: "queues" },
   { pattern: /^\/jobs$/, view: jobs, nav: "jobs" },
   { pattern: /^\/jobs\/(\d+)$/, view: job, nav: "jobs" },
+  { pattern: /^\/notebooks$/, view: notebooks, nav: "notebooks" },
   { pattern: /^\/pipelines(?:\/(\d+))?$/, view: pipelines, nav: "pipelines" },
   { pattern: /^\/submit$/, view: submit, nav: "submit" },
   { pattern: /^\/sim$/, view: sim, nav: "sim" },

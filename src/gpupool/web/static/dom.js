@@ -148,7 +148,8 @@ export function changeTracker() {
 }
 
 export const FINAL = new Set(["succeeded", "failed", "cancelled"]);
-export const PHASES = ["pending", "starting", "running", "succeeded", "failed", "cancelled"];
+// suspended: a notebook put aside (processes stopped, GPU share given back, files kept); not final.
+export const PHASES = ["pending", "starting", "running", "suspended", "succeeded", "failed", "cancelled"];
 
 export function phaseBadge(phase) {
   return h("span", { class: `phase phase-${phase}`, "data-phase": phase }, phase);

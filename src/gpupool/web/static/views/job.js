@@ -138,7 +138,8 @@ export function mount(root, ctx) {
         ["GPUs", p.gpus.length ? p.gpus.map((g) => `GPU ${g}`).join(", ") : "none"],
         ["Share per GPU", p.gpus.length ? `${(p.gpu_milli / 1000).toString()} GPU` : "—"],
         ["GPU memory", p.gpu_memory_mib ? mib(p.gpu_memory_mib) : "—"],
-      ]) : h("p", { class: "muted" }, FINAL.has(job.phase) ? "It never ran, or its placement was released." : "Not placed yet.")),
+      ]) : h("p", { class: "muted" }, FINAL.has(job.phase) ? "It never ran, or its placement was released."
+        : job.phase === "suspended" ? "Suspended: its GPU share is given back; resuming places it again." : "Not placed yet.")),
       h("section", { class: "card" }, h("h2", {}, "Times"), definitionList([
         ["Submitted", timeCell(job.created_at)],
         ["Started", timeCell(job.started_at)],

@@ -1,0 +1,54 @@
+"""What the gateway fronts, as a table: each ``Mount`` is one kind of thing reached at
+``/<prefix>/<key>/...`` (today notebooks at ``/nb/<id>/``; services at ``/svc/<name>/``
+are meant to become a second row), with how to find it, who may enter and where sign-in
+lands. The app builds its routes from ``MOUNTS``; nothing else names a prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from gpupool.server.gateway.cache import CachedDirectory
+from gpupool.server.gateway.directory import Target, Visitor
+
+RESERVED = "_gpupool"  # /<prefix>/<key>/_gpupool/... is the gateway's own, never forwarded
+
+
+def personal(visitor: Visitor, target: Target) -> bool:
+    """Only the owner, and admins, may enter (notebooks are personal: a teammate may not)."""
+    return visitor.admin or visitor.user == target.owner_user
+
+
+@dataclass(frozen=True)
+class Mount:
+    """One row of the table.
+
+    ``lookup`` finds the target for a key (None: no such live thing); ``resume`` (optional)
+    asks for a suspended one to be started again, on behalf of its owner; ``landing`` is the
+    path under the mount that sign-in redirects to.
+    """
+
+    prefix: str
+    landing: str
+    lookup: Callable[[CachedDirectory, int], Awaitable[Target | None]]
+    may_enter: Callable[[Visitor, Target], bool]
+    resume: Callable[[CachedDirectory, int, Visitor], Awaitable[None]] | None = None
+
+    def base(self, key: int) -> str:
+        """The mount's path prefix for ``key``, with its trailing slash: ``/nb/7/``."""
+        return f"/{self.prefix}/{key}/"
+
+    def cookie_name(self, key: int) -> str:
+        """The session cookie for ``key``: ``gpupool_nb_7``."""
+        return f"gpupool_{self.prefix}_{key}"
+
+    def pattern(self) -> str:
+        """The Starlette path pattern of the mount's root, without trailing slash."""
+        return f"/{self.prefix}/{{key:int}}"
+
+
+NOTEBOOKS = Mount(prefix="nb", landing="lab", lookup=CachedDirectory.notebook,
+                  may_enter=personal, resume=CachedDirectory.resume)
+
+MOUNTS: tuple[Mount, ...] = (NOTEBOOKS,)
