@@ -488,3 +488,20 @@ def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
         s.stop()
         shutil.rmtree(ray_tmp, ignore_errors=True)
         shutil.rmtree(agents, ignore_errors=True)
+
+
+def test_a_notebook_on_a_ray_node_is_reached_through_the_gateway(server: Server) -> None:
+    """JupyterLab starts on the Ray node the scheduler chose (as its owner, sandboxed) and
+    the gateway reaches it there; its kernel runs code."""
+    pytest.importorskip("jupyterlab", reason="the notebook extra is not installed")
+    from notebook_client import base_of, run_code
+    from notebook_client import wait_for as wait_until
+
+    with server.client() as c:
+        nb = submit(c, kind="notebook", name="ray-lab", gpus=0.5)
+        view = wait_until(c, nb, "ready")
+        assert view["placement"]["node"] in WORKERS
+        base = base_of(view["url"])
+        assert run_code(base, server.token, "1+1") == "2"
+        assert c.post(f"/jobs/{nb}/cancel").status_code == 200
+        assert final(c, nb)["phase"] == "cancelled"

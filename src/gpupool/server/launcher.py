@@ -202,7 +202,7 @@ class Launcher:
     def _notebook(
         self, job_id: int, attempt: int, node: str, owner: Owner, env: dict[str, str],
         visible: tuple[str, ...],
-    ) -> tuple[list[str], str, tuple[str, ...]]:
+    ) -> tuple[list[str], str | None, tuple[str, ...]]:
         """A notebook's command, working directory and extra paths to show: JupyterLab on a
         port of its node, in its own directory (this machine's nodes) or the attempt's
         (nodes of other machines: not kept across attempts yet); ``env`` gets Jupyter's
@@ -210,8 +210,10 @@ class Launcher:
         if self.notebook_secret is None:
             raise LaunchError("notebooks need the gateway (this server was built without it)")
         endpoint = Endpoint(self.executor.node_address(node), self.executor.free_port(node))
-        if node in self.inventory.node_interposer:  # a node of its own (Ray): no shared dir
-            root = str(self.workspace.job_dir(job_id, attempt))
+        if node in self.inventory.node_interposer:
+            # a node of its own (Ray): no directory kept there yet; the attempt's own (its
+            # node's agent chooses where: the working directory it starts in)
+            root = "."
         else:
             try:
                 root = make_env_dir(self.env_dir(job_id), self._account(owner))
@@ -220,7 +222,8 @@ class Launcher:
             visible = (*visible, root)
         env.update(jupyter_env(root, self.notebook_secret(job_id, attempt)))
         self.endpoints[(job_id, attempt)] = endpoint
-        return jupyter_command(self.workspace.python, job_id, endpoint, root), root, visible
+        command = jupyter_command(self.workspace.python, job_id, endpoint, root)
+        return command, (root if root != "." else None), visible
 
     def _rendezvous(self, allocations: tuple[Allocation, ...]) -> tuple[str, int]:
         """MASTER_ADDR and a MASTER_PORT free on rank 0's node."""
