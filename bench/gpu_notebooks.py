@@ -32,7 +32,7 @@ from _common import RESULTS, machine
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from notebook_client import base_of, run_code, wait_for
-from server_harness import Server
+from server_harness import Server, kill_leftover_jobs
 
 SLICE_CODE = (
     "try:\n"
@@ -78,6 +78,7 @@ def run_section(fake_gpus: str, idle_timeout_s: float = 20.0) -> dict[str, Any]:
             found["kept_phase"] = api.get(f"/jobs/{kept}").json()["phase"]
     finally:
         server.stop()
+        kill_leftover_jobs(server.home)  # notebooks outlive the server, as jobs do
         shutil.rmtree(server.work_dir, ignore_errors=True)
         shutil.rmtree(home, ignore_errors=True)
     found["verdict"] = verdict(found)

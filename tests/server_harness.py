@@ -208,7 +208,7 @@ def make_server(backend: str, tmp_path: Path, fake_gpus: str,
         yield server
     finally:
         server.stop()
-        _kill_leftover_jobs(server.home)
+        kill_leftover_jobs(server.home)
         shutil.rmtree(server.work_dir, ignore_errors=True)
         if schema:
             import psycopg
@@ -217,7 +217,7 @@ def make_server(backend: str, tmp_path: Path, fake_gpus: str,
                 conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def _kill_leftover_jobs(home: Path) -> None:
+def kill_leftover_jobs(home: Path) -> None:
     """Stop job processes a test left running (they outlive the server by design)."""
     import json
 

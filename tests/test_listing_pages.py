@@ -25,7 +25,7 @@ import pytest
 
 from inprocess_api import InProcessServer
 from middle_tier import backend_store
-from server_harness import Server, _kill_leftover_jobs, backend_params
+from server_harness import Server, backend_params, kill_leftover_jobs
 from test_console import browser, expect, goto, needs_browser, page, sign_in
 
 __all__ = ["browser", "page"]  # fixtures shared with test_console
@@ -88,7 +88,7 @@ def pool(request: pytest.FixtureRequest,
         finally:
             if made._real is not None:
                 made._real.stop()
-                _kill_leftover_jobs(made._real.home)
+                kill_leftover_jobs(made._real.home)
                 shutil.rmtree(made._real.work_dir, ignore_errors=True)
 
 

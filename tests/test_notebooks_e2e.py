@@ -17,8 +17,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gpupool.server.gateway.keys import notebook_secret
 from notebook_client import base_of, run_code, wait_for
-from server_harness import Server
+from server_harness import Server, kill_leftover_jobs
 
 pytest.importorskip("jupyterlab", reason="the notebook extra is not installed")
 
@@ -34,6 +35,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield made
     finally:
         made.stop()
+        kill_leftover_jobs(made.home)  # notebooks outlive the server, as jobs do
         shutil.rmtree(made.work_dir, ignore_errors=True)
 
 
@@ -82,6 +84,11 @@ def test_jupyterlab_through_the_gateway_as_its_owner(server: Server) -> None:
                        headers={"Authorization": f"Bearer {eve}"}).status_code == 404
         assert web.get(base + "api/status").status_code == 401
         assert web.get(base + "api/contents/hello.txt").status_code == 401
+        # the page the owner's browser gets never carries the notebook's secret
+        secret = notebook_secret((server.home / "gateway.key").read_bytes(), int(nb), 1)
+        page = web.get(base + "lab", headers={**as_ada, "Accept": "text/html"})
+        assert page.status_code == 200 and "jupyter-config-data" in page.text
+        assert secret not in page.text and secret not in str(page.headers)
         # Jupyter's own port, reached directly (as another job could): nothing without the
         # gateway's secret, not even with a valid gpupool token
         where = endpoint(server, nb)
@@ -146,6 +153,7 @@ def test_an_idle_notebook_is_suspended_for_a_waiting_job_and_resumes_with_its_fi
                 assert back.status_code == 200 and back.json()["content"] == "mine"
     finally:
         server.stop()
+        kill_leftover_jobs(server.home)
         shutil.rmtree(server.work_dir, ignore_errors=True)
 
 
@@ -182,4 +190,5 @@ def test_the_cli_creates_opens_shells_into_and_deletes_a_notebook(tmp_path: Path
             wait_for(admin, nb, "cancelled")
     finally:
         server.stop()
+        kill_leftover_jobs(server.home)
         shutil.rmtree(server.work_dir, ignore_errors=True)

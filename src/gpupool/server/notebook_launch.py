@@ -9,6 +9,7 @@ Contract:
   line, which other accounts can read in ``/proc``) on every request: only the gateway,
   which derives it from its key, has it, so another workload reaching the port directly
   gets nothing;
+- the page sent to the browser does not carry the secret (``executors/jupyter_ext.py``);
 - every call JupyterLab would make to the internet (news, update checks, the extension
   manager's PyPI search) is off;
 - the notebook's files, Jupyter's settings and its kernels' IPython profile live in the
@@ -21,6 +22,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from gpupool.executors import jupyter_ext
 from gpupool.executors.accounts import Account
 from gpupool.executors.launch_files import make_passable
 
@@ -60,6 +62,8 @@ def jupyter_command(python: str, job_id: int, endpoint: Endpoint, root: str) -> 
         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
         "--LabApp.extension_manager=readonly",
         "--LabServerApp.open_browser=False",
+        # the page JupyterLab sends the browser leaves the secret out (the gateway adds it)
+        f"--ServerApp.jpserver_extensions={jupyter_ext.NAME}=True",
         # a server that is not root, or an operator's GPUPOOL_ADMIN_UNIX_USER=root, runs
         # workloads as itself; Jupyter refuses root without this
         "--allow-root",
