@@ -87,7 +87,9 @@ of which this API answers on purpose), plus the 422 those rules give."""
 
 SERVER_RULES: dict[tuple[str, str], str] = {
     ("POST", "/api/v1/jobs"): "gpu_model/queue must exist in the pool; gpus is a fraction "
-    "below 1 (at least 0.001) or a whole number; command[0] non-empty; env names without '='",
+    "below 1 (at least 0.001) or a whole number; command[0] non-empty; env names without '='; "
+    "a job has a command, a notebook none; idle_timeout_s at most the team's (else the "
+    "server's) maximum; a notebook's name not that of a live workload of its team (409)",
     ("POST", "/api/v1/pipeline-runs"): "a step gives exactly one of command/http/pipeline; "
     "the step graph must be acyclic with known references and params",
     ("POST", "/api/v1/pipelines/validate"): "the same step and graph rules (it checks them)",
@@ -97,6 +99,10 @@ SERVER_RULES: dict[tuple[str, str], str] = {
     ("PUT", "/api/v1/sim/traces/{name}"): "the CSV body is streamed, so the document shows "
     "none: an empty or random body is not a trace; name must end in .csv",
     ("POST", "/api/v1/users"): "unix_user must be an existing Unix account of the machine",
+    ("POST", "/api/v1/teams"): "a team's default notebook idle timeout is at most its "
+    "maximum (its own, else the server's)",
+    ("PATCH", "/api/v1/teams/{name}"): "the same: a default notebook idle timeout at most the "
+    "maximum, after the change",
 }
 """Operations allowed a 422 on schema-valid input, each with the rule behind it: the rule is
 the API's on purpose (documented in its 422 description), not a gap in its schema. Besides

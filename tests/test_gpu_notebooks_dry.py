@@ -15,7 +15,7 @@ import gpu_notebooks
 
 def test_the_dry_run_places_two_halves_reclaims_the_idle_one_and_writes_its_report(
         tmp_path: Path) -> None:
-    found = gpu_notebooks.run_section("1xH200-141GB", idle_timeout_s=6)
+    found = gpu_notebooks.run_section("1xH200-141GB", idle_timeout_s=5)
     verdict = found["verdict"]
     assert verdict["one card, two halves"] == "held"
     assert verdict["idle one reclaimed, other kept"] == "held"

@@ -133,7 +133,7 @@ def test_an_idle_notebook_is_suspended_for_a_waiting_job_and_resumes_with_its_fi
     try:
         with api(server, server.token) as admin:
             nb = admin.post("/jobs", json={"kind": "notebook", "gpus": 1,
-                                           "idle_timeout_s": 8}).json()["id"]
+                                           "idle_timeout_s": 5}).json()["id"]
             base = base_of(wait_for(admin, nb, "ready")["url"])
             token = {"Authorization": f"Bearer {server.token}"}
             with httpx.Client(timeout=60, trust_env=False) as web:

@@ -195,10 +195,10 @@ def test_cli_create_set_and_list(server: Server) -> None:
     listing = gpupool(server, "admin", "team", "list")
     assert listing.returncode == 0, listing.stderr
     header = listing.stdout.splitlines()[0].split()
-    assert header[-6:] == ["WEIGHT", "COHORT", "LENDS", "GPUS", "RUN", "LIMIT"]
+    assert header[-13:-7] == ["WEIGHT", "COHORT", "LENDS", "GPUS", "RUN", "LIMIT"]
     row = next(line.split() for line in listing.stdout.splitlines()
                if line.startswith("c-vision "))
-    assert row[-4:] == ["0.5", "-", "-", "30m"]
+    assert row[-7:] == ["0.5", "-", "-", "30m", "-", "-", "-"]  # then its notebook settings
     as_json = json.loads(gpupool(server, "admin", "team", "list", "--json").stdout)
     assert {"weight", "cohort", "lend_limit_gpus", "default_run_limit_s"} <= set(as_json[0])
     back = gpupool(server, "admin", "team", "set", "c-vision", "--default-run-limit", "default")

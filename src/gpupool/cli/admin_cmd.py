@@ -51,9 +51,24 @@ RunLimit = Annotated[str | None, typer.Option(
     "--default-run-limit", metavar="DURATION", help="How long a running job of the team's "
     "queue without a time limit is assumed to run, to estimate when a reservation starts "
     "(e.g. 30m, 4h), or 'default': the server's --default-run-limit (1h unless set).")]
+NotebookIdle = Annotated[str | None, typer.Option(
+    "--notebook-idle-timeout", metavar="DURATION", help="How long a notebook of the team "
+    "without its own idle timeout may be idle before it is suspended (e.g. 20m, 2h; at least "
+    "5s and at most the team's maximum), or 'default': the server's --notebook-idle-timeout.")]
+NotebookMaxIdle = Annotated[str | None, typer.Option(
+    "--notebook-max-idle-timeout", metavar="DURATION", help="The longest idle timeout a "
+    "notebook of the team may ask for (e.g. 8h; at least 5s), or 'default': the server's "
+    "--notebook-max-idle-timeout.")]
+NotebookLifetime = Annotated[str | None, typer.Option(
+    "--notebook-max-lifetime", metavar="DURATION", help="How long a notebook of the team may "
+    "run before it is suspended (e.g. 3d), or 'default': the server's --notebook-max-lifetime.")]
+_NOTEBOOK_OPTIONS = {"notebook_idle_timeout_s": "--notebook-idle-timeout",
+                     "notebook_max_idle_timeout_s": "--notebook-max-idle-timeout",
+                     "notebook_max_lifetime_s": "--notebook-max-lifetime"}
 _OPTION = {"name": "NAME", "quota_gpus": "--quota-gpus", "borrow_limit_gpus":
            "--borrow-limit-gpus", "weight": "--weight", "cohort": "--cohort",
-           "lend_limit_gpus": "--lend-limit", "default_run_limit_s": "--default-run-limit"}
+           "lend_limit_gpus": "--lend-limit", "default_run_limit_s": "--default-run-limit",
+           **_NOTEBOOK_OPTIONS}
 
 
 def _share_fields(weight: float | None, cohort: str | None, lend_limit: str | None,
@@ -83,6 +98,25 @@ def _share_fields(weight: float | None, cohort: str | None, lend_limit: str | No
                 fields["default_run_limit_s"] = parse_seconds(run_limit)
             except ValueError as exc:
                 raise fail(f"--default-run-limit: {exc}, or 'default'") from None
+    return fields
+
+
+def _notebook_fields(idle: str | None, max_idle: str | None, lifetime: str | None
+                     ) -> dict[str, Any]:
+    """The team's notebook settings the options give (those not given are left out; 'default'
+    is None: the server's); exit 2 naming the option when a value is neither a duration nor
+    'default'."""
+    fields: dict[str, Any] = {}
+    for field, value in zip(_NOTEBOOK_OPTIONS, (idle, max_idle, lifetime), strict=True):
+        if value is None:
+            continue
+        if value.strip().lower() == "default":
+            fields[field] = None
+            continue
+        try:
+            fields[field] = parse_seconds(value)
+        except ValueError as exc:
+            raise fail(f"{_NOTEBOOK_OPTIONS[field]}: {exc}, or 'default'") from None
     return fields
 
 
@@ -120,13 +154,18 @@ def team_create(
     cohort: Cohort = None,
     lend_limit: LendLimit = None,
     default_run_limit: RunLimit = None,
+    notebook_idle_timeout: NotebookIdle = None,
+    notebook_max_idle_timeout: NotebookMaxIdle = None,
+    notebook_max_lifetime: NotebookLifetime = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create a team (and its queue)."""
     fields = {"name": name, "quota_gpus": quota_gpus, "borrow_limit_gpus": borrow_limit_gpus,
-              **_share_fields(weight, cohort, lend_limit, default_run_limit)}
+              **_share_fields(weight, cohort, lend_limit, default_run_limit),
+              **_notebook_fields(notebook_idle_timeout, notebook_max_idle_timeout,
+                                 notebook_max_lifetime)}
     body = _checked(TeamCreate, fields)
     with connect(url, token) as client, handled():
         team = client.create_team(**body.model_dump(exclude_unset=True))
@@ -143,19 +182,25 @@ def team_set(
     cohort: Cohort = None,
     lend_limit: LendLimit = None,
     default_run_limit: RunLimit = None,
+    notebook_idle_timeout: NotebookIdle = None,
+    notebook_max_idle_timeout: NotebookMaxIdle = None,
+    notebook_max_lifetime: NotebookLifetime = None,
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
-    """Change a team's quota, borrow limit, weight, cohort, lending limit or default run
-    limit (what is not given stays)."""
+    """Change a team's quota, borrow limit, weight, cohort, lending limit, default run
+    limit or notebook settings (what is not given stays)."""
     fields: dict[str, Any] = {k: v for k, v in (("quota_gpus", quota_gpus),
                                                 ("borrow_limit_gpus", borrow_limit_gpus))
                               if v is not None}
     fields.update(_share_fields(weight, cohort, lend_limit, default_run_limit))
+    fields.update(_notebook_fields(notebook_idle_timeout, notebook_max_idle_timeout,
+                                   notebook_max_lifetime))
     if not fields:
         raise fail("nothing to change: give --quota-gpus, --borrow-limit-gpus, --weight, "
-                   "--cohort, --lend-limit and/or --default-run-limit")
+                   "--cohort, --lend-limit, --default-run-limit, --notebook-idle-timeout, "
+                   "--notebook-max-idle-timeout and/or --notebook-max-lifetime")
     body = _checked(TeamUpdate, fields)
     with connect(url, token) as client, handled():
         team = client.update_team(name, **body.model_dump(exclude_unset=True))
@@ -165,7 +210,8 @@ def team_set(
 @team_app.command("list")
 @team_app.command("ls", hidden=True)
 def team_list(json_out: Json = False, url: Url = None, token: Token = None) -> None:
-    """List teams with their quotas, weights and cohorts."""
+    """List teams with their quotas, weights, cohorts, run limits and notebook settings
+    (-: the server's)."""
     with connect(url, token) as client, handled():
         teams = client.teams()
     if json_out:

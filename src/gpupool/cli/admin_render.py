@@ -49,14 +49,17 @@ def parse_seconds(value: object) -> float:
 def teams_table(teams: Sequence[TeamView]) -> Table:
     """Columns TEAM, QUOTA GPUS, BORROW LIMIT GPUS, WEIGHT, COHORT (-: none), LENDS GPUS
     (the most of its unused quota it lends to its cohort; all: no limit; -: no cohort and
-    no limit), RUN LIMIT (its queue's default run limit; -: the server's)."""
+    no limit), RUN LIMIT (its queue's default run limit; -: the server's), NB IDLE, NB MAX
+    IDLE and NB LIFETIME (its notebooks' default and longest idle timeouts and their
+    longest run; -: the server's)."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("TEAM", no_wrap=True)
     for column in ("QUOTA GPUS", "BORROW LIMIT GPUS", "WEIGHT"):
         table.add_column(column, justify="right", no_wrap=True)
     table.add_column("COHORT", no_wrap=True)
     table.add_column("LENDS GPUS", justify="right", no_wrap=True)
-    table.add_column("RUN LIMIT", justify="right", no_wrap=True)
+    for column in ("RUN LIMIT", "NB IDLE", "NB MAX IDLE", "NB LIFETIME"):
+        table.add_column(column, justify="right", no_wrap=True)
     for t in teams:
         if t.lend_limit_gpus is not None:
             lends = f"{t.lend_limit_gpus:g}"
@@ -64,8 +67,14 @@ def teams_table(teams: Sequence[TeamView]) -> Table:
             lends = "all" if t.cohort else "-"
         table.add_row(escape(t.name), f"{t.quota_gpus:g}", f"{t.borrow_limit_gpus:g}",
                       f"{t.weight:g}", escape(t.cohort or "-"), lends,
-                      "-" if t.default_run_limit_s is None else seconds_text(t.default_run_limit_s))
+                      *(_or_dash(v) for v in (t.default_run_limit_s, t.notebook_idle_timeout_s,
+                                              t.notebook_max_idle_timeout_s,
+                                              t.notebook_max_lifetime_s)))
     return table
+
+
+def _or_dash(seconds: float | None) -> str:
+    return "-" if seconds is None else seconds_text(seconds)
 
 
 def team_line(team: TeamView) -> str:
@@ -78,6 +87,11 @@ def team_line(team: TeamView) -> str:
         line += f", cohort {team.cohort} (lends {lends})"
     if team.default_run_limit_s is not None:
         line += f", default run limit {seconds_text(team.default_run_limit_s)}"
+    for seconds, words in ((team.notebook_idle_timeout_s, "notebook idle timeout"),
+                           (team.notebook_max_idle_timeout_s, "notebook max idle timeout"),
+                           (team.notebook_max_lifetime_s, "notebook max lifetime")):
+        if seconds is not None:
+            line += f", {words} {seconds_text(seconds)}"
     return line
 
 

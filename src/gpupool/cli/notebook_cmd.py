@@ -118,7 +118,8 @@ def create(
                              "live notebooks.")] = None,
     idle_timeout: Annotated[str | None, typer.Option(
         metavar="DURATION", help="Suspend it after this long without activity: seconds, or "
-                                 "with a unit (20s, 30m, 2h). Default: the server's.")] = None,
+                                 "with a unit (20s, 30m, 2h). Default: your team's, else "
+                                 "the server's.")] = None,
     queue: Annotated[str | None, typer.Option(
         metavar="QUEUE", help="Queue (default: your team's).")] = None,
     priority: Annotated[str | None, typer.Option(

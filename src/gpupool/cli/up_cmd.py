@@ -110,15 +110,17 @@ def up(
     notebook_idle_timeout: str | None = typer.Option(
         None, metavar="DURATION",
         help="Suspend a notebook idle this long unless it asks for its own timeout "
-        "(default 30m).",
+        "(default 30m; a team's own, set with gpupool admin team set, replaces it).",
     ),
     notebook_max_idle_timeout: str | None = typer.Option(
         None, metavar="DURATION",
-        help="The longest idle timeout a notebook may ask for (default 24h).",
+        help="The longest idle timeout a notebook may ask for (default 24h; a team's "
+        "own replaces it).",
     ),
     notebook_max_lifetime: str | None = typer.Option(
         None, metavar="DURATION",
-        help="Suspend a notebook that has run this long without a pause (default 7d).",
+        help="Suspend a notebook that has run this long without a pause (default 7d; a "
+        "team's own replaces it).",
     ),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1 (or --host, over HTTPS with --tls-cert and

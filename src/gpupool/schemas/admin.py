@@ -13,9 +13,10 @@ from pydantic import (
     Field,
     SerializerFunctionWrapHandler,
     model_serializer,
+    model_validator,
 )
 
-from gpupool.schemas.jobs import NAME_PATTERN, TimeLimit
+from gpupool.schemas.jobs import NAME_PATTERN, IdleTimeout, TimeLimit
 from gpupool.schemas.units import finite_number
 from gpupool.schemas.values import Number
 
@@ -39,6 +40,16 @@ _LEND = ("The most GPUs of its unused quota the team lends to its cohort; null: 
 _RUN = ("Seconds a running job of the team's queue without a time limit is assumed to run, "
         "to estimate when a reservation starts (backfill); null: the server's default "
         "(`gpupool up --default-run-limit`, 1 h).")
+_NB_IDLE = ("Seconds a notebook of the team without its own `idle_timeout_s` may be idle "
+            "before it is suspended (at least 5, at most 365 days, and at most the team's "
+            "maximum, else the server's); null: the server's default (`gpupool up "
+            "--notebook-idle-timeout`, 30 min).")
+_NB_MAX_IDLE = ("The longest `idle_timeout_s` a notebook of the team may ask for (at least 5 "
+                "seconds, at most 365 days); null: the server's maximum (`gpupool up "
+                "--notebook-max-idle-timeout`, 1 d).")
+_NB_LIFETIME = ("Seconds a notebook of the team may run before it is suspended (more than 0, "
+                "at most 365 days); null: the server's (`gpupool up --notebook-max-lifetime`, "
+                "7 d).")
 
 
 class TeamCreate(BaseModel):
@@ -54,6 +65,10 @@ class TeamCreate(BaseModel):
     cohort: str | None = Field(default=None, pattern=NAME_PATTERN, description=_COHORT)
     lend_limit_gpus: GpuCount | None = Field(default=None, description=_LEND)
     default_run_limit_s: TimeLimit | None = Field(default=None, description=_RUN)
+    notebook_idle_timeout_s: IdleTimeout | None = Field(default=None, description=_NB_IDLE)
+    notebook_max_idle_timeout_s: IdleTimeout | None = Field(default=None,
+                                                            description=_NB_MAX_IDLE)
+    notebook_max_lifetime_s: TimeLimit | None = Field(default=None, description=_NB_LIFETIME)
 
     @model_serializer(mode="wrap")
     def _without_default_shares(self, handler: SerializerFunctionWrapHandler) -> Any:
@@ -64,15 +79,42 @@ class TeamCreate(BaseModel):
                     del data[key]
         return data
 
+    @model_validator(mode="after")
+    def _idle_under_its_max(self) -> TeamCreate:
+        _check_notebook_idle(self)
+        return self
+
+
+def notebook_idle_problem(default_s: float | None, max_s: float | None,
+                          max_named: str = "the team's notebook_max_idle_timeout_s") -> str | None:
+    """Why a team's default notebook idle timeout ``default_s`` may not be set under its
+    maximum ``max_s`` (``max_named`` words where that maximum comes from); None: it may (or
+    either is unknown)."""
+    if default_s is None or max_s is None or default_s <= max_s:
+        return None
+    return (f"notebook_idle_timeout_s: {default_s:g} s is more than {max_named} "
+            f"({max_s:g} s)")
+
+
+def _check_notebook_idle(body: TeamCreate | TeamUpdate) -> None:
+    problem = notebook_idle_problem(body.notebook_idle_timeout_s,
+                                    body.notebook_max_idle_timeout_s)
+    if problem is not None:
+        raise ValueError(problem)
+
 
 _SHARE_DEFAULTS: dict[str, object] = {"weight": 1.0, "cohort": None, "lend_limit_gpus": None,
-                                       "default_run_limit_s": None}
+                                       "default_run_limit_s": None,
+                                       "notebook_idle_timeout_s": None,
+                                       "notebook_max_idle_timeout_s": None,
+                                       "notebook_max_lifetime_s": None}
 
 
 class TeamUpdate(BaseModel):
-    """What to change; a field left out stays. ``cohort``, ``lend_limit_gpus`` and
-    ``default_run_limit_s`` may be sent as null to clear them (no cohort; lend all unused
-    quota; the server's default run limit); null for the others means "leave it"."""
+    """What to change; a field left out stays. ``cohort``, ``lend_limit_gpus``,
+    ``default_run_limit_s`` and the ``notebook_*`` fields may be sent as null to clear them
+    (no cohort; lend all unused quota; the server's default run limit and notebook
+    settings); null for the others means "leave it"."""
 
     model_config = ConfigDict(extra="forbid")
     quota_gpus: GpuCount | None = None
@@ -81,6 +123,15 @@ class TeamUpdate(BaseModel):
     cohort: str | None = Field(default=None, pattern=NAME_PATTERN, description=_COHORT)
     lend_limit_gpus: GpuCount | None = Field(default=None, description=_LEND)
     default_run_limit_s: TimeLimit | None = Field(default=None, description=_RUN)
+    notebook_idle_timeout_s: IdleTimeout | None = Field(default=None, description=_NB_IDLE)
+    notebook_max_idle_timeout_s: IdleTimeout | None = Field(default=None,
+                                                            description=_NB_MAX_IDLE)
+    notebook_max_lifetime_s: TimeLimit | None = Field(default=None, description=_NB_LIFETIME)
+
+    @model_validator(mode="after")
+    def _idle_under_its_max(self) -> TeamUpdate:
+        _check_notebook_idle(self)
+        return self
 
 
 class TeamView(BaseModel):
@@ -91,6 +142,9 @@ class TeamView(BaseModel):
     cohort: str | None = Field(default=None, description=_COHORT)
     lend_limit_gpus: float | None = Field(default=None, description=_LEND)
     default_run_limit_s: float | None = Field(default=None, description=_RUN)
+    notebook_idle_timeout_s: float | None = Field(default=None, description=_NB_IDLE)
+    notebook_max_idle_timeout_s: float | None = Field(default=None, description=_NB_MAX_IDLE)
+    notebook_max_lifetime_s: float | None = Field(default=None, description=_NB_LIFETIME)
     warning: str | None = Field(
         default=None, description="Set by a create or update after which the teams' guaranteed "
                           "quotas add up to more than the pool: they cannot all be honoured "

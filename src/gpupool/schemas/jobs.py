@@ -113,8 +113,9 @@ class JobSpec(BaseModel):
     idle_timeout_s: IdleTimeout | None = Field(
         default=None,
         description="Notebooks only: suspend it after this many seconds without activity "
-        "(no kernel busy, no request, no terminal); null: the server's default. At most the "
-        "server's maximum. In a YAML file also `idle_timeout` (20s, 30m, 2h).",
+        "(no kernel busy, no request, no terminal); null: its team's default, else the "
+        "server's. At most its team's maximum, else the server's. In a YAML file also "
+        "`idle_timeout` (20s, 30m, 2h).",
     )
 
     @model_validator(mode="after")

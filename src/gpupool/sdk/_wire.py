@@ -196,16 +196,18 @@ class _Keep:
 
 KEEP: Any = _Keep()
 """``update_team``'s default for the fields that may be cleared with None (``cohort``,
-``lend_limit_gpus``, ``default_run_limit_s``): leave the field as it is."""
+``lend_limit_gpus``, ``default_run_limit_s``, the ``notebook_*`` settings): leave the field
+as it is."""
 
 
-_CLEARABLE = ("cohort", "lend_limit_gpus", "default_run_limit_s")
+_CLEARABLE = ("cohort", "lend_limit_gpus", "default_run_limit_s", "notebook_idle_timeout_s",
+              "notebook_max_idle_timeout_s", "notebook_max_lifetime_s")
 
 
 def update_team(name: str, **changes: Any) -> Call[TeamView]:
     """The PATCH of ``changes`` (TeamUpdate's fields): a None quota, borrow limit or weight
-    and a KEEP value are left out (the server keeps them); a None cohort, lending limit or
-    default run limit is sent, and clears it."""
+    and a KEEP value are left out (the server keeps them); a None cohort, lending limit,
+    default run limit or notebook setting is sent, and clears it."""
     sent = {k: v for k, v in changes.items()
             if v is not KEEP and (v is not None or k in _CLEARABLE)}
     body = TeamUpdate.model_validate(sent)

@@ -222,30 +222,45 @@ class AsyncClient(_Base):
         self, name: str, quota_gpus: float = 0, borrow_limit_gpus: float = 0, *,
         weight: float = 1.0, cohort: str | None = None, lend_limit_gpus: float | None = None,
         default_run_limit_s: float | None = None,
+        notebook_idle_timeout_s: float | None = None,
+        notebook_max_idle_timeout_s: float | None = None,
+        notebook_max_lifetime_s: float | None = None,
     ) -> TeamView:
         """Admin only: a team (and its queue) with a guaranteed quota and a borrow limit; its
         fair-share ``weight``, ``cohort`` (teams that lend each other unused quota) and how
-        much of its quota it lends (``lend_limit_gpus``; None: all of it), and how long its
+        much of its quota it lends (``lend_limit_gpus``; None: all of it), how long its
         running jobs without a time limit are assumed to run (``default_run_limit_s``; None:
-        the server's default). A value out of bounds is pydantic's ValidationError, before
-        anything is sent."""
+        the server's default), and its notebooks' default and longest idle timeouts and
+        longest run (``notebook_idle_timeout_s``, ``notebook_max_idle_timeout_s``,
+        ``notebook_max_lifetime_s``; None: the server's). A value out of bounds is pydantic's
+        ValidationError, before anything is sent."""
         body = TeamCreate(name=name, quota_gpus=quota_gpus, borrow_limit_gpus=borrow_limit_gpus,
                           weight=weight, cohort=cohort, lend_limit_gpus=lend_limit_gpus,
-                          default_run_limit_s=default_run_limit_s)
+                          default_run_limit_s=default_run_limit_s,
+                          notebook_idle_timeout_s=notebook_idle_timeout_s,
+                          notebook_max_idle_timeout_s=notebook_max_idle_timeout_s,
+                          notebook_max_lifetime_s=notebook_max_lifetime_s)
         return await self._do(wire.create_team(body))
 
     async def update_team(
         self, name: str, quota_gpus: float | None = None, borrow_limit_gpus: float | None = None,
         *, weight: float | None = None, cohort: str | None = wire.KEEP,
         lend_limit_gpus: float | None = wire.KEEP, default_run_limit_s: float | None = wire.KEEP,
+        notebook_idle_timeout_s: float | None = wire.KEEP,
+        notebook_max_idle_timeout_s: float | None = wire.KEEP,
+        notebook_max_lifetime_s: float | None = wire.KEEP,
     ) -> TeamView:
         """Admin only: change what is given, keep the rest. ``cohort=None`` takes the team
         out of its cohort; ``lend_limit_gpus=None`` lends all its unused quota again;
-        ``default_run_limit_s=None`` gives its queue the server's default run limit."""
+        ``default_run_limit_s=None`` gives its queue the server's default run limit; None for
+        a ``notebook_*`` setting gives its notebooks the server's."""
         return await self._do(wire.update_team(
             name, quota_gpus=quota_gpus, borrow_limit_gpus=borrow_limit_gpus, weight=weight,
             cohort=cohort, lend_limit_gpus=lend_limit_gpus,
-            default_run_limit_s=default_run_limit_s))
+            default_run_limit_s=default_run_limit_s,
+            notebook_idle_timeout_s=notebook_idle_timeout_s,
+            notebook_max_idle_timeout_s=notebook_max_idle_timeout_s,
+            notebook_max_lifetime_s=notebook_max_lifetime_s))
 
     async def users(self) -> list[UserView]:
         return await self._do(wire.users())

@@ -34,7 +34,7 @@ from gpupool.schemas.jobs import JobSpec, Kind, Phase
 from gpupool.server.active import Active, handles_json
 from gpupool.server.cycle import LiveJob
 from gpupool.server.db.database import Database
-from gpupool.server.db.tables import Job, JobEvent, Node, User
+from gpupool.server.db.tables import Job, JobEvent, Node, Team, User
 from gpupool.server.launcher import Owner
 from gpupool.server.services.usage_records import close_attempt, close_open, open_attempt
 
@@ -52,6 +52,25 @@ class PendingRow:
     created_at: float
     spec: dict[str, Any]
     user: str
+    notebook_lifetime_s: float | None = None
+    """Its team's ``notebook_max_lifetime_s`` (None: the server's applies)."""
+
+
+@dataclass(frozen=True)
+class NotebookRow:
+    """A running notebook as the notebook watch reads it (``spec``: the stored JSON), with
+    its team's idle policy (None: the server's applies)."""
+
+    id: int
+    attempt: int
+    endpoint: dict[str, Any]
+    spec: dict[str, Any]
+    team_idle_timeout_s: float | None = None
+    team_max_idle_timeout_s: float | None = None
+
+
+_PENDING_COLUMNS = (Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, User.name,
+                    Team.notebook_max_lifetime_s)
 
 
 class JobStore:
@@ -67,12 +86,14 @@ class JobStore:
         """The pending jobs with an id above ``after``, in id order."""
         with self.db.session() as s:
             rows = s.execute(
-                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, User.name)
+                select(*_PENDING_COLUMNS)
                 .join(User, User.id == Job.user_id, isouter=True)
+                .join(Team, Team.id == Job.team_id, isouter=True)
                 .where(Job.phase == Phase.PENDING.value, Job.id > after)
                 .order_by(Job.id)
             ).all()
-        return [PendingRow(i, q, p, c, spec, user or "") for i, q, p, c, spec, user in rows]
+        return [PendingRow(i, q, p, c, spec, user or "", life)
+                for i, q, p, c, spec, user, life in rows]
 
     def cancel_requests(self) -> list[int]:
         """The jobs asked to be cancelled that are pending, starting, running or suspended."""
@@ -93,26 +114,31 @@ class JobStore:
         """The suspended notebooks asked to resume, as the loop loads pending jobs."""
         with self.db.session() as s:
             rows = s.execute(
-                select(Job.id, Job.queue, Job.priority, Job.created_at, Job.spec, User.name)
+                select(*_PENDING_COLUMNS)
                 .join(User, User.id == Job.user_id, isouter=True)
+                .join(Team, Team.id == Job.team_id, isouter=True)
                 .where(Job.phase == Phase.SUSPENDED.value, Job.stop_requested == "resume")
                 .order_by(Job.id)
             ).all()
-        return [PendingRow(i, q, p, c, spec, user or "") for i, q, p, c, spec, user in rows]
+        return [PendingRow(i, q, p, c, spec, user or "", life)
+                for i, q, p, c, spec, user, life in rows]
 
     def held(self) -> list[Job]:
         """The rows of the jobs that hold resources (starting or running), detached."""
         with self.db.session() as s:
             return list(s.scalars(select(Job).where(Job.phase.in_(ACTIVE))).all())
 
-    def running_notebooks(self) -> list[tuple[int, int, dict[str, Any], dict[str, Any]]]:
-        """(job, attempt, endpoint, stored spec) of the running notebooks that have an
-        endpoint and no stop request."""
+    def running_notebooks(self) -> list[NotebookRow]:
+        """The running notebooks that have an endpoint and no stop request, with their
+        team's idle policy."""
         with self.db.session() as s:
-            return [(i, a, e, spec) for i, a, e, spec in s.execute(
-                select(Job.id, Job.attempts, Job.endpoint, Job.spec).where(
-                    Job.kind == Kind.NOTEBOOK.value, Job.phase == Phase.RUNNING.value,
-                    Job.stop_requested.is_(None), Job.endpoint.is_not(None))).all()]
+            return [NotebookRow(i, a, e, spec, idle, max_idle)
+                    for i, a, e, spec, idle, max_idle in s.execute(
+                select(Job.id, Job.attempts, Job.endpoint, Job.spec,
+                       Team.notebook_idle_timeout_s, Team.notebook_max_idle_timeout_s)
+                .join(Team, Team.id == Job.team_id, isouter=True)
+                .where(Job.kind == Kind.NOTEBOOK.value, Job.phase == Phase.RUNNING.value,
+                       Job.stop_requested.is_(None), Job.endpoint.is_not(None))).all()]
 
     def notebook_seen(self, job_id: int, endpoint: dict[str, Any]) -> None:
         """What the notebook watch learnt (its URL once ready, idle since when), on the

@@ -9,7 +9,8 @@ and its kernels (``/api/status`` and ``/api/kernels``, with the notebook's secre
   rows are read and written through the job store;
 - activity: Jupyter's own ``last_activity`` (kernels, terminals, API requests) and traffic
   the gateway saw (:meth:`NotebookWatch.touch`); a busy kernel is activity now;
-- idle: no activity for the notebook's ``idle_timeout_s`` (else the server's default) →
+- idle: no activity for the notebook's ``idle_timeout_s`` (else its team's default, else
+  the server's, either at most the team's maximum idle timeout when it has one) →
   a suspend request, written as the API's are (``services.notebooks``), with why;
   ``idle_since`` is written on the row once it has been idle a minute (and cleared when it
   is used again), so listings show who holds idle slices;
@@ -31,7 +32,7 @@ import httpx
 
 from gpupool.schemas.jobs import JobSpec
 from gpupool.server.db.database import Database
-from gpupool.server.job_store import JobStore
+from gpupool.server.job_store import JobStore, NotebookRow
 from gpupool.server.notebook_launch import base_url
 from gpupool.server.services.notebooks import request_idle_suspend
 
@@ -59,7 +60,8 @@ def parse_time(text: str) -> float:
 class NotebookWatch:
     """The thread of the module. ``secret(job, attempt)`` is the notebook's Jupyter token;
     ``gateway_url()`` the gateway's public URL; ``wake`` wakes the loop;
-    ``default_idle_s``: the idle timeout of notebooks without their own."""
+    ``default_idle_s``: the idle timeout of notebooks without their own whose team has no
+    default either."""
 
     def __init__(self, db: Database, secret: Callable[[int, int], str],
                  gateway_url: Callable[[], str], wake: Callable[[], None],
@@ -105,13 +107,25 @@ class NotebookWatch:
     def check(self) -> None:
         """One pass over the running notebooks (also called directly by tests)."""
         rows = self.store.running_notebooks()
-        live = {row[0] for row in rows}
+        live = {row.id for row in rows}
         for job_id in [j for j in self._touched if j not in live]:
             self._touched.pop(job_id, None)
-        for job_id, attempt, endpoint, raw in rows:
-            probe = self.probe(job_id, attempt, endpoint)
+        for row in rows:
+            probe = self.probe(row.id, row.attempt, row.endpoint)
             if probe is not None:
-                self._judge(job_id, endpoint, JobSpec.model_validate(raw), probe)
+                spec = JobSpec.model_validate(row.spec)
+                self._judge(row.id, row.endpoint, spec, probe, self.timeout(spec, row))
+
+    def timeout(self, spec: JobSpec, row: NotebookRow) -> float:
+        """The notebook's idle timeout: its own, else its team's default, else the server's;
+        a default (not its own, checked when it was submitted) is at most the team's
+        maximum, when the team has one."""
+        if spec.idle_timeout_s:
+            return spec.idle_timeout_s
+        default = row.team_idle_timeout_s or self.default_idle_s
+        if row.team_max_idle_timeout_s is not None:
+            default = min(default, row.team_max_idle_timeout_s)
+        return default
 
     def probe(self, job_id: int, attempt: int, endpoint: dict[str, Any]) -> Probe | None:
         """Ask the notebook's Jupyter how it is; None when it does not answer (yet)."""
@@ -130,13 +144,12 @@ class NotebookWatch:
         return Probe(last, busy)
 
     def _judge(self, job_id: int, endpoint: dict[str, Any], spec: JobSpec,
-               probe: Probe) -> None:
+               probe: Probe, timeout: float) -> None:
         now = self.clock()
         last = max(probe.last_activity, self._touched.get(job_id, 0.0))
         if probe.busy:
             last = now
         idle_for = max(0.0, now - last)
-        timeout = spec.idle_timeout_s or self.default_idle_s
         url = f"{self.gateway_url()}{base_url(job_id)}lab"
         idle_since = last if idle_for >= IDLE_SHOWN_AFTER_S else None
         seen = endpoint.get("idle_since")

@@ -25,7 +25,7 @@ from gpupool.core.live import LiveJob
 from gpupool.core.request import RequestError
 from gpupool.schemas.jobs import JobSpec, Kind, Phase
 from gpupool.server.active import Active, to_request
-from gpupool.server.job_store import JobStore
+from gpupool.server.job_store import JobStore, PendingRow
 from gpupool.server.launcher import Launcher
 from gpupool.server.live_state import LiveState
 from gpupool.server.outcomes import EndRecorder, problem_text
@@ -47,21 +47,21 @@ class Watch:
         self.max_seen = 0
         """The highest job id loaded (or failed) so far."""
         self.notebook_lifetime_s: float | None = None
-        """A notebook is suspended after running this long (the server's setting; None:
-        only its own time limit)."""
+        """A notebook is suspended after running this long (the server's setting, replaced
+        by its team's when set; None and no team's: only its own time limit)."""
 
     def load_pending(self) -> None:
         """Take in the jobs submitted since the last call (see the module)."""
         pending = self.live.pending
         for row in self.store.new_pending(self.max_seen):
             if row.id not in pending:
-                self._load(row.id, row.queue, row.priority, row.created_at, row.spec, row.user)
+                self._load(row)
             self.max_seen = max(self.max_seen, row.id)
 
-    def _load(self, job_id: int, queue: str, priority: int, created: float,
-              raw: dict[str, object], user: str) -> None:
+    def _load(self, row: PendingRow) -> None:
+        job_id, queue = row.id, row.queue
         try:
-            spec = JobSpec.model_validate(raw)
+            spec = JobSpec.model_validate(row.spec)
             request = to_request(job_id, spec, queue, self.live.state.models)
         except (Invalid, RequestError) as exc:
             self.store.finish(job_id, Phase.FAILED, None, str(exc), self.clock())
@@ -71,10 +71,11 @@ class Watch:
                               f"cannot be scheduled: {problem_text(exc)}", self.clock())
             return
         limit = spec.time_limit_s
-        if spec.kind == Kind.NOTEBOOK and self.notebook_lifetime_s is not None:
-            limit = min(limit or self.notebook_lifetime_s, self.notebook_lifetime_s)
-        self.live.add_pending(LiveJob(job_id, queue, priority, created, request,
-                                      spec.grace_period_s, nodes=spec.nodes, user=user,
+        lifetime = row.notebook_lifetime_s or self.notebook_lifetime_s  # the team's first
+        if spec.kind == Kind.NOTEBOOK and lifetime is not None:
+            limit = min(limit or lifetime, lifetime)
+        self.live.add_pending(LiveJob(job_id, queue, row.priority, row.created_at, request,
+                                      spec.grace_period_s, nodes=spec.nodes, user=row.user,
                                       time_limit_s=limit))
 
     def handle_cancels(self, now: float) -> None:
@@ -97,7 +98,7 @@ class Watch:
         self._handle_suspends(now)
         for row in self.store.resume_requests():
             if row.id not in self.retries and self.store.resume(row.id, now):
-                self._load(row.id, row.queue, row.priority, row.created_at, row.spec, row.user)
+                self._load(row)
 
     def _handle_suspends(self, now: float) -> None:
         """A pending notebook asked to suspend is suspended at once; a running one is told

@@ -128,7 +128,8 @@ def list_queues(ctx: Ctx, caller: Caller) -> list[QueueView]:
 @router.post("/teams", response_model=TeamView, status_code=status.HTTP_201_CREATED,
              responses=errors(403, 409))
 def create_team(body: TeamCreate, ctx: Ctx, caller: Caller, address: Address) -> TeamView:
-    view = admin.create_team(ctx.db, caller, body, address)
+    view = admin.create_team(ctx.db, caller, body, address,
+                             server_max_idle_s=ctx.settings.notebook_max_idle_timeout_s)
     ctx.controller.wake(capacity_changed=True)
     return view
 
@@ -142,7 +143,8 @@ def list_teams(ctx: Ctx, caller: Caller) -> list[TeamView]:
 def update_team(
     name: str, body: TeamUpdate, ctx: Ctx, caller: Caller, address: Address
 ) -> TeamView:
-    view = admin.update_team(ctx.db, caller, name, body, address)
+    view = admin.update_team(ctx.db, caller, name, body, address,
+                             server_max_idle_s=ctx.settings.notebook_max_idle_timeout_s)
     ctx.controller.wake(capacity_changed=True)
     return view
 

@@ -38,10 +38,19 @@ class Team(Base):
     cohort: Mapped[str | None] = mapped_column(String(100), nullable=True)
     """Teams of one cohort lend each other their unused quota; null: in no cohort."""
     lend_limit_milli: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The most of its unused quota the team lends to its cohort; null: all of it."""
     default_run_limit_s: Mapped[float | None] = mapped_column(Float, nullable=True)
     """How long a running job of the queue without a time limit is assumed to run (for
     reservations); None: the server's ``--default-run-limit``."""
-    """The most of its unused quota the team lends to its cohort; null: all of it."""
+    notebook_idle_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The idle timeout of the team's notebooks without their own; None: the server's
+    ``--notebook-idle-timeout``."""
+    notebook_max_idle_timeout_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """The longest idle timeout the team's notebooks may ask for; None: the server's
+    ``--notebook-max-idle-timeout``."""
+    notebook_max_lifetime_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    """A notebook of the team running this long is suspended; None: the server's
+    ``--notebook-max-lifetime``."""
 
 
 class User(Base):

@@ -13,14 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from gpupool.schemas.admin import TeamCreate, TeamUpdate, TeamView
+from gpupool.schemas.admin import TeamCreate, TeamUpdate, TeamView, notebook_idle_problem
 from gpupool.schemas.jobs import Phase
 from gpupool.schemas.pipelines import RunState
 from gpupool.server.db.database import Database
 from gpupool.server.db.pipeline_tables import PipelineRun, PipelineSchedule
 from gpupool.server.db.tables import Job, Node, Team, User
 from gpupool.server.services import audit
-from gpupool.server.services.errors import Conflict, Forbidden, NotFound
+from gpupool.server.services.errors import Conflict, Forbidden, Invalid, NotFound
 from gpupool.server.services.identity import DEFAULT_TEAM, Principal, deleted_name
 
 ACTIVE_PHASES = (Phase.PENDING.value, Phase.STARTING.value, Phase.RUNNING.value)
@@ -47,6 +47,9 @@ def _team_view(team: Team) -> TeamView:
         cohort=team.cohort,
         lend_limit_gpus=None if lend is None else lend / 1000,
         default_run_limit_s=team.default_run_limit_s,
+        notebook_idle_timeout_s=team.notebook_idle_timeout_s,
+        notebook_max_idle_timeout_s=team.notebook_max_idle_timeout_s,
+        notebook_max_lifetime_s=team.notebook_max_lifetime_s,
     )
 
 
@@ -62,6 +65,32 @@ def _run_limit_text(seconds: float | None) -> str:
     if seconds is None:
         return ", the server's default run limit"
     return f", default run limit {seconds:g} s"
+
+
+NOTEBOOK_FIELDS = ("notebook_idle_timeout_s", "notebook_max_idle_timeout_s",
+                   "notebook_max_lifetime_s")
+_NOTEBOOK_WORDS = {"notebook_idle_timeout_s": "notebook idle timeout",
+                   "notebook_max_idle_timeout_s": "notebook max idle timeout",
+                   "notebook_max_lifetime_s": "notebook max lifetime"}
+
+
+def _notebook_text(field: str, seconds: float | None) -> str:
+    """One notebook setting as the audit log words it."""
+    words = _NOTEBOOK_WORDS[field]
+    return f"the server's {words}" if seconds is None else f"{words} {seconds:g} s"
+
+
+def _check_notebook_idle(team: Team, server_max_idle_s: float | None) -> None:
+    """Invalid (422, naming ``notebook_idle_timeout_s``) when the team's default notebook
+    idle timeout is above its maximum: its own, else the server's (``server_max_idle_s``;
+    None: not checked against the server's)."""
+    own = team.notebook_max_idle_timeout_s
+    problem = notebook_idle_problem(
+        team.notebook_idle_timeout_s, own if own is not None else server_max_idle_s,
+        "the team's notebook_max_idle_timeout_s" if own is not None
+        else "the server's maximum idle timeout (--notebook-max-idle-timeout)")
+    if problem is not None:
+        raise Invalid(problem)
 
 
 def _listed(items: list[str]) -> str:
@@ -105,8 +134,11 @@ def still_in_use(
     return None
 
 
-def create_team(db: Database, principal: Principal, body: TeamCreate, address: str = ""
-                ) -> TeamView:
+def create_team(db: Database, principal: Principal, body: TeamCreate, address: str = "",
+                server_max_idle_s: float | None = None) -> TeamView:
+    """A new team. ``server_max_idle_s``: the server's longest notebook idle timeout, which
+    the team's default idle timeout may not exceed unless the team has its own maximum
+    (Invalid)."""
     require_admin(principal)
     team = Team(
         name=body.name,
@@ -117,7 +149,13 @@ def create_team(db: Database, principal: Principal, body: TeamCreate, address: s
         cohort=body.cohort,
         lend_limit_milli=None if body.lend_limit_gpus is None else _milli(body.lend_limit_gpus),
         default_run_limit_s=body.default_run_limit_s,
+        notebook_idle_timeout_s=body.notebook_idle_timeout_s,
+        notebook_max_idle_timeout_s=body.notebook_max_idle_timeout_s,
+        notebook_max_lifetime_s=body.notebook_max_lifetime_s,
     )
+    _check_notebook_idle(team, server_max_idle_s)
+    notebooks = "".join(f", {_notebook_text(f, getattr(body, f))}" for f in NOTEBOOK_FIELDS
+                        if getattr(body, f) is not None)
     try:
         with db.session() as s:
             s.add(team)
@@ -126,7 +164,8 @@ def create_team(db: Database, principal: Principal, body: TeamCreate, address: s
                          f"{body.borrow_limit_gpus:g} GPUs, "
                          + _share_text(body.weight, body.cohort, body.lend_limit_gpus)
                          + ("" if body.default_run_limit_s is None
-                            else _run_limit_text(body.default_run_limit_s)), address)
+                            else _run_limit_text(body.default_run_limit_s))
+                         + notebooks, address)
         view = _team_view(team)
     except IntegrityError:
         raise Conflict(f"name: a team named {body.name!r} already exists") from None
@@ -142,9 +181,11 @@ def _live_team(s: Session, name: str) -> Team:
 
 
 def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
-                address: str = "") -> TeamView:
+                address: str = "", server_max_idle_s: float | None = None) -> TeamView:
     """Change what ``body`` gives and keep the rest (see TeamUpdate: an explicit null clears
-    ``cohort`` and ``lend_limit_gpus``). NotFound for no live team of that name."""
+    ``cohort``, ``lend_limit_gpus``, ``default_run_limit_s`` and the notebook settings).
+    NotFound for no live team of that name; Invalid (nothing changed) when the team's
+    default notebook idle timeout would be above its maximum (see :func:`create_team`)."""
     require_admin(principal)
     with db.session() as s:
         team = _live_team(s, name)
@@ -170,6 +211,11 @@ def update_team(db: Database, principal: Principal, name: str, body: TeamUpdate,
         if "default_run_limit_s" in given:
             team.default_run_limit_s = body.default_run_limit_s
             changes.append(_run_limit_text(body.default_run_limit_s).removeprefix(", "))
+        for field in NOTEBOOK_FIELDS:
+            if field in given:
+                setattr(team, field, getattr(body, field))
+                changes.append(_notebook_text(field, getattr(body, field)))
+        _check_notebook_idle(team, server_max_idle_s)
         audit.record(s, principal.user, "team.update", name, ", ".join(changes), address)
         view = _team_view(team)
     view.warning = quota_warning(db)

@@ -98,7 +98,8 @@ def job_view(job: Job, team: str, user: str, events: Sequence[JobEvent] = ()) ->
 
 # Built once: the submit path is hot, and SQLAlchemy's per-call statement building costs
 # more than the insert itself.
-_SELECT_TEAM = select(Team.id, Team.name).where(Team.name == bindparam("name"))
+_SELECT_TEAM = select(Team.id, Team.name, Team.notebook_max_idle_timeout_s).where(
+    Team.name == bindparam("name"))
 _JOBS = cast(Table, Job.__table__)
 _INSERT_JOB = insert(_JOBS).returning(_JOBS.c.id)
 _INSERT_EVENT = insert(cast(Table, JobEvent.__table__))
@@ -124,15 +125,12 @@ def submit(
 
     ``never_fits``: why the pool could never hold ``spec`` (None: it could); such a job is
     Invalid (422) with that reason, as it would wait forever. ``max_idle_timeout_s``: the
-    longest idle timeout a notebook may ask for (Invalid above it).
+    server's longest idle timeout a notebook may ask for; the queue's team's own maximum,
+    when set, replaces it (Invalid above it, nothing written).
 
     A notebook's name must not be that of a live workload of its team (Conflict); without
     one it gets the first free ``notebook-N``."""
     key = idempotency.check_key(idempotency_key)
-    if (max_idle_timeout_s is not None and spec.idle_timeout_s is not None
-            and spec.idle_timeout_s > max_idle_timeout_s):
-        raise Invalid(f"idle_timeout_s: at most {max_idle_timeout_s:g} s on this server "
-                      f"(asked {spec.idle_timeout_s:g})")
     resolve_gpu_model(spec.gpu_model, known_models)
     impossible = never_fits(spec) if never_fits is not None else None
     if impossible is not None:
@@ -147,7 +145,8 @@ def submit(
             if key is not None:
                 first = idempotency.find(conn, principal.user_id, key, digest, now, purge=True)
             if first is None:
-                job_id, name, team_name = _insert_job(conn, principal, spec, queue, now, origin)
+                job_id, name, team_name = _insert_job(conn, principal, spec, queue, now, origin,
+                                                      max_idle_timeout_s)
                 if key is not None:
                     idempotency.record(conn, principal.user_id, key, digest, job_id, now)
     except IntegrityError:
@@ -174,17 +173,33 @@ def submit(
 _WAITING = "waiting for the scheduler"
 
 
+def _check_idle_timeout(spec: JobSpec, team: str, team_max_s: float | None,
+                        server_max_s: float | None) -> None:
+    """Invalid when the notebook asks for an idle timeout above its team's maximum (else the
+    server's; None: no limit)."""
+    asked = spec.idle_timeout_s
+    limit = team_max_s if team_max_s is not None else server_max_s
+    if asked is None or limit is None or asked <= limit:
+        return
+    where = (f"for team {team!r}'s notebooks" if team_max_s is not None
+             else "on this server")
+    raise Invalid(f"idle_timeout_s: at most {limit:g} s {where} (asked {asked:g})")
+
+
 def _insert_job(
     conn: Connection, principal: Principal, spec: JobSpec, queue: str, now: float,
-    origin: str | None,
+    origin: str | None, max_idle_timeout_s: float | None = None,
 ) -> tuple[int, str, str]:
-    """Insert the pending job and its first event; (job id, job name, team name)."""
+    """Insert the pending job and its first event; (job id, job name, team name). A
+    notebook's ``idle_timeout_s`` above its team's maximum (else ``max_idle_timeout_s``, the
+    server's) is Invalid."""
     team = conn.execute(_SELECT_TEAM, {"name": queue}).first()
     if team is None:
         raise Invalid(f"queue: no queue named {queue!r}")
-    team_id, team_name = team
+    team_id, team_name, team_max_idle = team
     if team_id != principal.team_id and not principal.admin:
         raise Forbidden(f"queue: you may only submit to your team's queue {principal.team!r}")
+    _check_idle_timeout(spec, team_name, team_max_idle, max_idle_timeout_s)
     if spec.kind == Kind.NOTEBOOK:
         name = _notebook_name(conn, team_id, spec.name)
     else:
