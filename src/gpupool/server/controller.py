@@ -38,6 +38,7 @@ from gpupool.server.db.database import Database
 from gpupool.server.job_store import JobStore
 from gpupool.server.launcher import Launcher
 from gpupool.server.live_state import LiveState
+from gpupool.server.metrics.loop_metrics import LoopMetrics
 from gpupool.server.outcomes import EndRecorder, problem_text
 from gpupool.server.placing import Placing
 from gpupool.server.pool_nodes import build_scheduler, carry_over
@@ -92,6 +93,9 @@ class Controller:
         self._retries = WriteRetries()
         """Row writes that failed (the database was unavailable), by job: retried at the start
         of every step until they succeed."""
+        self.metrics = LoopMetrics(lambda: self.live.state)
+        """What the loop counts (cycle times, waits, preemptions; the API's submits), read by
+        the app's ``/metrics`` collector (server/metrics/)."""
         self._ends = EndRecorder(self.store, self.live, self.launcher.drop_share_file,
                                  self._reconsider_all)
         self.policy = queue_policy(settings)
@@ -106,9 +110,11 @@ class Controller:
                            clock)
         self.watch.notebook_lifetime_s = settings.notebook_max_lifetime_s
         self._ends.drop_env_dir = self.launcher.workspace.drop_env_dir
+        self._ends.requeued = self.metrics.queued
+        self.watch.metrics = self.metrics
         self.placing = Placing(self.store, self.live, self.launcher, self.policy, self._usage,
                                self._ends, self._retries, self.watch.stop, self._wake.set,
-                               launch_threads)
+                               launch_threads, metrics=self.metrics)
 
     @property
     def executor(self) -> Executor:

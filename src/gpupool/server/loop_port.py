@@ -9,6 +9,7 @@ from typing import Protocol
 from gpupool.executors.base import Executor
 from gpupool.schemas.jobs import JobSpec
 from gpupool.server.launcher import Launcher
+from gpupool.server.metrics.loop_metrics import LoopMetrics
 
 
 class LoopPort(Protocol):
@@ -33,3 +34,5 @@ class LoopPort(Protocol):
     """Where processes run (pipeline shell steps reuse a local one)."""
     launcher: Launcher
     """The launcher (its workspace holds workloads' files)."""
+    metrics: LoopMetrics
+    """What the loop counts; the API adds its submits and serves them at ``/metrics``."""

@@ -58,6 +58,9 @@ class EndRecorder:
         """Jobs whose end could not be written yet (kept in ``active``; logged once)."""
         self.drop_env_dir: Callable[[int], None] = lambda _job_id: None
         """Removes a cancelled notebook's own directory (set by the controller)."""
+        self.requeued: Callable[[int, float], None] = lambda _job_id, _now: None
+        """Told ``(job_id, now)`` when a job goes back to pending (its wait restarts; set by
+        the controller to its metrics')."""
 
     def finish_ended(self, job_id: int, active: Active, now: float) -> None:
         """Every process of the job ended: write its row (final, or back to pending) first,
@@ -127,6 +130,7 @@ class EndRecorder:
         self.live.release(live)  # what it still holds (nothing, when its launch failed)
         live.reason = ""
         self.live.pending[live.id] = live
+        self.requeued(live.id, now)
 
 
 def problem_text(exc: Exception) -> str:

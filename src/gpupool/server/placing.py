@@ -21,6 +21,7 @@ from gpupool.server.job_store import JobStore
 from gpupool.server.launch_worker import Launched, LaunchWorker
 from gpupool.server.launcher import Launcher
 from gpupool.server.live_state import LiveState
+from gpupool.server.metrics.loop_metrics import LoopMetrics
 from gpupool.server.outcomes import EndRecorder
 from gpupool.server.queue_inputs import UsageCache, quota_and_weights
 from gpupool.server.write_retry import WriteRetries
@@ -43,9 +44,11 @@ class Placing:
     def __init__(self, store: JobStore, live: LiveState, launcher: Launcher, policy: QueuePolicy,
                  usage: UsageCache, ends: EndRecorder, retries: WriteRetries,
                  stop: Callable[[Active, str, float, str | None], None],
-                 wake: Callable[[], None], launch_threads: int = 1) -> None:
+                 wake: Callable[[], None], launch_threads: int = 1,
+                 metrics: LoopMetrics | None = None) -> None:
         """``stop(active, why, now, note)`` tells a running job to stop (and writes why);
-        ``wake`` runs a step soon (a launch finished)."""
+        ``wake`` runs a step soon (a launch finished); ``metrics``: where cycle times,
+        preemptions and waits are counted (the controller's)."""
         self.store = store
         self.live = live
         self.launcher = launcher
@@ -55,6 +58,7 @@ class Placing:
         self.retries = retries
         self.stop = stop
         self.worker = LaunchWorker(self._start, wake, launch_threads)
+        self.metrics = metrics if metrics is not None else LoopMetrics()
         self.last_cycle_seconds = 0.0
         self.last_outcome: CycleOutcome | None = None
         """What the latest cycle decided (for tests and diagnostics)."""
@@ -79,7 +83,9 @@ class Placing:
             live.dirty = True  # the time budget ran out: finish on the next step
         self.last_cycle_seconds = time.perf_counter() - started
         self.last_outcome = outcome
+        self.metrics.cycle(self.last_cycle_seconds)
         for victim, preemptor in outcome.preemptions:
+            self.metrics.preempted(victim.queue)
             try:  # the victim is told to stop first; a failed note must not block binding
                 self.stop(live.active[victim.id], "preempt", now,
                           f"preempted to make room for job {preemptor.id} "
@@ -125,6 +131,7 @@ class Placing:
             live.release(job)
         for job, active in bound:
             del live.pending[job.id]
+            self.metrics.started(job.id, job.queue, job.created_at, now)
             job.started_at = now
             job.reservation = None
             live.active[job.id] = active

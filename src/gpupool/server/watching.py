@@ -28,6 +28,7 @@ from gpupool.server.active import Active, to_request
 from gpupool.server.job_store import JobStore, PendingRow
 from gpupool.server.launcher import Launcher
 from gpupool.server.live_state import LiveState
+from gpupool.server.metrics.loop_metrics import LoopMetrics
 from gpupool.server.outcomes import EndRecorder, problem_text
 from gpupool.server.services.errors import Invalid
 from gpupool.server.write_retry import WriteRetries
@@ -49,6 +50,9 @@ class Watch:
         self.notebook_lifetime_s: float | None = None
         """A notebook is suspended after running this long (the server's setting, replaced
         by its team's when set; None and no team's: only its own time limit)."""
+        self.metrics = LoopMetrics()
+        """Told when a notebook is resumed (its wait restarts) or a workload is cancelled
+        (the controller sets its own)."""
 
     def load_pending(self) -> None:
         """Take in the jobs submitted since the last call (see the module)."""
@@ -98,6 +102,7 @@ class Watch:
         self._handle_suspends(now)
         for row in self.store.resume_requests():
             if row.id not in self.retries and self.store.resume(row.id, now):
+                self.metrics.queued(row.id, now)
                 self._load(row)
 
     def _handle_suspends(self, now: float) -> None:
@@ -118,6 +123,7 @@ class Watch:
     def forget(self, job_id: int) -> None:
         """A cancelled workload's files outside its attempts (a notebook's own directory)
         are removed."""
+        self.metrics.forget(job_id)
         self.launcher.workspace.drop_env_dir(job_id)
 
     def stop(self, active: Active, why: str, now: float, note: str | None = None) -> None:

@@ -16,6 +16,7 @@ from gpupool import __version__
 from gpupool.server.api.deps import AppContext
 from gpupool.server.api.docs_pages import install_docs_pages
 from gpupool.server.api.hostile import SafeJSONResponse, refuse_hostile_input
+from gpupool.server.api.metrics_routes import router as metrics_router
 from gpupool.server.api.notebook_routes import router as notebook_router
 from gpupool.server.api.pipeline_routes import router as pipeline_router
 from gpupool.server.api.responses import errors
@@ -99,6 +100,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     app.include_router(pipeline_router)
     app.include_router(server_router)  # /api/v1/server: gpupool down
     app.include_router(notebook_router)
+    app.include_router(metrics_router)  # /metrics: Prometheus, admins only
     install_docs_pages(app)  # /docs and /redoc from packaged assets, no CDN
 
     @app.get("/healthz", responses=errors(422, 503))
@@ -123,7 +125,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     # An API path with a method it does not serve answers the API's 405 (see _ApiAwareConsole).
     # FastAPI keeps an included router as one entry of app.router.routes: list its own routes.
     api_routes = [*app.router.routes, *router.routes, *pipeline_router.routes,
-                  *server_router.routes, *notebook_router.routes]
+                  *server_router.routes, *notebook_router.routes, *metrics_router.routes]
     app.mount("/", _ApiAwareConsole(StaticFiles(directory=static_dir(), html=True), api_routes),
               name="console")
     return app

@@ -1,0 +1,52 @@
+"""``GET /metrics``: the server's metrics in Prometheus' text format (server/metrics/)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from prometheus_client import CollectorRegistry
+from starlette.concurrency import run_in_threadpool
+
+from gpupool.server.api.deps import Caller, Ctx
+from gpupool.server.api.hostile import SafeRoute
+from gpupool.server.api.responses import API_ERRORS, errors
+from gpupool.server.metrics.collector import CONTENT_TYPE, new_registry, render
+from gpupool.server.services.admin import require_admin
+
+router = APIRouter(route_class=SafeRoute, responses=API_ERRORS)
+
+_EXAMPLE = """# HELP gpupool_gpu_allocated_ratio Share of each GPU allocated to workloads (0 to 1)
+# TYPE gpupool_gpu_allocated_ratio gauge
+gpupool_gpu_allocated_ratio{gpu="0",model="A100",node="n0"} 0.5
+"""
+
+
+def _registry(request: Request, ctx: Ctx) -> CollectorRegistry:
+    """The app's own registry (made on the first scrape, kept on ``app.state``)."""
+    registry: CollectorRegistry | None = getattr(request.app.state, "metrics_registry", None)
+    if registry is None:
+        registry = new_registry(ctx.db, ctx.controller.metrics)
+        request.app.state.metrics_registry = registry
+    return registry
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        **errors(403),
+        200: {"description": "The metrics, in Prometheus' text exposition format 0.0.4",
+              "content": {"text/plain": {"schema": {"type": "string"},
+                                         "example": _EXAMPLE}}},
+    },
+)
+async def metrics(request: Request, ctx: Ctx, caller: Caller) -> Response:
+    """The server's metrics for Prometheus: each GPU's allocated share, teams' allocated and
+    quota GPUs, workloads by phase/queue/kind, idle notebooks by team, submits, cycle times,
+    queue waits and preemptions (docs/guide/administration.md, "Metrics").
+
+    Admins only (401 without a token, 403 for a non-admin): the answer names every team
+    and queue. Scrape-only tokens and an aggregate public view are planned, not here yet."""
+    require_admin(caller)
+    registry = _registry(request, ctx)
+    body = await run_in_threadpool(render, registry)  # reads the database: off the loop
+    return Response(content=body, media_type=CONTENT_TYPE)
