@@ -103,7 +103,8 @@ class MountEndpoints:
             return
         headers = upstream_headers(_decoded(scope), verdict.target, client_ip=_client_ip(scope),
                                    proto=_proto(scope), own_origins=self.gate.own_origins(request))
-        await forward(self._pool.client, scope, receive, send, verdict.target, headers)
+        await forward(self._pool.client, scope, receive, send, verdict.target, headers,
+                      self.mount.dropped_cookies)
 
     async def proxy_websocket(self, websocket: WebSocket) -> None:
         nb_id: int = websocket.path_params["key"]

@@ -31,10 +31,6 @@ GPUPOOL_COOKIE_PREFIX = "gpupool_"
 DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
-JUPYTER_LOGIN_PREFIX = "username-"
-"""Jupyter's login cookies are named ``username-<host>-<port>``."""
-
-
 def origin_of(url: str) -> str | None:
     """``scheme://host[:port]`` of ``url``, lower-cased, default port left out (as browsers
     send ``Origin``); None when ``url`` has no http(s) scheme or host."""
@@ -135,9 +131,10 @@ def upstream_headers(client: Iterable[tuple[str, str]], target: Target, *,
     return out
 
 
-def downstream_headers(upstream: Iterable[tuple[bytes, bytes]],
-                       target: Target) -> list[tuple[bytes, bytes]]:
-    """Response headers for the client: hop-by-hop ones and gpupool ``Set-Cookie``s dropped,
+def downstream_headers(upstream: Iterable[tuple[bytes, bytes]], target: Target,
+                       dropped_cookies: tuple[str, ...] = ()) -> list[tuple[bytes, bytes]]:
+    """Response headers for the client: hop-by-hop ones, gpupool ``Set-Cookie``s and those
+    of cookies named with a prefix of ``dropped_cookies`` dropped,
     repeated ones (Set-Cookie) kept in order, a ``Location`` on the upstream's own origin
     turned into a path."""
     raw = list(upstream)
@@ -151,10 +148,8 @@ def downstream_headers(upstream: Iterable[tuple[bytes, bytes]],
             continue
         if low == "set-cookie" and text.lstrip().startswith(GPUPOOL_COOKIE_PREFIX):
             continue  # the upstream runs its owner's code: it may not touch gpupool's cookies
-        if low == "set-cookie" and text.lstrip().startswith(JUPYTER_LOGIN_PREFIX):
-            # Jupyter's login cookie, earned with the gateway's secret, would let the
-            # browser reach Jupyter's port without the gateway: cookies ignore ports
-            continue
+        if low == "set-cookie" and text.lstrip().startswith(dropped_cookies):
+            continue  # the mount's (see ``routes.Mount.dropped_cookies``)
         if low == "location" and text.lower().startswith(upstream_origin):
             rest = text[len(upstream_origin):]
             if rest == "" or rest.startswith(("/", "?")):

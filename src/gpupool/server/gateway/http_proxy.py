@@ -64,9 +64,11 @@ async def _body(receive: Receive) -> AsyncIterator[bytes]:
 
 
 async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, send: Send,
-                  target: Target, headers: list[tuple[str, str]]) -> None:
+                  target: Target, headers: list[tuple[str, str]],
+                  dropped_cookies: tuple[str, ...] = ()) -> None:
     """Forward the request in ``scope`` to ``target`` with ``headers`` (already rewritten
-    for the upstream) and relay the response. See the module docstring."""
+    for the upstream) and relay the response, without the cookies ``dropped_cookies`` names
+    (the mount's). See the module docstring."""
     names = {name.lower() for name, _ in headers}
     client_headers = {k.decode("latin-1").lower() for k, _ in scope["headers"]}
     has_body = "content-length" in names or "transfer-encoding" in client_headers
@@ -85,7 +87,8 @@ async def forward(client: httpx.AsyncClient, scope: Scope, receive: Receive, sen
         return
     try:
         await send({"type": "http.response.start", "status": response.status_code,
-                    "headers": downstream_headers(response.headers.raw, target)})
+                    "headers": downstream_headers(response.headers.raw, target,
+                                                          dropped_cookies)})
         await _relay_body(response, receive, send)
     finally:
         await response.aclose()

@@ -26,7 +26,9 @@ class Mount:
 
     ``lookup`` finds the target for a key (None: no such live thing); ``resume`` (optional)
     asks for a suspended one to be started again, on behalf of its owner; ``landing`` is the
-    path under the mount that sign-in redirects to.
+    path under the mount that sign-in redirects to; ``dropped_cookies``: name prefixes of
+    cookies the upstream sets that never reach the client (a notebook: Jupyter's login
+    cookie, which would open Jupyter's port without the gateway, as cookies ignore ports).
     """
 
     prefix: str
@@ -34,6 +36,7 @@ class Mount:
     lookup: Callable[[CachedDirectory, int], Awaitable[Target | None]]
     may_enter: Callable[[Visitor, Target], bool]
     resume: Callable[[CachedDirectory, int, Visitor], Awaitable[None]] | None = None
+    dropped_cookies: tuple[str, ...] = ()
 
     def base(self, key: int) -> str:
         """The mount's path prefix for ``key``, with its trailing slash: ``/nb/7/``."""
@@ -49,6 +52,7 @@ class Mount:
 
 
 NOTEBOOKS = Mount(prefix="nb", landing="lab", lookup=CachedDirectory.notebook,
-                  may_enter=personal, resume=CachedDirectory.resume)
+                  may_enter=personal, resume=CachedDirectory.resume,
+                  dropped_cookies=("username-",))  # Jupyter's: username-<host>-<port>
 
 MOUNTS: tuple[Mount, ...] = (NOTEBOOKS,)
