@@ -16,9 +16,12 @@ from starlette.testclient import TestClient
 from fake_executor import ScriptedExecutor
 from gpupool.sdk import Client
 from gpupool.server.api.app import create_app
-from gpupool.server.api.deps import AppContext
+from gpupool.server.api.deps import AppContext, ServicesAccess
 from gpupool.server.db.database import Database
 from gpupool.server.notebook_setup import attach_notebooks, gateway_access
+from gpupool.server.service_board import ServiceBoard
+from gpupool.server.service_replicas import ServiceRow
+from gpupool.server.service_watch import ServiceWatch
 from gpupool.server.services import audit
 from gpupool.server.services.identity import bootstrap
 from middle_tier import Clock, build_controller
@@ -26,6 +29,23 @@ from middle_tier import Clock, build_controller
 BASE_URL = "http://127.0.0.1"
 GATEWAY_URL = "http://127.0.0.1:8471"
 """The gateway's address this server's answers name (no gateway listens in this tier)."""
+
+
+class ScriptedReplicas(ServiceWatch):
+    """The service controller with replicas' readiness scripted: a replica is ready once its
+    job id is in ``ready`` (real probes over real sockets: the end-to-end test). Passes run
+    when the test calls ``check``; never started as a thread."""
+
+    ready: set[int]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.ready = set()
+        self.probed: list[str] = []
+
+    def _probe(self, uds: str, service: ServiceRow) -> bool:
+        self.probed.append(uds)
+        return any(uds.split("/")[-2].startswith(f"{j}.") for j in self.ready)
 
 
 class InProcessServer:
@@ -57,9 +77,15 @@ class InProcessServer:
         assert token is not None
         self.token = token
         self.gateway_key = attach_notebooks(self.controller, self.settings)
+        self.board = ServiceBoard(self.clock)
+        self.services = ScriptedReplicas(self.db, self.board,
+                                         lambda: list(self.controller.models),
+                                         self.controller.wake, wall=self.clock)
         self.app = create_app(AppContext(
             self.settings, self.db, self.controller,
-            gateway=gateway_access(self.gateway_key, lambda: GATEWAY_URL)), run_loop=False)
+            gateway=gateway_access(self.gateway_key, lambda: GATEWAY_URL),
+            services=ServicesAccess(self.board, self.services.poke, lambda: GATEWAY_URL)),
+            run_loop=False)
         self.admin = self.client(token)
 
     def client(self, token: str) -> TestClient:

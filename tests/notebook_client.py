@@ -26,7 +26,7 @@ def wait_for(api: httpx.Client, job_id: str, want: str, timeout: float = READY_T
         if (want == "ready" and view.get("url")) or view.get("phase") == want:
             return view
         assert view.get("phase") not in ("failed", "cancelled", "succeeded"), view
-        time.sleep(0.25)
+        time.sleep(0.1)
     raise AssertionError(f"job {job_id} not {want} within {timeout:g} s: {view}")
 
 

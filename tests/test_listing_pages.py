@@ -88,6 +88,7 @@ def pool(request: pytest.FixtureRequest,
         finally:
             if made._real is not None:
                 made._real.stop()
+                made._real.wait_exited()  # its connections are gone before the store is
                 kill_leftover_jobs(made._real.home)
                 shutil.rmtree(made._real.work_dir, ignore_errors=True)
 

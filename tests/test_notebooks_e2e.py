@@ -140,7 +140,7 @@ def test_an_idle_notebook_is_suspended_for_a_waiting_job_and_resumes_with_its_fi
                 saved = web.put(base + "api/contents/notes.txt", headers=token,
                                 json={"type": "file", "format": "text", "content": "mine"})
                 assert saved.status_code in (200, 201), saved.text
-            job = admin.post("/jobs", json={"command": ["sleep", "2"], "gpus": 1}).json()
+            job = admin.post("/jobs", json={"command": ["true"], "gpus": 1}).json()
             assert admin.get(f"/jobs/{job['id']}").json()["phase"] == "pending"
             suspended = wait_for(admin, nb, "suspended", timeout=90)
             assert any("idle for" in e["message"] for e in suspended["events"])

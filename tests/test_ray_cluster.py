@@ -486,6 +486,7 @@ def test_up_with_a_local_ray_head(tmp_path: Path) -> None:
         assert view["enforcement"] == "interposer", view["enforcement"]
     finally:
         s.stop()
+        s.wait_exited()  # its Ray head goes down as the server's process exits
         shutil.rmtree(ray_tmp, ignore_errors=True)
         shutil.rmtree(agents, ignore_errors=True)
 

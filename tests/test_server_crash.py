@@ -65,8 +65,12 @@ def test_kill_9_with_20_jobs_queued_or_running(server: Server, tmp_path: Path) -
             expected[job_id] = ("succeeded" if code == 0 else "failed", code, marker)
         wait_for(lambda: sum(j["phase"] == "running" for j in c.get("/jobs").json()) >= 6)
         gpus_never_oversubscribed(c)
+        running = [j["id"] for j in c.get("/jobs").json() if j["phase"] == "running"]
     server.kill9()
-    time.sleep(2.5)  # some jobs finish while nobody watches, others keep running
+    # Some jobs finish while nobody watches (at least one before the restart begins, more
+    # while it takes), others keep running.
+    wait_for(lambda: any((server.home / "runs" / job_id / "1" / "exit").exists()
+                         for job_id in running), timeout=30, interval=0.05)
     server.start()
     with server.client() as c:
 

@@ -21,7 +21,7 @@ PHASE_STYLE = {
     "suspended": "blue",
 }
 """The style of each phase (a ``Phase`` is a ``str``: ``PHASE_STYLE[view.phase]`` works)."""
-KINDS = ("job", "notebook")
+KINDS = ("job", "notebook", "service")
 """The values of ``schemas.jobs.Kind``, copied so that ``ps`` need not import the models
 (tests/test_notebook_cli.py checks that they are the same)."""
 REASON_WIDTH = 42

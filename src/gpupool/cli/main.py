@@ -62,6 +62,18 @@ def _notebook() -> dict[str, Any]:
     return build(lambda app: app.add_typer(notebook_cmd.app, name="notebook"))
 
 
+def _service() -> dict[str, Any]:
+    from gpupool.cli import service_cmd
+
+    return build(lambda app: app.add_typer(service_cmd.app, name="service"))
+
+
+def _serve() -> dict[str, Any]:
+    from gpupool.cli.service_cmd import serve
+
+    return build(lambda app: app.command(name="serve")(serve))
+
+
 def _shell() -> dict[str, Any]:
     from gpupool.cli.shell_cmd import shell
 
@@ -92,6 +104,10 @@ COMMANDS = {
                                 "gateway, suspended when idle."),
     "shell": Lazy(_shell, "An interactive terminal in a notebook's environment, through the "
                           "gateway."),
+    "serve": Lazy(_serve, "Deploy the service described in a YAML file: create it, or "
+                          "update it when the name exists."),
+    "service": Lazy(_service, "Inference services: replicas on GPU shares behind the gateway, "
+                              "autoscaled."),
     "pipeline": Lazy(_pipeline, "Pipelines: DAGs of steps that pass values and files."),
     "admin": Lazy(_jobs, "Manage teams, users, tokens and read the audit log (needs an admin "
                          "token)."),

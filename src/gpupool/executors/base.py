@@ -46,6 +46,13 @@ class LaunchSpec:
     readable: tuple[str, ...] = ()
     """Paths the sandbox shows even where they lie in hidden directories (bound read-write:
     the account's own file modes decide what it may change there)."""
+    private_network: bool = False
+    """Run the command in a network of its own, with only a loopback: what it listens on is
+    reachable neither from the host nor from other workloads, and it reaches none of their
+    ports (services' replicas: only reachable through a Unix socket in a directory bound
+    into the sandbox, see :mod:`gpupool.executors.replica_front`). Only a sandbox provides
+    it: with the sandbox off it has no effect (no sandbox, no isolation); executors that
+    cannot provide it (Ray) refuse the launch."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,9 @@ the log keeps its head and its tail and says what was dropped between them (see
 Isolation: the command runs as ``LaunchSpec.run_as`` when this executor is root (else as
 itself), with an allowlisted environment (:mod:`gpupool.executors.job_env`), ``umask 077``,
 open-file and process limits, in the bubblewrap sandbox when the executor has one
-(:mod:`gpupool.executors.sandbox`). RUN_DIR must be a directory only the executor's account
+(:mod:`gpupool.executors.sandbox`), with a network of its own when
+``LaunchSpec.private_network`` asks for one (without a sandbox that flag has no effect: no
+sandbox, no isolation). RUN_DIR must be a directory only the executor's account
 can write: the shim, which runs as that account, records the outcome there.
 
 A pid is trusted ("ours") only if that process is running, leads its own group, and its
@@ -163,7 +165,8 @@ class LocalExecutor:
             # (the share dir: its ledger is the job's to write, the limit file is not)
             rw = [p for p in (job_dir, spec.workdir, *spec.readable) if p]
             command = self.sandbox.wrap(command, account, rw=rw,
-                                        gpus=spec.gpu_devices, cwd=spec.workdir or job_dir)
+                                        gpus=spec.gpu_devices, cwd=spec.workdir or job_dir,
+                                        private_network=spec.private_network)
         shim_env = {"PATH": SYSTEM_PATH, RUN_DIR_ENV: run_dir}
         if self.die_with_parent:
             shim_env[shim.PARENT_PID_ENV] = str(os.getpid())

@@ -18,7 +18,8 @@ Contracts:
 - Isolation is each node's: its agent runs a process as the account ``LaunchSpec.run_as``
   names (creating it there when gpupool created it), sandboxed, in a job dir of its own on
   the node (``LaunchSpec.job_dir`` only says whether to give it one), and reports how in
-  ``Handle.isolation`` (see ``ray_agent``).
+  ``Handle.isolation`` (see ``ray_agent``). A launch asking for a private network
+  (``LaunchSpec.private_network``) is refused: services' replicas run on the server's node.
 - Logs: each process logs on its node; every poll appends the new *complete lines* to the
   server-side log file given at launch (the rest once the process ended), and records how
   far it got in ``<server run dir>/log.synced``, so a restarted server neither repeats nor
@@ -284,6 +285,11 @@ class RayPool:
             raise LaunchError(str(cause).strip().splitlines()[-1]) from None
 
     def launch(self, spec: LaunchSpec) -> Handle:
+        if spec.private_network:  # the agents' payload does not carry it: never run without
+            raise LaunchError(
+                f"job {spec.job_id} attempt {spec.attempt} asks for a private network, which "
+                "Ray nodes do not provide: services' replicas run on the server's own node "
+                "for now")
         where = self._where(spec.run_dir)
         payload = {"job_id": spec.job_id, "attempt": spec.attempt,
                    "command": list(spec.command), "env": dict(spec.env),

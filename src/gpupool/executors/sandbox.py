@@ -6,8 +6,13 @@ read-only, a private ``/tmp``, ``/dev`` with only the null/zero/random devices p
 workload's own ``/dev/nvidiaN`` (and the control devices when it has a GPU), private PID and
 IPC namespaces (it sees only its own processes), and the hidden paths (the server's data
 dir, ``/root``, ``/home``, the work dir's other workloads) replaced by empty directories,
-with the workload's own directories bound back read-write. The network is the host's:
-distributed training needs it (docs/design/security.md says what follows).
+with the workload's own directories bound back read-write. The network is the host's
+(distributed training needs it; docs/design/security.md says what follows) unless the launch
+asks for a private one (``private_network``: services' replicas): then the sandbox gets a
+network namespace of its own with only a loopback (``--unshare-net``; bwrap brings ``lo`` up),
+so the ports it listens on are reachable neither from the host nor from other sandboxes, and
+it reaches none of theirs. Unix sockets in directories bound into it still connect both ways
+(that is how gpupool's gateway reaches a replica: :mod:`gpupool.executors.replica_front`).
 
 Signals: the executor signals the attempt's process group. bwrap's outer process ignores
 SIGTERM (so that a graceful stop reaches the command and is not cut short by bwrap dying),
@@ -68,17 +73,21 @@ class Sandbox:
         ro: Sequence[str] = (),
         gpus: Sequence[int] = (),
         cwd: str | None = None,
+        private_network: bool = False,
     ) -> list[str]:
         """The argv that runs ``command`` in the sandbox: ``rw`` bound read-write and ``ro``
         read-only at the same paths (after the hidden paths are emptied, so they may lie
         inside them), the device nodes of physical GPUs ``gpus``, and ``cwd`` as the
         working directory; ``account`` is who runs it (bwrap can only mount over a path
         whose parent that account may search: others are hidden by their own modes).
-        ``command`` unchanged when the sandbox is off."""
+        ``private_network``: a network namespace of its own, with only a loopback.
+        ``command`` unchanged when the sandbox is off (no sandbox: no private network)."""
         if not self.enabled:
             return list(command)
         argv = [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
                 "--tmpfs", "/tmp", "--tmpfs", "/var/tmp", "--unshare-pid", "--unshare-ipc"]
+        if private_network:
+            argv.append("--unshare-net")
         hidden: list[str] = []
         for path in sorted({os.path.abspath(p) for p in self.hide}, key=len):
             if any(path.startswith(h.rstrip("/") + "/") for h in hidden):

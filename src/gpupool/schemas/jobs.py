@@ -52,11 +52,13 @@ class Phase(StrEnum):
 
 
 class Kind(StrEnum):
-    """What a workload is: a batch job, or a notebook (JupyterLab, reached through the
-    gateway, suspended when idle)."""
+    """What a workload is: a batch job, a notebook (JupyterLab, reached through the
+    gateway, suspended when idle), or one replica of an inference service (started by the
+    service controller, never submitted directly: see ``schemas.services``)."""
 
     JOB = "job"
     NOTEBOOK = "notebook"
+    SERVICE = "service"
 
 
 class JobOrder(StrEnum):
@@ -81,7 +83,9 @@ class JobSpec(BaseModel):
 
     kind: Kind = Field(default=Kind.JOB, description="job (the default) or notebook: JupyterLab "
                        "started by the server, reached through its gateway, suspended when "
-                       "idle; a notebook has no command.")
+                       "idle; a notebook has no command. service: one replica of an "
+                       "inference service (the server makes those; deploy with "
+                       "POST /api/v1/services).")
     command: list[str] = Field(default_factory=list,
                                description="Program and arguments (jobs only; required).")
     name: str | None = Field(None, pattern=NAME_PATTERN)
@@ -129,9 +133,12 @@ class JobSpec(BaseModel):
         if self.kind == Kind.NOTEBOOK:
             self._check_notebook()
         elif not self.command:
-            raise ValueError("command: a job needs a command (the program and its arguments)")
+            raise ValueError(f"command: a {self.kind.value} needs a command (the program and "
+                             "its arguments)")
         elif self.idle_timeout_s is not None:
             raise ValueError("idle_timeout_s: only for notebooks (kind: notebook)")
+        elif self.kind == Kind.SERVICE and (self.nodes != 1 or self.procs_per_node != 1):
+            raise ValueError("nodes: a service's replica runs on one node, as one process")
         if self.command and not self.command[0]:
             raise ValueError("command: the program name is empty")
         for key, value in self.env.items():

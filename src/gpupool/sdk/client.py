@@ -48,6 +48,7 @@ from gpupool.sdk.errors import ApiError
 if TYPE_CHECKING:
     from gpupool.sdk.async_client import AsyncClient
     from gpupool.sdk.pipelines import Pipelines
+    from gpupool.sdk.services import Services
 
 T = TypeVar("T")
 
@@ -85,6 +86,17 @@ class Client(_Blocking):
             verify=self._verify,
         )
         self._pipelines: Pipelines | None = None
+        self._services: Services | None = None
+
+    @property
+    def services(self) -> Services:
+        """Inference services and their API keys (gpupool.sdk.services; imported on first
+        use, with YAML)."""
+        if self._services is None:
+            from gpupool.sdk.services import Services
+
+            self._services = Services(self._do)
+        return self._services
 
     @property
     def pipelines(self) -> Pipelines:

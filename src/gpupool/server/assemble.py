@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 
     from gpupool.server.gateway.serve import GatewayServer
     from gpupool.server.notebook_watch import NotebookWatch
+    from gpupool.server.service_watch import ServiceWatch
 
 Membership = Callable[[], LocalInventory | None]
 
@@ -183,25 +184,29 @@ def serve(parts: Parts, on_signal: Callable[[int], None]) -> Stopped:
     (notebooks) and the notebook watch run beside it and stop after it. BuildError when
     the gateway cannot listen."""
     from gpupool.server.api.app import create_app
-    from gpupool.server.api.deps import AppContext
+    from gpupool.server.api.deps import AppContext, ServicesAccess
     from gpupool.server.notebook_setup import gateway_access
 
-    gateway, watch = start_gateway(parts)
+    gateway, watch, services = start_gateway(parts)
     settings = parts.settings
-    app = create_app(AppContext(settings, parts.db, parts.controller,
-                                gateway=gateway_access(parts.gateway_key, lambda: gateway.url)))
+    app = create_app(AppContext(
+        settings, parts.db, parts.controller,
+        gateway=gateway_access(parts.gateway_key, lambda: gateway.url),
+        services=ServicesAccess(services.board, services.poke, lambda: gateway.url)))
     try:
         watch.start()
+        services.start()
         return _serve_api(parts, app, on_signal)
     finally:
+        services.stop()
         watch.stop()
         gateway.stop()
 
 
-def start_gateway(parts: Parts) -> tuple[GatewayServer, NotebookWatch]:
-    """The gateway, listening (on ``--gateway-port``, or a free port for 0), and the notebook
-    watch that tells it where notebooks are (not started). BuildError when it cannot
-    listen."""
+def start_gateway(parts: Parts) -> tuple[GatewayServer, NotebookWatch, ServiceWatch]:
+    """The gateway, listening (on ``--gateway-port``, or a free port for 0), the notebook
+    watch that tells it where notebooks are and the service controller (neither started).
+    BuildError when it cannot listen."""
     import socket
     from functools import partial
 
@@ -210,6 +215,9 @@ def start_gateway(parts: Parts) -> tuple[GatewayServer, NotebookWatch]:
     from gpupool.server.gateway.serve import GatewayServer
     from gpupool.server.notebook_directory import NotebookDirectory
     from gpupool.server.notebook_watch import NotebookWatch
+    from gpupool.server.service_board import ServiceBoard
+    from gpupool.server.service_directory import ServiceRoutes
+    from gpupool.server.service_watch import ServiceWatch
 
     settings, controller = parts.settings, parts.controller
     port = settings.gateway_port
@@ -222,14 +230,18 @@ def start_gateway(parts: Parts) -> tuple[GatewayServer, NotebookWatch]:
     watch = NotebookWatch(parts.db, secret, lambda: public, controller.wake,
                           settings.notebook_idle_timeout_s)
     directory = NotebookDirectory(parts.db, secret, watch.touch, controller.wake)
-    gateway = GatewayServer(create_gateway(directory, parts.gateway_key, public),
+    board = ServiceBoard()
+    services = ServiceWatch(parts.db, board, lambda: list(controller.models), controller.wake)
+    routes = ServiceRoutes(parts.db, board, services.poke)
+    gateway = GatewayServer(create_gateway(directory, parts.gateway_key, public,
+                                           services=routes),
                             ssl_certfile=settings.tls_cert or None,
                             ssl_keyfile=settings.tls_key or None)
     try:
         gateway.start(settings.host, port)
     except (OSError, RuntimeError) as exc:
         raise BuildError(str(exc)) from None
-    return gateway, watch
+    return gateway, watch, services
 
 
 def _serve_api(parts: Parts, app: FastAPI, on_signal: Callable[[int], None]) -> Stopped:

@@ -26,6 +26,7 @@ from gpupool.server.notebook_launch import (
     jupyter_env,
     make_env_dir,
 )
+from gpupool.server.replica_launch import make_socket_dir, replica_command, socket_dir
 from gpupool.server.sharing.choose import MIG, MPS, Choice, Offer, Share, choose
 from gpupool.server.sharing.mps import MpsError
 from gpupool.server.sharing.setup import Sharing
@@ -166,6 +167,9 @@ class Launcher:
                 if spec.kind == Kind.NOTEBOOK:
                     command, workdir, visible = self._notebook(
                         job_id, attempt, node_name, owner, base, visible)
+                elif spec.kind == Kind.SERVICE:
+                    command, visible = self._replica(job_id, attempt, node_name, owner,
+                                                     command, base, visible)
                 procs = spec.procs_per_node if dist is not None else 1
                 for local_rank in range(procs):
                     env = dict(base)
@@ -185,7 +189,8 @@ class Launcher:
                                                                            rank)),
                                         gpu_devices=tuple(g for g in gpus
                                                           if isinstance(g, int)),
-                                        readable=visible)
+                                        readable=visible,
+                                        private_network=spec.kind == Kind.SERVICE)
                     handles.append(self.executor.launch(launch))
             return handles, enforcement
         except BaseException:
@@ -224,6 +229,27 @@ class Launcher:
         self.endpoints[(job_id, attempt)] = endpoint
         command = jupyter_command(self.workspace.python, job_id, endpoint, root)
         return command, (root if root != "." else None), visible
+
+    def _replica(
+        self, job_id: int, attempt: int, node: str, owner: Owner, command: list[str],
+        env: dict[str, str], visible: tuple[str, ...],
+    ) -> tuple[list[str], tuple[str, ...]]:
+        """A service replica's command (the front before the service's own) and the paths
+        to show (its socket's directory); ``env`` gets ``PORT``. See ``replica_launch``."""
+        if node in self.inventory.node_interposer:
+            raise LaunchError("services' replicas run on the server's own nodes for now "
+                              f"(the gateway cannot reach a replica on {node})")
+        port = self.executor.free_port(node)
+        where = socket_dir(self.workspace.root, job_id, attempt)
+        try:
+            socket = make_socket_dir(where, self._account(owner))
+        except OSError as exc:
+            raise LaunchError(f"cannot prepare the replica's socket directory: {exc}") from None
+        env["PORT"] = str(port)
+        self.endpoints[(job_id, attempt)] = Endpoint(self.executor.node_address(node), port,
+                                                     socket)
+        return (replica_command(self.workspace.python, socket, port, command),
+                (*visible, str(where)))
 
     def _rendezvous(self, allocations: tuple[Allocation, ...]) -> tuple[str, int]:
         """MASTER_ADDR and a MASTER_PORT free on rank 0's node."""

@@ -31,12 +31,16 @@ SECRET_ENV = "JUPYTER_TOKEN"
 
 @dataclass(frozen=True, slots=True)
 class Endpoint:
-    """Where a notebook's server listens on its node."""
+    """Where a notebook's server listens on its node; for a service's replica also the Unix
+    socket of its front (the only way in: its port is in the sandbox's own network)."""
 
     host: str
     port: int
+    uds: str = ""
 
     def to_json(self) -> dict[str, object]:
+        if self.uds:
+            return {"host": self.host, "port": self.port, "uds": self.uds}
         return {"host": self.host, "port": self.port}
 
 

@@ -22,6 +22,7 @@ from gpupool.server.api.pipeline_routes import router as pipeline_router
 from gpupool.server.api.responses import errors
 from gpupool.server.api.routes import router
 from gpupool.server.api.server_routes import router as server_router
+from gpupool.server.api.service_routes import router as service_router
 from gpupool.server.api.storage_errors import install as install_storage_errors
 from gpupool.server.api.storage_errors import ping
 from gpupool.server.isolation import shell_executor
@@ -100,6 +101,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     app.include_router(pipeline_router)
     app.include_router(server_router)  # /api/v1/server: gpupool down
     app.include_router(notebook_router)
+    app.include_router(service_router)
     app.include_router(metrics_router)  # /metrics: Prometheus, admins only
     install_docs_pages(app)  # /docs and /redoc from packaged assets, no CDN
 
@@ -125,7 +127,8 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     # An API path with a method it does not serve answers the API's 405 (see _ApiAwareConsole).
     # FastAPI keeps an included router as one entry of app.router.routes: list its own routes.
     api_routes = [*app.router.routes, *router.routes, *pipeline_router.routes,
-                  *server_router.routes, *notebook_router.routes, *metrics_router.routes]
+                  *server_router.routes, *notebook_router.routes, *service_router.routes,
+                  *metrics_router.routes]
     app.mount("/", _ApiAwareConsole(StaticFiles(directory=static_dir(), html=True), api_routes),
               name="console")
     return app

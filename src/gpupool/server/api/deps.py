@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 
 from gpupool.server.db.database import Database
 from gpupool.server.loop_port import LoopPort
+from gpupool.server.service_board import ServiceBoard
 from gpupool.server.services.identity import Principal, authenticate
 from gpupool.server.services.simulation import SimulationRunner
 from gpupool.server.settings import Settings
@@ -24,6 +25,16 @@ class GatewayAccess:
     mint: Callable[[int, str, float], str]
 
 
+@dataclass(frozen=True)
+class ServicesAccess:
+    """What the API needs for inference services: the board (replicas' readiness, the
+    gateway's load), a way to poke the service controller, and the gateway's public URL."""
+
+    board: ServiceBoard
+    poke: Callable[[], None]
+    url: Callable[[], str]
+
+
 @dataclass
 class AppContext:
     settings: Settings
@@ -33,6 +44,8 @@ class AppContext:
     sim: SimulationRunner | None = None
     gateway: GatewayAccess | None = None
     """None: this server has no gateway (notebooks cannot be opened)."""
+    services: ServicesAccess | None = None
+    """None: this server runs no service controller (services cannot be deployed)."""
 
 
 async def context(request: Request) -> AppContext:

@@ -213,3 +213,39 @@ class AuditEvent(Base):
     target: Mapped[str] = mapped_column(String(200), default="")
     detail: Mapped[str] = mapped_column(Text, default="")
     address: Mapped[str] = mapped_column(String(100), default="")
+
+
+class Service(Base):
+    """One inference service: its spec (``schemas.services.ServiceSpec``), the version of
+    that spec (``generation``, +1 per change: replicas of older ones are rolled over) and
+    how many replicas the controller wants now (``desired``). Its replicas are jobs of kind
+    ``service`` whose origin is ``service:<id>:<generation>:<n>``. Deleting the row is
+    deleting the service: the controller then stops replicas whose service is gone."""
+
+    __tablename__ = "services"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    desired: Mapped[int] = mapped_column(Integer, default=1)
+    next_replica: Mapped[int] = mapped_column(Integer, default=1)
+    """The number the next replica's origin gets (unique per service)."""
+    created_at: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class ServiceKey(Base):
+    """An API key of one service: only its SHA-256 is kept. A revoked key stays, so that
+    its name and dates can be listed."""
+
+    __tablename__ = "service_keys"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    service_id: Mapped[int] = mapped_column(ForeignKey("services.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(100))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[float] = mapped_column(Float)
+    revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+    __table_args__ = (UniqueConstraint("service_id", "name", name="uq_service_keys_name"),)

@@ -1,8 +1,11 @@
 """The gateway as one ASGI app: ``create_gateway(directory, key, public_url)``.
 
 Routes: ``GET /`` and ``GET /healthz`` answer ``{"gateway": "gpupool"}``; each mount of
-``routes.MOUNTS`` adds its sign-in, redirect and proxy routes; everything else is a JSON 404.
-Run it with lifespan on, so that the pooled upstream client is closed at shutdown.
+``routes.MOUNTS`` adds its sign-in, redirect and proxy routes (notebooks, ``/nb/<id>/``);
+when a ``ServiceDirectory`` is given, the second family of routes, inference services at
+``/svc/<name>/`` (``svc_endpoints``: API credentials, no cookies, balanced over replicas),
+is added too; everything else is a JSON 404. Run it with lifespan on, so that the pooled
+upstream clients (and the services' load reports) are closed at shutdown.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from gpupool.server.gateway.directory import Directory
 from gpupool.server.gateway.endpoints import MountEndpoints, UpstreamPool
 from gpupool.server.gateway.headers import origin_of
 from gpupool.server.gateway.routes import MOUNTS
+from gpupool.server.gateway.service_directory import ServiceDirectory
+from gpupool.server.gateway.svc_endpoints import ServiceEndpoints
 from gpupool.server.gateway.tickets import TicketBook
 
 
@@ -39,14 +44,17 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 def create_gateway(directory: Directory, key: bytes, public_url: str, *,
                    clock: Callable[[], float] = time.time,
-                   cache_ttl: float = 1.0) -> Starlette:
+                   cache_ttl: float = 1.0,
+                   services: ServiceDirectory | None = None) -> Starlette:
     """The gateway app in front of ``directory``.
 
     ``key`` signs tickets and session cookies (``keys.load_or_create_key``). ``public_url``
     is where browsers reach the gateway (``http://host:8471``): its origin is the one
     cookie-authenticated writes and WebSockets must come from, and an https URL makes the
     session cookie ``Secure``. ``clock`` (epoch seconds) drives ticket and cookie expiry,
-    the ``cache_ttl``-second directory cache and ``touch``; tests inject a fake one.
+    the ``cache_ttl``-second directory caches and ``touch``; tests inject a fake one.
+    ``services``: route ``/svc/<name>/...`` to inference services too (see
+    ``svc_endpoints``); without it those paths are 404 like any unknown one.
     Raises ``ValueError`` when ``public_url`` is not an http(s) URL.
     """
     public_origin = origin_of(public_url)
@@ -62,6 +70,10 @@ def create_gateway(directory: Directory, key: bytes, public_url: str, *,
         endpoints = MountEndpoints(gate, tickets, pool, key, clock,
                                    secure_cookies=public_origin.startswith("https:"))
         routes.extend(endpoints.routes())
+    service_endpoints = None
+    if services is not None:
+        service_endpoints = ServiceEndpoints(services, cached, clock, cache_ttl)
+        routes.extend(service_endpoints.routes())
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -69,8 +81,11 @@ def create_gateway(directory: Directory, key: bytes, public_url: str, *,
             yield
         finally:
             await pool.aclose()
+            if service_endpoints is not None:
+                await service_endpoints.aclose()
 
     app = Starlette(routes=routes, lifespan=lifespan,
                     exception_handlers={HTTPException: _http_error})
     app.state.gateway_directory = cached
+    app.state.gateway_services = service_endpoints
     return app

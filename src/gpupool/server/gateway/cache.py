@@ -2,14 +2,16 @@
 answers remembered for at most ``ttl`` seconds (1 s), so a revoked token or a disabled user
 stops working within a second while a page load's dozens of requests cost one lookup.
 
-Negative answers (None) are cached too. ``touch`` is passed on at most once per ``ttl`` per
-notebook.
+Negative answers (None) are cached too. Requests that miss the same key together share one
+lookup (``_Memo.load``: without it, each expiry under load sent every request in flight to
+the database). ``touch`` is passed on at most once per ``ttl`` per notebook.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Generic, TypeVar
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar, cast
 
 from starlette.concurrency import run_in_threadpool
 
@@ -28,6 +30,7 @@ class _Memo(Generic[K, V]):
         self._ttl = ttl
         self._clock = clock
         self._entries: dict[K, tuple[float, V]] = {}
+        self._pending: dict[K, asyncio.Future[V]] = {}
 
     def get(self, key: K) -> tuple[bool, V | None]:
         entry = self._entries.get(key)
@@ -44,6 +47,25 @@ class _Memo(Generic[K, V]):
     def drop(self, key: K) -> None:
         self._entries.pop(key, None)
 
+    async def load(self, key: K, fetch: Callable[[], Awaitable[V]]) -> V:
+        """The remembered answer for ``key``, else ``fetch()``'s, remembered from when it was
+        asked. One fetch per key at a time: callers that miss meanwhile await the same one
+        (a caller cancelled leaves it running for the others)."""
+        hit, value = self.get(key)
+        if hit:
+            return cast(V, value)
+        pending = self._pending.get(key)
+        if pending is None:
+            asked = self._clock()
+            pending = self._pending[key] = asyncio.ensure_future(fetch())
+            pending.add_done_callback(lambda done: self._settle(key, done, asked))
+        return await asyncio.shield(pending)
+
+    def _settle(self, key: K, done: asyncio.Future[V], asked: float) -> None:
+        self._pending.pop(key, None)
+        if not done.cancelled() and done.exception() is None:
+            self.put(key, done.result(), asked)
+
 
 class CachedDirectory:
     """Async, cached front of a ``Directory``. Use from one event loop."""
@@ -59,20 +81,12 @@ class CachedDirectory:
         self._touched: dict[int, float] = {}
 
     async def authenticate(self, token: str) -> Visitor | None:
-        hit, visitor = self._tokens.get(token)
-        if not hit:
-            asked = self._clock()
-            visitor = await run_in_threadpool(self.directory.authenticate, token)
-            self._tokens.put(token, visitor, asked)
-        return visitor
+        return await self._tokens.load(
+            token, lambda: run_in_threadpool(self.directory.authenticate, token))
 
     async def visitor(self, user: str) -> Visitor | None:
-        hit, visitor = self._users.get(user)
-        if not hit:
-            asked = self._clock()
-            visitor = await run_in_threadpool(self.directory.visitor, user)
-            self._users.put(user, visitor, asked)
-        return visitor
+        return await self._users.load(
+            user, lambda: run_in_threadpool(self.directory.visitor, user))
 
     async def notebook(self, nb_id: int) -> Target | None:
         hit, target = self._notebooks.get(nb_id)

@@ -1,7 +1,10 @@
-"""What the gateway fronts, as a table: each ``Mount`` is one kind of thing reached at
-``/<prefix>/<key>/...`` (today notebooks at ``/nb/<id>/``; services at ``/svc/<name>/``
-are meant to become a second row), with how to find it, who may enter and where sign-in
-lands. The app builds its routes from ``MOUNTS``; nothing else names a prefix.
+"""What the gateway fronts for people, as a table: each ``Mount`` is one kind of thing
+reached at ``/<prefix>/<key>/...`` (notebooks at ``/nb/<id>/``), with how to find it, who
+may enter and where sign-in lands. The app builds its mount routes from ``MOUNTS``.
+
+Inference services (``/svc/<name>/...``) are the gateway's second family of routes and are
+not a row here: they have no cookies and no sign-in (API credentials only), are keyed by
+name, and balance each request over replicas; ``svc_endpoints`` builds them.
 """
 
 from __future__ import annotations

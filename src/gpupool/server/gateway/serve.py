@@ -16,7 +16,7 @@ import errno
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -50,6 +50,16 @@ def _bind(host: str, port: int) -> socket.socket:
                       f"{exc.strerror}; {hint}") from exc
     sock.setblocking(False)
     return sock
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop where it is installed (a dependency on Linux; measured in
+    bench/results/services.md), else asyncio's own."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
 
 
 class GatewayServer:
@@ -105,7 +115,8 @@ class GatewayServer:
 
     def _run(self, server: _Quiet, sock: socket.socket) -> None:
         try:
-            asyncio.run(server.serve(sockets=[sock]))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(server.serve(sockets=[sock]))
         except BaseException as exc:  # SystemExit on a failed lifespan startup, too
             self._failure = exc
         finally:

@@ -130,6 +130,9 @@ def submit(
 
     A notebook's name must not be that of a live workload of its team (Conflict); without
     one it gets the first free ``notebook-N``."""
+    if spec.kind == Kind.SERVICE and origin is None:
+        raise Invalid("kind: a service's replicas are started by the server; deploy the "
+                      "service instead (gpupool serve FILE.yaml, POST /api/v1/services)")
     key = idempotency.check_key(idempotency_key)
     resolve_gpu_model(spec.gpu_model, known_models)
     impossible = never_fits(spec) if never_fits is not None else None
