@@ -203,6 +203,19 @@ def measure_scale_up(run: Run) -> dict[str, Any]:
             "cooldown_s": 5}
 
 
+def _watch_cold(run: Run, t0: float, marks: dict[str, float], done: threading.Event) -> None:
+    """Until ``done``: when the replica appeared, ran, was ready (the API every 50 ms)."""
+    while not done.is_set():
+        for r in run.service("cold")["replicas"]:
+            now = time.monotonic() - t0
+            marks.setdefault("replica_submitted_s", now)
+            if r["phase"] == "running":
+                marks.setdefault("replica_running_s", now)
+            if r["state"] == "ready":
+                marks.setdefault("replica_ready_s", now)
+        time.sleep(0.05)
+
+
 def measure_cold_start(run: Run, tries: int) -> list[dict[str, float]]:
     run.deploy("cold", replicas={"min": 0, "max": 1},
                scaling={"target_inflight": 4, "cooldown_s": 2})
@@ -212,14 +225,21 @@ def measure_cold_start(run: Run, tries: int) -> list[dict[str, float]]:
     out = []
     for _ in range(tries):
         wait_for(lambda: run.service("cold")["replicas"] == [], 120, 0.1)
+        marks: dict[str, float] = {}
+        done = threading.Event()
         t0 = time.monotonic()
+        watcher = threading.Thread(target=_watch_cold, args=(run, t0, marks, done),
+                                   daemon=True)
+        watcher.start()
         answer = client.get(url)
         total = time.monotonic() - t0
+        done.set()
+        watcher.join(10)
         if answer.status_code != 200:
             raise RuntimeError(f"cold start: {answer.status_code} {answer.text}")
         again = time.monotonic()
         client.get(url)
-        out.append({"first_request_s": total,
+        out.append({"first_request_s": total, **marks,
                     "next_request_ms": (time.monotonic() - again) * 1000})
     client.close()
     run.api.delete("/services/cold")

@@ -155,7 +155,10 @@ def test_scale_to_zero_and_a_waiting_request_wakes_it(server: InProcessServer) -
     tick(server)
     assert view(server)["desired_replicas"] == 1
     assert [r["state"] for r in view(server)["replicas"]] == ["starting"]
+    assert view(server)["last_cold_start_s"] is None
+    server.clock.now += 2.0  # the replica takes 2 s to answer its readiness path
     ready_all(server)
+    assert view(server)["last_cold_start_s"] == pytest.approx(2.0)  # reported, once ready
     load(server, 0)
     tick(server, 6)
     assert view(server)["desired_replicas"] == 0
@@ -238,6 +241,12 @@ def test_delete_stops_the_replicas_and_frees_the_name(server: InProcessServer) -
     assert replica["phase"] in ("cancelled", "running")
     assert any("deleted" in e["message"] for e in replica["events"])
     assert deploy(server)["action"] == "created"
+    # the new service is a new one: its replicas are its own, never the old one's (a
+    # reused row id once made the new replica's origin collide with the old replica's)
+    tick(server)
+    fresh = view(server)["replicas"]
+    assert len(fresh) == 1 and fresh[0]["id"] != replica["id"]
+    assert fresh[0]["phase"] == "running"
 
 
 def test_other_teams_neither_see_nor_take_a_service(server: InProcessServer) -> None:

@@ -55,6 +55,9 @@ def describe(view: ServiceView) -> Group:
         ("Scaling", f"{spec.scaling.target_inflight:g} requests in flight per replica, "
          f"cooldown {spec.scaling.cooldown_s:g} s; {view.inflight} in flight now"),
         ("Readiness", f"GET {spec.readiness.path}"),
+        ("Cold start", "none yet" if view.last_cold_start_s is None else
+         f"{view.last_cold_start_s:.2f} s the last time (first waiting request to a ready "
+         f"replica; the wait is at most {spec.wake_timeout_s:g} s, then 503)"),
         ("Generation", f"{view.generation} (updated {local_time(view.updated_at)})"),
         ("Created", local_time(view.created_at)),
     ]

@@ -148,6 +148,10 @@ class ServiceView(BaseModel):
     ready_replicas: int
     inflight: int = Field(default=0, description="Requests in flight and waiting, at the gateway.")
     replicas: list[ReplicaView] = Field(default_factory=list)
+    last_cold_start_s: float | None = Field(
+        default=None, description="Seconds from the first request that waited for a replica "
+        "(none ready) to the first ready one, the last time that happened since the server "
+        "started; null: none yet.")
     created_at: datetime
     updated_at: datetime
 

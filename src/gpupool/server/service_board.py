@@ -46,6 +46,8 @@ class ServiceBoard:
         self._draining: dict[int, float] = {}
         self._traffic: dict[str, Traffic] = {}
         self._woken: dict[str, float] = {}
+        self._cold_since: dict[str, float] = {}
+        self._cold_starts: dict[str, float] = {}
 
     # -- replicas (the controller) ------------------------------------------------------
 
@@ -92,9 +94,25 @@ class ServiceBoard:
         return 0 if traffic is None else traffic.load.inflight.get(job_id, 0)
 
     def wake(self, name: str) -> None:
-        """A request waits for ``name``, which has no ready replica."""
+        """A request waits for ``name``, which has no ready replica (the first such wake
+        starts a cold start's clock)."""
         with self._lock:
-            self._woken[name] = self.clock()
+            now = self._woken[name] = self.clock()
+            self._cold_since.setdefault(name, now)
+
+    def warmed(self, name: str) -> float | None:
+        """``name`` has a ready replica: the cold start that ends now (seconds from the first
+        request that waited), or None when no request was waiting for one."""
+        with self._lock:
+            since = self._cold_since.pop(name, None)
+            if since is None:
+                return None
+            took = self._cold_starts[name] = self.clock() - since
+            return took
+
+    def last_cold_start(self, name: str) -> float | None:
+        with self._lock:
+            return self._cold_starts.get(name)
 
     def woken_at(self, name: str) -> float | None:
         with self._lock:
@@ -104,3 +122,5 @@ class ServiceBoard:
         with self._lock:
             self._traffic.pop(name, None)
             self._woken.pop(name, None)
+            self._cold_since.pop(name, None)
+            self._cold_starts.pop(name, None)

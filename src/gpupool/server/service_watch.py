@@ -43,6 +43,9 @@ from gpupool.server.services.replica_orders import set_desired, start_replica, s
 log = logging.getLogger("gpupool.services")
 
 PROBE_TIMEOUT_S = 1.0
+STARTING_INTERVAL_S = 0.1
+"""The pass interval while a launched replica has not answered its readiness path yet: its
+readiness is most of a cold start (bench/results/services.md)."""
 FAILURE_WINDOW_S = 300.0
 MAX_BACKOFF_S = 60.0
 
@@ -72,6 +75,7 @@ class ServiceWatch:
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._probes: dict[str, httpx.Client] = {}
+        self._starting = False  # the last pass saw a launched replica not yet ready
 
     def poke(self) -> None:
         """Run a pass soon (any thread)."""
@@ -96,7 +100,8 @@ class ServiceWatch:
                 self.check()
             except Exception:  # the controller must outlive any one bad pass
                 log.warning("service controller pass failed", exc_info=True)
-            self._poked.wait(self.interval)
+            self._poked.wait(min(self.interval, STARTING_INTERVAL_S) if self._starting
+                             else self.interval)
             self._poked.clear()
 
     def check(self) -> None:
@@ -110,6 +115,7 @@ class ServiceWatch:
             self.board.forget(job_id)
         by_id = {s.id: s for s in services}
         stopped = False
+        self._starting = False
         for service_id, group in replicas.items():
             if service_id not in by_id:
                 for replica in group:
@@ -126,7 +132,14 @@ class ServiceWatch:
         live = [r for r in group if not r.stopping]
         for replica in live:
             if replica.uds and not self.board.is_ready(replica.id):
-                self.board.set_ready(replica.id, self._probe(replica.uds, service))
+                ready = self._probe(replica.uds, service)
+                self.board.set_ready(replica.id, ready)
+                self._starting |= not ready
+        if any(self.board.is_ready(r.id) for r in live):
+            took = self.board.warmed(service.name)
+            if took is not None:
+                log.info("service %s: cold start %.2f s (from the first waiting request to a "
+                         "ready replica)", service.name, took)
         now = self.board.clock()
         traffic = self.board.traffic(service.name)
         desired = self.autoscaler.desired(service.name, service.spec,

@@ -223,6 +223,9 @@ class Service(Base):
     deleting the service: the controller then stops replicas whose service is gone."""
 
     __tablename__ = "services"
+    # an id is never given twice (SQLite would reuse a deleted last row's): replicas' origins
+    # name it, and the jobs of a deleted service's replicas stay
+    __table_args__ = ({"sqlite_autoincrement": True},)
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     name: Mapped[str] = mapped_column(String(63), unique=True)
     team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))

@@ -58,7 +58,8 @@ def _view(s: Session, row: Service, team: str, user: str, board: ServiceBoard,
         generation=row.generation, url=url_of(row.name), desired_replicas=row.desired,
         ready_replicas=sum(1 for r in replicas if r.state in ("ready", "draining")),
         inflight=0 if traffic is None else traffic.inflight, replicas=replicas,
-        created_at=_dt(row.created_at), updated_at=_dt(row.updated_at))
+        last_cold_start_s=board.last_cold_start(row.name), created_at=_dt(row.created_at),
+        updated_at=_dt(row.updated_at))
 
 
 def _visible(s: Session, principal: Principal, name: str) -> tuple[Service, str, str]:

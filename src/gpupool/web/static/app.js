@@ -13,6 +13,7 @@ import * as jobs from "./views/jobs.js";
 import * as notebooks from "./views/notebooks.js";
 import * as pipelines from "./views/pipelines.js";
 import * as queues from "./views/queues.js";
+import * as services from "./views/services.js";
 import * as signin from "./views/signin.js";
 import * as sim from "./views/sim.js";
 import * as submit from "./views/submit.js";
@@ -23,6 +24,7 @@ const ROUTES = [
   { pattern: /^\/jobs$/, view: jobs, nav: "jobs" },
   { pattern: /^\/jobs\/(\d+)$/, view: job, nav: "jobs" },
   { pattern: /^\/notebooks$/, view: notebooks, nav: "notebooks" },
+  { pattern: /^\/services$/, view: services, nav: "services" },
   { pattern: /^\/pipelines(?:\/(\d+))?$/, view: pipelines, nav: "pipelines" },
   { pattern: /^\/submit$/, view: submit, nav: "submit" },
   { pattern: /^\/sim$/, view: sim, nav: "sim" },

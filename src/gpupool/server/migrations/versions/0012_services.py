@@ -30,6 +30,7 @@ def upgrade() -> None:
         sa.Column("next_replica", sa.Integer, nullable=False),
         sa.Column("created_at", sa.Float, nullable=False),
         sa.Column("updated_at", sa.Float, nullable=False),
+        sqlite_autoincrement=True,  # ids never reused: replicas' origins name them
     )
     op.create_table(
         "service_keys",
