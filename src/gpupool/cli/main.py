@@ -74,6 +74,12 @@ def _serve() -> dict[str, Any]:
     return build(lambda app: app.command(name="serve")(serve))
 
 
+def _usage() -> dict[str, Any]:
+    from gpupool.cli.usage_cmd import usage
+
+    return build(lambda app: app.command(name="usage")(usage))
+
+
 def _shell() -> dict[str, Any]:
     from gpupool.cli.shell_cmd import shell
 
@@ -100,6 +106,8 @@ COMMANDS = {
                          "jobs."),
     "queues": Lazy(_jobs, "Queues: quota, borrow limit, GPUs in use and borrowed, pending and "
                           "running jobs."),
+    "usage": Lazy(_usage, "Allocated GPU-hours by team, user, job or queue over a window "
+                          "(default: 7 days)."),
     "notebook": Lazy(_notebook, "Notebooks: JupyterLab on a GPU share, reached through the "
                                 "gateway, suspended when idle."),
     "shell": Lazy(_shell, "An interactive terminal in a notebook's environment, through the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -31,6 +32,7 @@ from gpupool.schemas.jobs import (
     LogChunk,
     Phase,
 )
+from gpupool.schemas.usage import UsageRow
 
 # The model-free half, re-exported: the clients and some commands use it as ``wire.X``.
 from gpupool.sdk._http import API as API
@@ -179,6 +181,16 @@ def nodes() -> Call[list[NodeView]]:
 
 def queues() -> Call[list[QueueView]]:
     return Call("GET", f"{API}/queues", _many(QueueView))
+
+
+def usage(by: str = "team", since: datetime | None = None,
+          until: datetime | None = None) -> Call[list[UsageRow]]:
+    params: dict[str, Any] = {"by": by}
+    if since is not None:
+        params["since"] = since.isoformat()
+    if until is not None:
+        params["until"] = until.isoformat()
+    return Call("GET", f"{API}/usage", _many(UsageRow), params=params)
 
 
 def teams() -> Call[list[TeamView]]:

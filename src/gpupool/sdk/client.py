@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
@@ -36,6 +37,7 @@ from gpupool.schemas.admin import (
 )
 from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, Kind, LogChunk, Phase
+from gpupool.schemas.usage import UsageRow
 from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
@@ -288,6 +290,12 @@ class Client(_Blocking):
     def queues(self) -> list[QueueView]:
         """The queues visible to the caller with quota, use and counts."""
         return self._do(wire.queues())
+
+    def usage(self, by: str = "team", since: datetime | None = None,
+              until: datetime | None = None) -> list[UsageRow]:
+        """Allocated GPU-seconds per team (or ``by`` user, job, queue) in ``[since,
+        until)`` (default: the last 7 days), largest first; users see their team's."""
+        return self._do(wire.usage(by, since, until))
 
     def teams(self) -> list[TeamView]:
         return self._do(wire.teams())

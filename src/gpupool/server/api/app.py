@@ -25,6 +25,7 @@ from gpupool.server.api.server_routes import router as server_router
 from gpupool.server.api.service_routes import router as service_router
 from gpupool.server.api.storage_errors import install as install_storage_errors
 from gpupool.server.api.storage_errors import ping
+from gpupool.server.api.usage_routes import router as usage_router
 from gpupool.server.isolation import shell_executor
 from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.pipelines.http_guard import HttpGuard
@@ -102,6 +103,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     app.include_router(server_router)  # /api/v1/server: gpupool down
     app.include_router(notebook_router)
     app.include_router(service_router)
+    app.include_router(usage_router)
     app.include_router(metrics_router)  # /metrics: Prometheus, admins only
     install_docs_pages(app)  # /docs and /redoc from packaged assets, no CDN
 

@@ -1,0 +1,29 @@
+"""Accounting: GPU-seconds held by jobs, summed by team, user, job or queue over a time
+window (``GET /api/v1/usage``, ``gpupool usage``)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+
+class UsageBy(StrEnum):
+    """What one row of a usage report sums over."""
+
+    TEAM = "team"
+    USER = "user"
+    JOB = "job"
+    QUEUE = "queue"
+
+
+class UsageRow(BaseModel):
+    """One row: the allocated GPU-seconds of the attempts of ``key`` inside the window."""
+
+    key: str = Field(description="The team, user, job id or queue, as ``by`` says.")
+    gpu_seconds: float = Field(description="GPUs held × seconds held, every attempt's part "
+                               "inside the window (a running attempt counts until now).")
+    gpu_seconds_used: float | None = Field(
+        default=None, description="GPU-seconds the jobs' processes actually used, where "
+        "measured; null: not measured on this pool (no NVML utilisation yet).")
+    jobs: int = Field(description="Jobs with an attempt inside the window.")

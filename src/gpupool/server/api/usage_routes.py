@@ -1,0 +1,52 @@
+"""``GET /api/v1/usage``: allocated GPU-seconds by team, user, job or queue over a window
+(``services/usage_report.py``). Any authenticated caller: users see their team's usage,
+admins everyone's."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from gpupool.schemas.usage import UsageBy, UsageRow
+from gpupool.server.api.deps import Caller, Ctx
+from gpupool.server.api.hostile import SafeRoute
+from gpupool.server.api.responses import API_ERRORS, errors
+from gpupool.server.services import usage_report
+from gpupool.server.services.errors import Invalid
+
+router = APIRouter(prefix="/api/v1", route_class=SafeRoute, responses=API_ERRORS)
+
+DEFAULT_WINDOW_S = 7 * 86400.0
+ISO_8601 = (r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,6})?)?)?"
+            r"(Z|[+-]\d{2}:?\d{2})?$")
+
+
+def _moment(name: str, text: str) -> float:
+    """UNIX seconds of an ISO 8601 text (UTC when it names no zone); Invalid naming it."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Invalid(f"{name}: {text!r} is not a date-time (ISO 8601, e.g. "
+                      "2026-12-01T08:00:00Z)") from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+@router.get("/usage", response_model=list[UsageRow], responses=errors(422))
+def get_usage(
+    ctx: Ctx, caller: Caller,
+    by: Annotated[UsageBy, Query(description="What each row sums over.")] = UsageBy.TEAM,
+    since: Annotated[str | None, Query(
+        pattern=ISO_8601, description="Start of the window: an ISO 8601 date or date-time "
+        "(UTC unless it names a zone; default: 7 days before its end).")] = None,
+    until: Annotated[str | None, Query(
+        pattern=ISO_8601, description="End of the window, as since (default: now).")] = None,
+) -> list[UsageRow]:
+    """Allocated GPU-seconds per team, user, job or queue inside the window, largest first:
+    every job attempt's GPUs × the seconds it held them (a running attempt until now)."""
+    now = time.time()
+    end = _moment("until", until) if until is not None else now
+    start = _moment("since", since) if since is not None else end - DEFAULT_WINDOW_S
+    return usage_report.usage(ctx.db, caller, by, start, end, now)
