@@ -149,3 +149,31 @@ def test_only_an_admin_may_scrape(server: InProcessServer) -> None:
     assert refused.status_code == 403
     assert "not an admin" in refused.json()["detail"]
     assert scrape_as(server, server.token).status_code == 200
+
+
+def test_a_scrape_only_token_reads_metrics_and_nothing_else(server: InProcessServer) -> None:
+    """``--scope metrics``: a non-admin scraper's token reads /metrics; the API refuses it
+    (403, saying why), and so does the gateway (notebooks and services); the admin's token
+    list shows its scope; an unknown scope is refused."""
+    from gpupool.server.notebook_directory import NotebookDirectory
+
+    server.user("prometheus", "default")
+    made = server.admin.post("/tokens", json={"user": "prometheus", "scope": "metrics"})
+    assert made.status_code == 201, made.text
+    assert made.json()["scope"] == "metrics"
+    scraper = made.json()["token"]
+    assert scrape_as(server, scraper).status_code == 200
+    api = server.client(scraper)
+    for path in ("/jobs", "/queues", "/services", "/usage"):
+        refused = api.get(path)
+        assert refused.status_code == 403, (path, refused.text)
+        assert "scoped to 'metrics'" in refused.json()["detail"]
+    assert api.post("/jobs", json={"command": ["true"]}).status_code == 403
+    gateway = NotebookDirectory(server.db, lambda nb, attempt: "", lambda nb, t: None,
+                                lambda: None)
+    assert gateway.authenticate(scraper) is None
+    assert gateway.authenticate(server.token) is not None
+    listed = {t["id"]: t["scope"] for t in server.admin.get("/tokens").json()}
+    assert listed[made.json()["id"]] == "metrics"
+    assert server.admin.post("/tokens", json={"user": "prometheus",
+                                              "scope": "root"}).status_code == 422

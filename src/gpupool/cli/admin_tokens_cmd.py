@@ -43,11 +43,19 @@ def token_create(
             "Default: never.",
         ),
     ] = None,
+    scope: Annotated[
+        str,
+        typer.Option("--scope", metavar="all|metrics",
+                     help="all: what the user may do; metrics: GET /metrics only (a "
+                     "Prometheus scraper's token; the user need not be an admin)."),
+    ] = "all",
     json_out: Json = False,
     url: Url = None,
     token: Token = None,
 ) -> None:
     """Create an API token for a user and print it (once: the server keeps only a hash)."""
+    if scope not in ("all", "metrics"):
+        raise fail(f"--scope: {scope!r} is not a scope: use all or metrics")
     expires_in_s = None
     if expires is not None:
         try:
@@ -55,14 +63,15 @@ def token_create(
         except ValueError as exc:
             raise fail(f"--expires: {exc}") from None
     with connect(url, token) as client, handled():
-        created = client.create_token(user, expires_in_s)
+        created = client.create_token(user, expires_in_s, scope)
     if json_out:
         print_json(created)
         return
     until = (f", expires {render.local_time(created.expires_at)}"
              if created.expires_at is not None else "")
-    note = (f"token {created.id} for {created.user}{until} (shown once; give it to them as "
-            "GPUPOOL_TOKEN):")
+    scoped = ", for GET /metrics only" if created.scope == "metrics" else ""
+    note = (f"token {created.id} for {created.user}{until}{scoped} (shown once; give it to "
+            "them as GPUPOOL_TOKEN):")
     err.print(note, markup=False, soft_wrap=True)
     typer.echo(created.token)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -187,6 +187,10 @@ class UserDeleted(BaseModel):
     note: str = Field(default="", description="What was left to do by hand, if anything.")
 
 
+TokenScope = Literal["all", "metrics"]
+"""What a token may do: ``all`` (its user's rights) or ``metrics`` (``GET /metrics`` only)."""
+
+
 class TokenCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
     user: str = Field(pattern=NAME_PATTERN)
@@ -194,6 +198,9 @@ class TokenCreate(BaseModel):
         default=None,
         description="Seconds until the token stops working; null: it never expires.",
     )
+    scope: TokenScope = Field(
+        default="all", description="all: what its user may do; metrics: GET /metrics only "
+        "(a scraper's token; the user need not be an admin).")
 
 
 class TokenView(BaseModel):
@@ -203,6 +210,7 @@ class TokenView(BaseModel):
     user: str
     token: str = Field(description="Shown once; the server keeps only a hash.")
     expires_at: datetime | None = None
+    scope: TokenScope = "all"
 
 
 class TokenState(StrEnum):
@@ -222,6 +230,7 @@ class TokenInfo(BaseModel):
     expires_at: datetime | None
     last_used_at: datetime | None
     revoked_at: datetime | None
+    scope: TokenScope = "all"
 
 
 class TokensRevoked(BaseModel):

@@ -45,9 +45,11 @@ def delete_team(name: str) -> Call[TeamView]:
     return Call("DELETE", f"{API}/teams/{_name(name)}", _one(TeamView))
 
 
-def create_token(user: str, expires_in_s: float | None) -> Call[TokenView]:
-    body = TokenCreate(user=user, expires_in_s=expires_in_s)
-    payload = body.model_dump(mode="json", exclude_none=True)
+def create_token(user: str, expires_in_s: float | None, scope: str = "all") -> Call[TokenView]:
+    body = TokenCreate.model_validate({"user": user, "expires_in_s": expires_in_s,
+                                       "scope": scope})
+    # defaults left out: a server from before scopes takes the body of a plain token
+    payload = body.model_dump(mode="json", exclude_defaults=True)
     return Call("POST", f"{API}/tokens", _one(TokenView), body=payload)
 
 

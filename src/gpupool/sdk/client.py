@@ -373,10 +373,12 @@ class Client(_Blocking):
         """Admin only: delete a team with no users, active jobs or pipelines."""
         return self._do(admin_wire.delete_team(name))
 
-    def create_token(self, user: str, expires_in_s: float | None = None) -> TokenView:
+    def create_token(self, user: str, expires_in_s: float | None = None,
+                     scope: str = "all") -> TokenView:
         """Admin only: a new token for ``user``, expiring after ``expires_in_s`` seconds
-        (None: never); its plaintext is in this answer only."""
-        return self._do(admin_wire.create_token(user, expires_in_s))
+        (None: never); its plaintext is in this answer only. ``scope="metrics"``: the token
+        may read ``/metrics`` and nothing else."""
+        return self._do(admin_wire.create_token(user, expires_in_s, scope))
 
     def tokens(self, user: str | None = None, include_all: bool = False) -> list[TokenInfo]:
         """Admin only: live tokens (``include_all``: revoked and expired too), never the

@@ -35,6 +35,8 @@ class NotebookDirectory:
             who = authenticate(self.db, token)
         except Unauthorized:
             return None
+        if who.scope != "all":  # a scrape-only token opens nothing
+            return None
         return Visitor(who.user, who.team, who.admin)
 
     def visitor(self, user: str) -> Visitor | None:

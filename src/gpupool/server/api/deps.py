@@ -11,9 +11,13 @@ from fastapi import Depends, Header, Request
 from gpupool.server.db.database import Database
 from gpupool.server.loop_port import LoopPort
 from gpupool.server.service_board import ServiceBoard
+from gpupool.server.services.errors import Forbidden
 from gpupool.server.services.identity import Principal, authenticate
 from gpupool.server.services.simulation import SimulationRunner
 from gpupool.server.settings import Settings
+
+METRICS_PATH = "/metrics"
+"""The one path a scrape-only token may read."""
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,11 @@ async def principal(
     if authorization and authorization.lower().startswith("bearer "):
         token = authorization[7:].strip()
     ctx: AppContext = request.app.state.ctx
-    return authenticate(ctx.db, token, await client_address(request))
+    who = authenticate(ctx.db, token, await client_address(request))
+    if who.scope != "all" and request.url.path != METRICS_PATH:
+        raise Forbidden(f"this API token is scoped to {who.scope!r}: it may only read "
+                        f"{METRICS_PATH} (ask an admin for a token of user {who.user!r})")
+    return who
 
 
 Ctx = Annotated[AppContext, Depends(context)]

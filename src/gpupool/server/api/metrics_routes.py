@@ -44,9 +44,12 @@ async def metrics(request: Request, ctx: Ctx, caller: Caller) -> Response:
     quota GPUs, workloads by phase/queue/kind, idle notebooks by team, submits, cycle times,
     queue waits and preemptions (docs/guide/administration.md, "Metrics").
 
-    Admins only (401 without a token, 403 for a non-admin): the answer names every team
-    and queue. Scrape-only tokens and an aggregate public view are planned, not here yet."""
-    require_admin(caller)
+    An admin's token, or a scrape-only one (``gpupool admin token create NAME --scope
+    metrics``); 401 without a token, 403 for any other: the answer names every team and
+    queue. A scrape-only token is refused everywhere else. An aggregate public view is
+    planned, not here yet."""
+    if caller.scope != "metrics":
+        require_admin(caller)
     registry = _registry(request, ctx)
     body = await run_in_threadpool(render, registry)  # reads the database: off the loop
     return Response(content=body, media_type=CONTENT_TYPE)

@@ -78,6 +78,8 @@ class Token(Base):
     expires_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     last_used_at: Mapped[float | None] = mapped_column(Float, nullable=True)
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    scope: Mapped[str] = mapped_column(String(16), default="all", server_default="all")
+    """``all``: what its user may do; ``metrics``: ``GET /metrics`` only (a scraper's)."""
 
 
 class Job(Base):

@@ -41,6 +41,9 @@ class Principal:
     team_id: int
     team: str
     admin: bool
+    scope: str = "all"
+    """The token's: ``all``, or ``metrics`` (``GET /metrics`` only; ``api/deps.py`` refuses
+    it everywhere else, the gateway does not know it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +114,7 @@ def authenticate(db: Database, token: str | None, address: str = "") -> Principa
         reason, actor, target, message = refusal
         audit.refused(db, address, reason, actor, target)
         raise Unauthorized(message)
-    principal = Principal(tok.user_id, user, team_id, team, bool(admin))
+    principal = Principal(tok.user_id, user, team_id, team, bool(admin), tok.scope)
     if len(_cache) > 10_000:
         _cache.clear()
     if epoch == _epoch:

@@ -46,14 +46,16 @@ def create_token(db: Database, principal: Principal, body: TokenCreate, address:
             raise Conflict(f"user {body.user!r} is disabled: enable it first "
                            f"(gpupool admin user enable {body.user}), then create a token")
         row = Token(user_id=user.id, token_hash=token_digest(token), created_at=now,
-                    expires_at=expires_at)
+                    expires_at=expires_at, scope=body.scope)
         s.add(row)
         s.flush()
         expiry = "never expires" if expires_at is None else (
             f"expires {datetime.fromtimestamp(expires_at, UTC):%Y-%m-%d %H:%M:%S} UTC")
+        scoped = "" if body.scope == "all" else f", scope {body.scope}"
         audit.record(s, principal.user, "token.create", f"token {row.id} of {body.user}",
-                     expiry, address)
-    return TokenView(id=row.id, user=body.user, token=token, expires_at=_dt(expires_at))
+                     expiry + scoped, address)
+    return TokenView(id=row.id, user=body.user, token=token, expires_at=_dt(expires_at),
+                     scope=body.scope)
 
 
 def _state(token: Token, now: float) -> TokenState:
@@ -85,7 +87,7 @@ def list_tokens(db: Database, principal: Principal, user: str | None = None,
             id=t.id, user=live_name(name) if include_all else name, state=_state(t, now),
             created_at=datetime.fromtimestamp(t.created_at, UTC),
             expires_at=_dt(t.expires_at), last_used_at=_dt(t.last_used_at),
-            revoked_at=_dt(t.revoked_at),
+            revoked_at=_dt(t.revoked_at), scope="metrics" if t.scope == "metrics" else "all",
         )
         for t, name in rows
     ]
