@@ -13,7 +13,7 @@ import gpu_services
 
 
 def test_the_dry_run_packs_two_halves_on_one_card_and_reports_both_shapes() -> None:
-    found = gpu_services.run_section("1xH200-141GB", connections=2, seconds=1.0)
+    found = gpu_services.run_section("1xH200-141GB", connections=2, seconds=0.5)
     assert found["half_on_one_card"] is True
     half, whole = found["half"], found["whole"]
     assert [share for _, _, share in half["placement"]] == [0.5, 0.5]

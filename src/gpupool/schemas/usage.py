@@ -27,3 +27,14 @@ class UsageRow(BaseModel):
         default=None, description="GPU-seconds the jobs' processes actually used, where "
         "measured; null: not measured on this pool (no NVML utilisation yet).")
     jobs: int = Field(description="Jobs with an attempt inside the window.")
+
+
+class UsageSeries(BaseModel):
+    """Allocated GPU-seconds per ``key`` in consecutive buckets of ``step_s`` seconds from
+    ``start`` (UNIX seconds): ``values[key][i]`` is the bucket ``[start + i·step_s,
+    start + (i+1)·step_s)``."""
+
+    start: float
+    step_s: float
+    buckets: int
+    values: dict[str, list[float]] = Field(default_factory=dict)

@@ -32,7 +32,7 @@ from gpupool.schemas.jobs import (
     LogChunk,
     Phase,
 )
-from gpupool.schemas.usage import UsageRow
+from gpupool.schemas.usage import UsageRow, UsageSeries
 
 # The model-free half, re-exported: the clients and some commands use it as ``wire.X``.
 from gpupool.sdk._http import API as API
@@ -191,6 +191,16 @@ def usage(by: str = "team", since: datetime | None = None,
     if until is not None:
         params["until"] = until.isoformat()
     return Call("GET", f"{API}/usage", _many(UsageRow), params=params)
+
+
+def usage_series(by: str, since: datetime | None, until: datetime | None,
+                 step_s: float) -> Call[UsageSeries]:
+    params: dict[str, Any] = {"by": by, "step_s": step_s}
+    if since is not None:
+        params["since"] = since.isoformat()
+    if until is not None:
+        params["until"] = until.isoformat()
+    return Call("GET", f"{API}/usage/series", _one(UsageSeries), params=params)
 
 
 def teams() -> Call[list[TeamView]]:

@@ -37,7 +37,7 @@ from gpupool.schemas.admin import (
 )
 from gpupool.schemas.cluster import NodeView, QueueView
 from gpupool.schemas.jobs import JobOrder, JobSpec, JobView, Kind, LogChunk, Phase
-from gpupool.schemas.usage import UsageRow
+from gpupool.schemas.usage import UsageRow, UsageSeries
 from gpupool.sdk import _admin_wire as admin_wire
 from gpupool.sdk import _paging
 from gpupool.sdk import _wire as wire
@@ -296,6 +296,12 @@ class Client(_Blocking):
         """Allocated GPU-seconds per team (or ``by`` user, job, queue) in ``[since,
         until)`` (default: the last 7 days), largest first; users see their team's."""
         return self._do(wire.usage(by, since, until))
+
+    def usage_series(self, by: str = "team", since: datetime | None = None,
+                     until: datetime | None = None, step_s: float = 3600.0) -> UsageSeries:
+        """Allocated GPU-seconds per ``by`` key in buckets of ``step_s`` seconds over
+        ``[since, until)`` (default: the last 24 hours)."""
+        return self._do(wire.usage_series(by, since, until, step_s))
 
     def teams(self) -> list[TeamView]:
         return self._do(wire.teams())

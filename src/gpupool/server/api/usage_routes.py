@@ -10,7 +10,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from gpupool.schemas.usage import UsageBy, UsageRow
+from gpupool.schemas.usage import UsageBy, UsageRow, UsageSeries
 from gpupool.server.api.deps import Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
 from gpupool.server.api.responses import API_ERRORS, errors
@@ -50,3 +50,24 @@ def get_usage(
     end = _moment("until", until) if until is not None else now
     start = _moment("since", since) if since is not None else end - DEFAULT_WINDOW_S
     return usage_report.usage(ctx.db, caller, by, start, end, now)
+
+
+@router.get("/usage/series", response_model=UsageSeries, responses=errors(422))
+def get_usage_series(
+    ctx: Ctx, caller: Caller,
+    by: Annotated[UsageBy, Query(description="What each series sums over.")] = UsageBy.TEAM,
+    since: Annotated[str | None, Query(
+        pattern=ISO_8601, description="Start of the window: an ISO 8601 date or date-time "
+        "(UTC unless it names a zone; default: 24 hours before its end).")] = None,
+    until: Annotated[str | None, Query(
+        pattern=ISO_8601, description="End of the window, as since (default: now).")] = None,
+    step_s: Annotated[float, Query(ge=60, le=31 * 86400,
+                                   description="Seconds per bucket (at most 1000 buckets).")]
+        = 3600.0,
+) -> UsageSeries:
+    """Allocated GPU-seconds per team (user, job, queue) in consecutive buckets: the console's
+    GPU-hours over time. Users see their team's, admins everyone's."""
+    now = time.time()
+    end = _moment("until", until) if until is not None else now
+    start = _moment("since", since) if since is not None else end - 86400.0
+    return usage_report.usage_series(ctx.db, caller, by, start, end, step_s, now)

@@ -11,23 +11,24 @@ transitions), so a report neither loses nor double-counts an attempt across a cr
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 
 from sqlalchemy import or_, select
 
-from gpupool.schemas.usage import UsageBy, UsageRow
+from gpupool.schemas.usage import UsageBy, UsageRow, UsageSeries
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Team, UsageRecord, User
 from gpupool.server.services.errors import Invalid
 from gpupool.server.services.identity import Principal, live_name
 
+MAX_BUCKETS = 1000
 
-def usage(db: Database, principal: Principal, by: UsageBy, since: float, until: float,
-          now: float) -> list[UsageRow]:
-    """The report for ``[since, until)`` (UNIX seconds) as ``principal`` may see it."""
-    if until <= since:
-        raise Invalid(f"until: the window ends ({until:.0f}) before it starts ({since:.0f})")
-    until = min(until, now)
+
+def _records(db: Database, principal: Principal, by: UsageBy, since: float,
+             until: float) -> list[tuple[str, int, float, float | None, int]]:
+    """(key, job id, start, end or None, milli-GPUs) of the attempts overlapping the window
+    that ``principal`` may see."""
     key_column = {UsageBy.TEAM: Team.name, UsageBy.USER: User.name,
                   UsageBy.JOB: Job.id, UsageBy.QUEUE: Job.queue}[by]
     query = (select(key_column, UsageRecord.job_id, UsageRecord.started_at,
@@ -41,14 +42,47 @@ def usage(db: Database, principal: Principal, by: UsageBy, since: float, until: 
         query = query.where(UsageRecord.team_id == principal.team_id)
     with db.read() as s:
         rows = s.execute(query).all()
+    return [(live_name(str(k)), int(j), float(a), b, int(g)) for k, j, a, b, g in rows]
+
+
+def usage(db: Database, principal: Principal, by: UsageBy, since: float, until: float,
+          now: float) -> list[UsageRow]:
+    """The report for ``[since, until)`` (UNIX seconds) as ``principal`` may see it."""
+    if until <= since:
+        raise Invalid(f"until: the window ends ({until:.0f}) before it starts ({since:.0f})")
+    until = min(until, now)
+    rows = _records(db, principal, by, since, until)
     seconds: dict[str, float] = defaultdict(float)
     jobs: dict[str, set[int]] = defaultdict(set)
     for key, job_id, started, ended, gpu_milli in rows:
         held = min(now if ended is None else ended, until) - max(started, since)
         if held <= 0:
             continue
-        name = live_name(str(key))  # a deleted team or user: under the name it had
-        seconds[name] += gpu_milli / 1000 * held
-        jobs[name].add(job_id)
+        seconds[key] += gpu_milli / 1000 * held
+        jobs[key].add(job_id)
     return sorted((UsageRow(key=k, gpu_seconds=round(v, 3), jobs=len(jobs[k]))
                    for k, v in seconds.items()), key=lambda r: (-r.gpu_seconds, r.key))
+
+
+def usage_series(db: Database, principal: Principal, by: UsageBy, since: float,
+                 until: float, step_s: float, now: float) -> UsageSeries:
+    """The same records as :func:`usage`, spread over buckets of ``step_s`` seconds from
+    ``since`` (at most ``MAX_BUCKETS``; the last may end after ``until``)."""
+    if until <= since:
+        raise Invalid(f"until: the window ends ({until:.0f}) before it starts ({since:.0f})")
+    buckets = math.ceil((until - since) / step_s)
+    if buckets > MAX_BUCKETS:
+        raise Invalid(f"step_s: {buckets} buckets of {step_s:g} s in this window; at most "
+                      f"{MAX_BUCKETS} (use a longer step or a shorter window)")
+    values: dict[str, list[float]] = defaultdict(lambda: [0.0] * buckets)
+    for key, _, started, ended, gpu_milli in _records(db, principal, by, since, until):
+        begin = max(started, since)
+        end = min(now if ended is None else ended, until)
+        first = int((begin - since) // step_s)
+        for i in range(max(first, 0), min(buckets, math.ceil((end - since) / step_s))):
+            low, high = since + i * step_s, since + (i + 1) * step_s
+            held = min(end, high) - max(begin, low)
+            if held > 0:
+                values[key][i] += gpu_milli / 1000 * held
+    return UsageSeries(start=since, step_s=step_s, buckets=buckets,
+                       values={k: [round(v, 3) for v in vs] for k, vs in sorted(values.items())})
