@@ -42,8 +42,8 @@ CHROMIUM_ARGS = [
 ]
 WAIT_MS = 30_000
 DOCS_PAGES = ("/docs", "/redoc")
-CONSOLE_ROUTES = ("cluster", "queues", "jobs", "notebooks", "services", "pipelines", "submit",
-                  "sim")
+CONSOLE_ROUTES = ("cluster", "queues", "jobs", "notebooks", "services", "pipelines", "usage",
+                  "submit", "sim")
 SERVER_SRC = Path(__file__).resolve().parent.parent / "src" / "gpupool" / "server"
 
 def _browser_missing() -> str | None:

@@ -17,6 +17,7 @@ import * as services from "./views/services.js";
 import * as signin from "./views/signin.js";
 import * as sim from "./views/sim.js";
 import * as submit from "./views/submit.js";
+import * as usage from "./views/usage.js";
 
 const ROUTES = [
   { pattern: /^\/cluster$/, view: cluster, nav: "cluster" },
@@ -26,6 +27,7 @@ const ROUTES = [
   { pattern: /^\/notebooks$/, view: notebooks, nav: "notebooks" },
   { pattern: /^\/services$/, view: services, nav: "services" },
   { pattern: /^\/pipelines(?:\/(\d+))?$/, view: pipelines, nav: "pipelines" },
+  { pattern: /^\/usage$/, view: usage, nav: "usage" },
   { pattern: /^\/submit$/, view: submit, nav: "submit" },
   { pattern: /^\/sim$/, view: sim, nav: "sim" },
 ];

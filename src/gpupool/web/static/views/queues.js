@@ -7,7 +7,7 @@ import { changeTracker, emptyRow, fill, gpuRequest, gpus, h, td, teamHue, timeCe
 const HEAD = 50;
 const COLUMNS = ["Job", "Name", "User", "Asks", "Priority", "Waiting since", "Why it waits"];
 
-function usageBar(q) {
+export function usageBar(q) {
   // Scale: the larger of what it may use (quota + borrowing limit) and what it uses.
   const limit = q.quota_gpus + q.borrow_limit_gpus;
   const scale = Math.max(limit, q.used_gpus, 0.001);
