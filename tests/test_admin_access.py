@@ -191,7 +191,7 @@ def test_token_create_list_revoke_and_expiry(server: Served, names: list[str]) -
             - datetime.fromisoformat(mine["created_at"])).total_seconds() / 86400
     assert round(days) == 30
     table = ok(gpupool(server, "admin", "token", "list"))
-    assert all(c in table for c in ("ID", "USER", "CREATED", "EXPIRES", "LAST USED"))
+    assert all(c in table for c in ("ID", "USER", "SCOPE", "CREATED", "EXPIRES", "LAST USED"))
     assert token not in table and token not in json.dumps(listed)
 
     # revoked: refused on the very next request, although the token is cached

@@ -115,16 +115,17 @@ _STATE_STYLE = {TokenState.LIVE: "green", TokenState.EXPIRED: "dim", TokenState.
 
 
 def tokens_table(tokens: Sequence[TokenInfo], with_state: bool = False) -> Table:
-    """Columns ID, USER, CREATED, EXPIRES, LAST USED (+ STATE); never the token itself."""
+    """Columns ID, USER, SCOPE, CREATED, EXPIRES, LAST USED (+ STATE); never the token
+    itself."""
     table = Table(box=None, pad_edge=False, header_style="bold")
     table.add_column("ID", justify="right", no_wrap=True)
-    for column in ("USER", "CREATED", "EXPIRES", "LAST USED"):
+    for column in ("USER", "SCOPE", "CREATED", "EXPIRES", "LAST USED"):
         table.add_column(column, no_wrap=True)
     if with_state:
         table.add_column("STATE", no_wrap=True)
     for t in tokens:
         row = [
-            str(t.id), escape(t.user), _when(t.created_at), _when(t.expires_at, "never"),
+            str(t.id), escape(t.user), t.scope, _when(t.created_at), _when(t.expires_at, "never"),
             _when(t.last_used_at, "never"),
         ]
         if with_state:
