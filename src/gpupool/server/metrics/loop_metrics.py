@@ -91,14 +91,16 @@ class LoopMetrics:
         if self._state is None:
             return []
         state = self._state()
-        left = state.gpu_left.copy()
+        # one vectorised pass, the same values as Python floats (a np.clip per GPU cost
+        # 30 ms of a scrape of 8,000 GPUs: bench/metrics_bench.py)
+        free = np.clip(state.gpu_left, 0, MILLI_PER_GPU)
         count = state.gpu_count.copy()
+        shares: list[list[float]] = ((MILLI_PER_GPU - free) / MILLI_PER_GPU).tolist()
         rows: list[tuple[str, int, str, float]] = []
         for i, spec in enumerate(state.specs):
+            name, share = state.names[i], shares[i]
             for g in range(int(count[i])):
-                free = int(np.clip(left[i, g], 0, MILLI_PER_GPU))
-                rows.append((state.names[i], g, spec.gpus[g].model,
-                             (MILLI_PER_GPU - free) / MILLI_PER_GPU))
+                rows.append((name, g, spec.gpus[g].model, share[g]))
         return rows
 
     def collect(self) -> Iterator[Metric]:
