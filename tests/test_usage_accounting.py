@@ -116,3 +116,11 @@ def test_usage_by_team_matches_the_jobs_and_survives_a_kill_9(server: Server) ->
         backwards = admin.get("/usage", params={"since": "2026-01-02T00:00:00",
                                                 "until": "2026-01-01T00:00:00"})
         assert backwards.status_code == 422 and "until" in backwards.text
+
+        # who may read it: no one without a token; another team's member sees only theirs
+        for path in ("/usage", "/usage/series"):
+            anonymous = httpx.get(f"{server.url}/api/v1{path}", trust_env=False, timeout=30)
+            assert anonymous.status_code == 401, (path, anonymous.text)
+        with api(server, red_token) as red:
+            series = red.get("/usage/series", params={"step_s": 3600}).json()
+            assert list(series["values"]) == ["red"]

@@ -185,22 +185,24 @@ def queues() -> Call[list[QueueView]]:
 
 def usage(by: str = "team", since: datetime | None = None,
           until: datetime | None = None) -> Call[list[UsageRow]]:
-    params: dict[str, Any] = {"by": by}
-    if since is not None:
-        params["since"] = since.isoformat()
-    if until is not None:
-        params["until"] = until.isoformat()
-    return Call("GET", f"{API}/usage", _many(UsageRow), params=params)
+    return Call("GET", f"{API}/usage", _many(UsageRow),
+                params=_window({"by": by}, since, until))
 
 
 def usage_series(by: str, since: datetime | None, until: datetime | None,
                  step_s: float) -> Call[UsageSeries]:
-    params: dict[str, Any] = {"by": by, "step_s": step_s}
+    return Call("GET", f"{API}/usage/series", _one(UsageSeries),
+                params=_window({"by": by, "step_s": step_s}, since, until))
+
+
+def _window(params: dict[str, Any], since: datetime | None,
+            until: datetime | None) -> dict[str, Any]:
+    """``params`` with the window's ends given (ISO 8601)."""
     if since is not None:
         params["since"] = since.isoformat()
     if until is not None:
         params["until"] = until.isoformat()
-    return Call("GET", f"{API}/usage/series", _one(UsageSeries), params=params)
+    return params
 
 
 def teams() -> Call[list[TeamView]]:

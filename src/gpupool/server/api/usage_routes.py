@@ -34,6 +34,13 @@ def _moment(name: str, text: str) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
 
 
+def _window(since: str | None, until: str | None, default_s: float,
+            now: float) -> tuple[float, float]:
+    """(start, end) in UNIX seconds: ``until`` or now, ``since`` or ``default_s`` before."""
+    end = _moment("until", until) if until is not None else now
+    return (_moment("since", since) if since is not None else end - default_s), end
+
+
 @router.get("/usage", response_model=list[UsageRow], responses=errors(422))
 def get_usage(
     ctx: Ctx, caller: Caller,
@@ -47,8 +54,7 @@ def get_usage(
     """Allocated GPU-seconds per team, user, job or queue inside the window, largest first:
     every job attempt's GPUs × the seconds it held them (a running attempt until now)."""
     now = time.time()
-    end = _moment("until", until) if until is not None else now
-    start = _moment("since", since) if since is not None else end - DEFAULT_WINDOW_S
+    start, end = _window(since, until, DEFAULT_WINDOW_S, now)
     return usage_report.usage(ctx.db, caller, by, start, end, now)
 
 
@@ -68,6 +74,5 @@ def get_usage_series(
     """Allocated GPU-seconds per team (user, job, queue) in consecutive buckets: the console's
     GPU-hours over time. Users see their team's, admins everyone's."""
     now = time.time()
-    end = _moment("until", until) if until is not None else now
-    start = _moment("since", since) if since is not None else end - 86400.0
+    start, end = _window(since, until, 86400.0, now)
     return usage_report.usage_series(ctx.db, caller, by, start, end, step_s, now)

@@ -54,9 +54,8 @@ from gpupool.server.gateway.svc_proxy import (
 )
 from gpupool.server.gateway.ws_proxy import (
     OPEN_TIMEOUT_S,
-    _client_to_upstream,
-    _upstream_to_client,
     deny,
+    relay_frames,
 )
 
 PREFIX = "svc"
@@ -76,10 +75,6 @@ def _authorization(scope: Scope) -> str:
         if name.lower() == b"authorization":
             return str(value.decode("latin-1"))
     return ""
-
-
-def _ignore() -> None:
-    return None
 
 
 class ServiceEndpoints:
@@ -254,14 +249,7 @@ class ServiceEndpoints:
             await deny(websocket, pages.json_error(502, f"service {name!r} could not be "
                        f"reached ({type(exc).__name__}); retry in a moment"))
             return
-        try:
-            await websocket.accept(subprotocol=upstream.subprotocol)
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(_client_to_upstream, websocket, upstream, _ignore,
-                                 tasks.cancel_scope)
-                tasks.start_soon(_upstream_to_client, websocket, upstream, tasks.cancel_scope)
-        finally:
-            await upstream.close()
+        await relay_frames(websocket, upstream)
 
 
 class _Asgi:

@@ -73,6 +73,14 @@ async def relay(websocket: WebSocket, target: Target, headers: list[tuple[str, s
         await deny(websocket, pages.json_error(502, f"notebook {target.id} is not answering "
                    f"at {upstream_authority(target)} ({type(exc).__name__}); retry in a moment"))
         return
+    await relay_frames(websocket, upstream, on_message)
+
+
+async def relay_frames(websocket: WebSocket, upstream: ClientConnection,
+                       on_message: Callable[[], None] = lambda: None) -> None:
+    """Accept ``websocket`` with the subprotocol ``upstream`` chose, then relay frames both
+    ways until either side closes (``on_message`` at every client frame); ``upstream`` is
+    closed in the end. Shared by the notebook and the service proxies."""
     try:
         await websocket.accept(subprotocol=upstream.subprotocol)
         async with anyio.create_task_group() as tasks:
