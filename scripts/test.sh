@@ -18,15 +18,21 @@ echo "== import-linter (layers of ARCHITECTURE.md)"
 echo "== mkdocs (the user guide in docs/guide; strict: a broken link fails)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict  # into site/ (git-ignored); not --quiet: it hides the warnings strict counts
 echo "== pytest"
-# The console tests drive Debian's chromium and the isolation tests bubblewrap; install them
-# when we may (root with apt-get), and never fail the run over it: without them those tests
-# are skipped, saying why.
+# The console tests drive Debian's chromium, the isolation tests bubblewrap, the image tests
+# podman (with runc, and busybox-static for the image they build); install them when we may
+# (root with apt-get), and never fail the run over it: without them those tests are skipped,
+# saying why.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   missing=""
   command -v chromium >/dev/null || missing="$missing chromium"
   command -v bwrap >/dev/null || missing="$missing bubblewrap"
+  command -v podman >/dev/null || missing="$missing podman"
+  command -v runc >/dev/null || missing="$missing runc"
+  [ -x /bin/busybox ] || missing="$missing busybox-static"
   if [ -n "$missing" ]; then
     (apt-get update -qq && apt-get install -y -qq $missing) >/dev/null 2>&1 || echo "could not install$missing: the tests that need it will be skipped"
   fi
 fi
-.venv/bin/python -m pytest -q "$@"
+# Two workers, each taking whole files (module-scoped servers and clusters stay in one
+# worker): most tests wait on servers and subprocesses, so two run in about the time of one.
+.venv/bin/python -m pytest -q -n 2 --dist loadfile "$@"

@@ -299,7 +299,7 @@ def test_user_unix_accounts_and_delete(server: Served, names: list[str]) -> None
     with server.client() as admin:
         made = admin.post("/users", json={"name": dee, "team": "default"}).json()
         if ROOT:
-            assert made["unix_user"] == f"gp-{dee}"
+            assert made["unix_user"] == f"{accounts.prefix()}{dee}"
             assert pwd.getpwnam(made["unix_user"]).pw_gecos == accounts.MARKER + dee
         else:
             assert made["unix_user"] is None
@@ -313,7 +313,8 @@ def test_user_unix_accounts_and_delete(server: Served, names: list[str]) -> None
         if ROOT:  # an existing account, named: shared with nobody else unless named again
             named = admin.post("/users", json={"name": ghost, "team": "default",
                                                "unix_user": made["unix_user"]})
-            assert named.status_code == 201 and named.json()["unix_user"] == f"gp-{dee}"
+            assert named.status_code == 201
+            assert named.json()["unix_user"] == f"{accounts.prefix()}{dee}"
             assert admin.delete(f"/users/{ghost}").json()["unix_removed"] is False
 
         token = admin.post("/tokens", json={"user": dee}).json()["token"]
@@ -331,7 +332,7 @@ def test_user_unix_accounts_and_delete(server: Served, names: list[str]) -> None
         if ROOT:
             assert deleted["unix_removed"] is True
             with pytest.raises(KeyError):
-                pwd.getpwnam(f"gp-{dee}")
+                pwd.getpwnam(f"{accounts.prefix()}{dee}")
         assert dee not in [u["name"] for u in admin.get("/users").json()]
         assert admin.get(f"/jobs/{job}").json()["user"].startswith(dee)  # history stays
         gone = admin.post("/tokens", json={"user": dee})
@@ -403,7 +404,7 @@ def test_async_client_admin_methods(server: Served, names: list[str]) -> None:
         async with AsyncClient(server.url, server.token) as gp:
             await gp.create_team("async-team")
             user = await gp.create_user(gus, "async-team")
-            assert user.unix_user == (f"gp-{gus}" if ROOT else None)
+            assert user.unix_user == (f"{accounts.prefix()}{gus}" if ROOT else None)
             made = await gp.create_token(gus, expires_in_s=3600)
             assert made.expires_at is not None
             assert [t.id for t in await gp.tokens(user=gus)] == [made.id]

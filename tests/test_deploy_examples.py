@@ -42,7 +42,10 @@ def test_the_dashboard_names_only_metrics_the_server_exports(tmp_path: Path) -> 
     assert named - offered == set(), f"not exported: {sorted(named - offered)}"
     # every gauge the server exports is on the dashboard somewhere
     gauges = {"gpupool_gpu_allocated_ratio", "gpupool_team_allocated_gpus",
-              "gpupool_team_quota_gpus", "gpupool_jobs", "gpupool_notebooks_idle"}
+              "gpupool_team_quota_gpus", "gpupool_jobs", "gpupool_notebooks_idle",
+              "gpupool_gpu_utilization_ratio", "gpupool_gpu_memory_used_bytes",
+              "gpupool_job_gpu_utilization_ratio", "gpupool_job_gpu_memory_used_bytes",
+              "gpupool_job_gpu_idle"}
     assert gauges <= named
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
 

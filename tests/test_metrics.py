@@ -177,3 +177,29 @@ def test_a_scrape_only_token_reads_metrics_and_nothing_else(server: InProcessSer
     assert listed[made.json()["id"]] == "metrics"
     assert server.admin.post("/tokens", json={"user": "prometheus",
                                               "scope": "root"}).status_code == 422
+
+
+def test_the_public_aggregate_view_names_no_team_queue_or_job(tmp_path: Path) -> None:
+    """With ``metrics_public_aggregate``, no token gets the aggregate view (workloads by
+    phase and kind, GPUs' allocation, totals); a token still gets the full view; a bad token
+    is still refused. Without the setting, no token is 401 (test_only_an_admin_may_scrape)."""
+    server = InProcessServer(tmp_path, nodes=1, cards=2, metrics_public_aggregate=True)
+    admin = server.admin
+    assert admin.post("/teams", json={"name": "ml", "quota_gpus": 1}).status_code == 201
+    submit(server.user("ada", "ml"), gpus=0.5)
+    submit(admin, gpus=1)
+    server.step()
+    public = scrape_as(server, None)
+    assert public.status_code == 200, public.text
+    samples = [s for family in text_string_to_metric_families(public.text)
+               for s in family.samples]
+    labels = {k for s in samples for k in s.labels}
+    assert labels & {"team", "queue", "job", "user"} == set()
+    assert "ml" not in public.text and "admin" not in public.text
+    by_name = {(s.name, frozenset(s.labels.items())): s.value for s in samples}
+    assert of(by_name, "gpupool_jobs", phase="running", kind="job") == 2
+    assert of(by_name, "gpupool_team_allocated_gpus") == 1.5
+    assert of(by_name, "gpupool_gpu_allocated_ratio", node="n0", gpu="0", model="A100") > 0
+    full = scrape(server)
+    assert of(full, "gpupool_team_allocated_gpus", team="ml") == 0.5
+    assert scrape_as(server, "not-a-token").status_code == 401

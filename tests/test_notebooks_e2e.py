@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gpupool.executors import accounts
 from gpupool.server.gateway.keys import notebook_secret
 from notebook_client import base_of, run_code, wait_for
 from server_harness import Server, kill_leftover_jobs
@@ -68,7 +69,7 @@ def test_jupyterlab_through_the_gateway_as_its_owner(server: Server) -> None:
         assert made.status_code == 201, made.text
         nb = made.json()["id"]
         view = wait_for(mine, nb, "ready")
-    assert view["isolation"].endswith("as gp-ada")
+    assert view["isolation"].endswith(f"as {accounts.prefix()}ada")
     base = base_of(view["url"])
     assert base.endswith(f"/nb/{nb}/")
     as_ada = {"Authorization": f"Bearer {ada}"}
@@ -103,7 +104,7 @@ def test_jupyterlab_through_the_gateway_as_its_owner(server: Server) -> None:
     assert run_code(base, ada, "1+1") == "2"
     # the kernel runs as ada's account, in ada's own directory
     who = run_code(base, ada, "import os, pwd; print(pwd.getpwuid(os.getuid()).pw_name)")
-    assert who.strip() == "gp-ada"
+    assert who.strip() == f"{accounts.prefix()}ada"
 
     with api(server, ada) as mine:
         assert mine.post(f"/jobs/{nb}/suspend").status_code == 202

@@ -377,7 +377,7 @@ def test_a_job_on_a_ray_node_runs_as_its_owner_sandboxed_with_a_clean_environmen
         lines = log_text(c, job_id).splitlines()
     assert view["phase"] == "succeeded", (view, lines)
     # Run as the owner's account (the admin's, created by the server), in bwrap.
-    assert view["isolation"].startswith("bwrap as gp-"), view["isolation"]
+    assert view["isolation"].startswith(f"bwrap as {accounts.prefix()}"), view["isolation"]
     account = view["isolation"].removeprefix("bwrap as ")
     uid = int(next(x for x in lines if x.startswith("id-u ")).split()[1])
     assert uid != 0 and uid == pwd.getpwnam(account).pw_uid, (uid, account)

@@ -14,6 +14,7 @@ from gpupool.schemas.jobs import Phase
 from gpupool.schemas.usage import UsageBy
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Team, User
+from gpupool.server.services import gpu_usage
 from gpupool.server.services.errors import Invalid
 from gpupool.server.services.identity import Principal
 from gpupool.server.services.usage_records import close_attempt, open_attempt
@@ -100,3 +101,32 @@ def test_bad_windows_are_refused_naming_the_field(db: Database) -> None:
         usage(db, ADMIN, UsageBy.TEAM, T0, T0 - 1, T0)
     with pytest.raises(Invalid, match="step_s"):
         usage_series(db, ADMIN, UsageBy.TEAM, T0, T0 + 2000 * H, H, T0)
+
+
+def test_measured_gpu_seconds_count_pro_rata_and_unmeasured_ones_are_null(
+        db: Database) -> None:
+    """What NVML measured (services/gpu_usage.py) is on the records: blue's first job used
+    3,600 GPU-seconds of its 7,200 held; a window of its second hour counts half of them;
+    red was never measured (null). The job's own view sums its records."""
+    seed(db)
+    with db.read() as s:
+        first = s.query(Job.id).filter(Job.name == "j0").scalar()
+        open_one = s.query(Job.id).filter(Job.name == "j1").scalar()
+    gpu_usage.save(db, [gpu_usage.Measured(first, 1, H, 2 * H, 0.9, 4096, None),
+                        gpu_usage.Measured(open_one, 1, 0.0, 600.0, 0.01, 10, T0 + 1.5 * H)])
+    now = T0 + 3 * H
+    rows = {r.key: r for r in usage(db, ADMIN, UsageBy.TEAM, T0, now, now)}
+    assert rows["blue"].gpu_seconds_used == pytest.approx(H)
+    assert rows["red"].gpu_seconds_used is None
+    second = {r.key: r for r in usage(db, ADMIN, UsageBy.TEAM, T0 + H, T0 + 2 * H, now)}
+    assert second["blue"].gpu_seconds_used == pytest.approx(H / 2)
+    assert gpu_usage.measured(db, [(first, 1), (first, 2)]) == {
+        (first, 1): gpu_usage.Measured(first, 1, H, 2 * H, 0.9, 4096, None)}
+    views = gpu_usage.usage_of(db, [first, open_one, 999], now)
+    assert set(views) == {first, open_one}
+    done = views[first]
+    assert (done.gpu_seconds, done.gpu_seconds_used, done.mean_utilization,
+            done.peak_memory_mib, done.idle_since) == (2 * H, H, 0.5, 4096, None)
+    running = views[open_one]  # open: held until now, flagged idle since T0 + 1.5 h
+    assert running.gpu_seconds == pytest.approx(0.5 * 2 * H)
+    assert running.idle_since is not None and running.idle_since.timestamp() == T0 + 1.5 * H

@@ -115,14 +115,25 @@ def why_text(reason: str, phase: str, exit_code: int | None) -> str:
     return ""
 
 
+def idle_marked(why: str, idle_since: datetime | None, now: datetime | None = None) -> str:
+    """The REASON cell of a job flagged GPU-idle: ``GPU idle 35m`` first (then the reason);
+    ``why`` unchanged when it is not flagged."""
+    if idle_since is None:
+        return why
+    mark = f"GPU idle {age(idle_since, now)}"
+    return f"{mark}; {why}" if why else mark
+
+
 def view_row(view: JobView, now: datetime | None = None) -> JobRow:
     """The row of a JobView."""
     spec, place = view.spec, view.placement
     node = "" if place is None else placement_text(place.node, place.gpus, len(place.ranks))
     phase = view.phase.value
+    idle = view.gpu_usage.idle_since if view.gpu_usage is not None else None
     return JobRow(view.id, shorten(view.name, NAME_WIDTH), view.queue, phase,
                   gpus_text(spec.gpus, spec.gpu_memory, spec.gpu_model), node,
-                  age(view.created_at, now), why_text(view.reason, phase, view.exit_code),
+                  age(view.created_at, now),
+                  idle_marked(why_text(view.reason, phase, view.exit_code), idle, now),
                   view.kind.value)
 
 
@@ -144,11 +155,15 @@ def json_row(job: Mapping[str, Any], now: datetime | None = None) -> JobRow:
     kind = _text(job.get("kind", "job"))  # a server from before notebooks sends none
     if kind not in KINDS:
         raise ValueError(f"kind: unknown kind {kind!r}")
+    usage = job.get("gpu_usage") or {}
+    idle = usage.get("idle_since") if isinstance(usage, Mapping) else None
+    why = why_text(_text(job.get("reason", "")), phase, job.get("exit_code"))
     return JobRow(_text(job["id"]), shorten(_text(job["name"]), NAME_WIDTH),
                   _text(job["queue"]), phase,
                   gpus_text(gpus, spec.get("gpu_memory"), spec.get("gpu_model")), node,
-                  age(created, now), why_text(_text(job.get("reason", "")), phase,
-                                              job.get("exit_code")), kind)
+                  age(created, now),
+                  idle_marked(why, None if idle is None
+                              else datetime.fromisoformat(_text(idle)), now), kind)
 
 
 def _text(value: Any) -> str:

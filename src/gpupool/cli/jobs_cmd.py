@@ -99,6 +99,11 @@ def run(
         str | None,
         typer.Option(metavar="DIR", help="Working directory (default: the current one)."),
     ] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(metavar="IMAGE", help="Run in this container image (podman, as your own "
+                     "account), e.g. docker.io/library/python:3.12; default: on the host."),
+    ] = None,
     restart: Annotated[
         str | None, typer.Option(metavar="POLICY", help="never or on-failure.")
     ] = None,
@@ -142,6 +147,9 @@ def run(
 
     Example: gpupool run --gpus 0.5 --memory 16GiB -- python train.py --lr 3e-4
 
+    In an image: gpupool run --image docker.io/pytorch/pytorch:latest --gpus 1 -- python
+    train.py (on nodes that run images: see the IMAGES column of gpupool nodes).
+
     Distributed: gpupool run --nodes 2 --gpus-per-node 4 -- torchrun train.py (every
     process gets MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK, NODE_RANK, ... and
     torchrun's PET_* options).
@@ -164,6 +172,7 @@ def run(
         "queue": queue,
         "priority": priority,
         "name": name,
+        "image": image,
         "restart": restart,
         "max_retries": max_retries,
         "grace_period_s": grace_period,

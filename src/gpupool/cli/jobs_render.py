@@ -29,11 +29,13 @@ from gpupool.cli.job_cells import (
     view_row,
     why_text,
 )
+from gpupool.schemas.image_ref import IMAGES_LABEL
 
 if TYPE_CHECKING:
     from gpupool.schemas.admin import TeamView, UserView
     from gpupool.schemas.cluster import NodeView, QueueView
     from gpupool.schemas.jobs import JobSpec, JobView, Placement
+
 
 def gpus(spec: JobSpec) -> str:
     """What the job asks of GPUs in a few characters: ``2``, ``0.5``, ``20GiB``, ``-``."""
@@ -112,6 +114,10 @@ def describe(view: JobView) -> Group:
         head.add_row("placed", Text(_placement_line(view.placement)))
     if view.enforcement is not None:
         head.add_row("enforcement", Text(enforcement_line(view)))
+    from gpupool.cli.gpu_render import describe_rows as gpu_rows
+
+    for gpu_label, gpu_text in gpu_rows(view):
+        head.add_row(gpu_label, gpu_text)
     if view.isolation is not None:
         head.add_row("isolation", Text(view.isolation))
     if view.exit_code is not None or view.attempts > 1:
@@ -127,6 +133,8 @@ def describe(view: JobView) -> Group:
     if spec.env:
         head.add_row("env", Text(" ".join(f"{k}={shlex.quote(v)}" for k, v in spec.env.items())))
     head.add_row("workdir", Text(spec.workdir or "(the server's)"))
+    if spec.image:
+        head.add_row("image", Text(spec.image))
     restart: str = spec.restart
     if spec.restart == "on-failure":
         restart += f" (at most {spec.max_retries} retries)"
@@ -227,14 +235,16 @@ def nodes_table(nodes: Sequence[NodeView]) -> Table:
         table.add_column(column, no_wrap=True)
     table.add_column("JOBS", overflow="fold")
     table.add_column("SHARES ENFORCED BY", no_wrap=True)
+    table.add_column("IMAGES", no_wrap=True)
     for node in nodes:
         cpu = f"{share(node.cpu_allocated_milli)}/{share(node.cpu_milli)}"
         memory = f"{mib(node.memory_allocated_mib)}/{mib(node.memory_mib)}"
         first = [escape(node.name) + ("" if node.source == "nvml" else f" ({node.source})")]
         first += [cpu, memory]
         enforced = ",".join(node.mechanisms) or "none"
+        images = node.labels.get(IMAGES_LABEL, "no")
         if not node.gpus:
-            table.add_row(*first, "-", "", "", "", "", "", end_section=True)
+            table.add_row(*first, "-", "", "", "", "", "", images, end_section=True)
         for i, gpu in enumerate(node.gpus):
             lead = first if i == 0 else ["", "", ""]
             used = share(gpu.allocated_milli) if gpu.allocated_milli else "free"
@@ -249,6 +259,7 @@ def nodes_table(nodes: Sequence[NodeView]) -> Table:
                 Text(used, style=style),
                 ",".join(gpu.jobs),
                 enforced if i == 0 else "",
+                images if i == 0 else "",
                 end_section=i == len(node.gpus) - 1,
             )
     return table

@@ -122,6 +122,21 @@ def up(
         help="Suspend a notebook that has run this long without a pause (default 7d; a "
         "team's own replaces it).",
     ),
+    gpu_sample_interval: float | None = typer.Option(
+        None, metavar="SECONDS",
+        help="Seconds between NVML samples of GPU and job utilisation and memory (real "
+        "GPUs only; default 10).",
+    ),
+    gpu_idle_after: str | None = typer.Option(
+        None, metavar="DURATION",
+        help="Flag a running workload idle once its GPUs have shown under 5 % utilisation "
+        "this long (default 30m; shown by ps, describe, the console and /metrics).",
+    ),
+    metrics_public_aggregate: bool | None = typer.Option(
+        None, "--metrics-public-aggregate/--no-metrics-public-aggregate",
+        help="Let /metrics without a token answer an aggregate view that names no team, "
+        "queue, job or user (default: off, a token is required).",
+    ),
 ) -> None:
     """Start the gpupool server: API on 127.0.0.1 (or --host, over HTTPS with --tls-cert and
     --tls-key), SQLite state, this machine's GPUs.
@@ -137,6 +152,7 @@ def up(
     idle = _duration("--notebook-idle-timeout", notebook_idle_timeout, "30m")
     max_idle = _duration("--notebook-max-idle-timeout", notebook_max_idle_timeout, "24h")
     lifetime = _duration("--notebook-max-lifetime", notebook_max_lifetime, "7d")
+    gpu_idle = _duration("--gpu-idle-after", gpu_idle_after, "30m")
     try:
         settings = Settings.from_env(
             home=home,
@@ -157,6 +173,9 @@ def up(
             notebook_idle_timeout_s=idle,
             notebook_max_idle_timeout_s=max_idle,
             notebook_max_lifetime_s=lifetime,
+            gpu_sample_interval_s=gpu_sample_interval,
+            gpu_idle_after_s=gpu_idle,
+            metrics_public_aggregate=metrics_public_aggregate,
         )
     except ValueError as exc:
         raise _fail(escape(str(exc))) from None

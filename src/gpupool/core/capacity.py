@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from gpupool.core.cluster import ClusterState
-from gpupool.core.reasons import cpu_text, memory_text, needs_text, nodes_text
+from gpupool.core.reasons import cpu_text, labels_text, memory_text, needs_text, nodes_text
 from gpupool.core.request import Request
 
 NEVER_FITS = "can never fit in the pool as it is now"
@@ -17,6 +17,8 @@ NEVER_FITS = "can never fit in the pool as it is now"
 def holders(state: ClusterState, request: Request) -> int:
     """How many nodes could hold ``request`` if they were empty."""
     fits = (state.cpu_cap >= request.cpu_milli) & (state.mem_cap >= request.memory_mib)
+    if request.node_labels:
+        fits &= state.label_mask(request.node_labels)
     if request.is_gpu:
         fits &= state.model_mask(request.gpu_models) & (state.gpu_count >= request.num_gpus)
         if request.gpu_memory_mib:
@@ -35,6 +37,8 @@ def never_fits(state: ClusterState, request: Request, members: int = 1) -> str |
     if found >= members:
         return None
     needs = needs_text(request)
+    if request.node_labels and not state.label_mask(request.node_labels).any():
+        return f"{NEVER_FITS}: {needs}; no node has {labels_text(request.node_labels)}"
     if members > 1:
         return (f"{NEVER_FITS}: {needs} on each of {members} nodes; the pool has "
                 f"{nodes_text(state.num_nodes)}, {found} of which could hold one; "

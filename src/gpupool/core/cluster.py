@@ -132,6 +132,14 @@ class ClusterState:
         wanted = [self.models.index(m) for m in models if m in self.models]
         return np.isin(self.model_id, wanted)
 
+    def label_mask(self, required: tuple[tuple[str, str], ...]) -> BoolArray:
+        """Nodes whose labels hold every (key, value) of ``required`` (all nodes when empty)."""
+        mask = np.ones(self.num_nodes, dtype=bool)
+        for key, value in required:
+            mask &= np.fromiter((labels.get(key) == value for labels in self.labels),
+                                dtype=bool, count=self.num_nodes)
+        return mask
+
     def node_key(self, node: int) -> tuple[int, int, tuple[int, ...]]:
         """A hashable summary of what fragmentation depends on: model, free CPU and the
         sorted free shares of the node's GPUs. Equal keys mean equal fragmentation."""

@@ -27,6 +27,12 @@ def nodes_text(count: int, verb: str = "") -> str:
     return f"{noun} {verb}"
 
 
+def labels_text(labels: tuple[tuple[str, str], ...]) -> str:
+    """Required node labels in words, e.g. ``the label gpupool.io/images=podman``."""
+    pairs = ", ".join(f"{key}={value}" for key, value in labels)
+    return f"the label{'s' if len(labels) > 1 else ''} {pairs}"
+
+
 def needs_text(request: Request) -> str:
     """What the request needs, e.g. ``needs 2 whole A100, 8 CPU, 16 GiB memory``."""
     parts = []
@@ -36,6 +42,8 @@ def needs_text(request: Request) -> str:
         parts.append(cpu_text(request.cpu_milli))
     if request.memory_mib:
         parts.append(memory_text(request.memory_mib))
+    if request.node_labels:
+        parts.append("a node with " + labels_text(request.node_labels))
     return "needs " + (", ".join(parts) if parts else "nothing")
 
 

@@ -19,6 +19,8 @@ class Request:
     Contract: ``gpu_milli`` is the share of *each* requested GPU in thousandths; a value below
     1000 is only allowed with ``num_gpus == 1`` (a GPU-sharing task). ``gpu_memory_mib`` is an
     optional per-GPU memory requirement (0 = none). ``gpu_models`` empty means any model.
+    ``node_labels``: (key, value) pairs a node's labels must all hold (empty: any node), e.g.
+    ``(("gpupool.io/images", "podman"),)`` for a task that runs in a container image.
     Requests are immutable and hashable so that plugins may memoise per request shape.
     """
 
@@ -29,6 +31,7 @@ class Request:
     gpu_milli: int = 0
     gpu_memory_mib: int = 0
     gpu_models: tuple[str, ...] = ()
+    node_labels: tuple[tuple[str, str], ...] = ()
     priority: int = 0
     queue: str = "default"
     gang: str | None = None
@@ -64,7 +67,8 @@ class Request:
         return self.num_gpus * self.gpu_milli
 
     @property
-    def shape(self) -> tuple[int, int, int, int, int, tuple[str, ...]]:
+    def shape(self) -> tuple[int, int, int, int, int, tuple[str, ...],
+                             tuple[tuple[str, str], ...]]:
         """Everything that decides placement, without identity: a cache key."""
         return (
             self.cpu_milli,
@@ -73,6 +77,7 @@ class Request:
             self.gpu_milli,
             self.gpu_memory_mib,
             self.gpu_models,
+            self.node_labels,
         )
 
     def describe(self) -> str:

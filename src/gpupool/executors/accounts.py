@@ -22,6 +22,10 @@ from dataclasses import dataclass
 
 MARKER = "gpupool user "
 PREFIX = "gp-"
+PREFIX_ENV = "GPUPOOL_ACCOUNT_PREFIX"
+"""Another prefix for the accounts this server creates (two servers on one machine must not
+share accounts: one deleting its user would remove the other's); default :data:`PREFIX`."""
+_PREFIX_VALID = re.compile(r"^[a-z_][a-z0-9_-]{0,15}$")
 MAX_NAME = 32
 NOLOGIN = "/usr/sbin/nologin"
 _VALID = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
@@ -64,8 +68,9 @@ def current() -> Account:
 def derived_name(gpupool_name: str, taken: frozenset[str] | set[str] = frozenset()) -> str:
     """A valid Unix name for a gpupool user: ``gp-`` + the name lowercased, characters other
     than ``a-z0-9_-`` turned into ``-``, cut to 32 characters; a numbered suffix when the
-    result is in ``taken`` or belongs to an account that is not this user's gpupool account."""
-    base = PREFIX + re.sub(r"[^a-z0-9_-]", "-", gpupool_name.lower())
+    result is in ``taken`` or belongs to an account that is not this user's gpupool account.
+    The prefix is GPUPOOL_ACCOUNT_PREFIX when set (:func:`prefix`)."""
+    base = prefix() + re.sub(r"[^a-z0-9_-]", "-", gpupool_name.lower())
     base = base[:MAX_NAME]
     for n in range(1, 1000):
         name = base if n == 1 else f"{base[: MAX_NAME - len(str(n)) - 1]}-{n}"
@@ -78,6 +83,16 @@ def derived_name(gpupool_name: str, taken: frozenset[str] | set[str] = frozenset
         if entry.pw_gecos == MARKER + gpupool_name:
             return name
     raise AccountError(f"no free Unix name for gpupool user {gpupool_name!r}")
+
+
+def prefix() -> str:
+    """The prefix of created accounts: GPUPOOL_ACCOUNT_PREFIX, else ``gp-``. AccountError
+    for a prefix that cannot start a Unix name (a-z _ then a-z 0-9 _ -, 16 at most)."""
+    chosen = os.environ.get(PREFIX_ENV, "") or PREFIX
+    if not _PREFIX_VALID.match(chosen):
+        raise AccountError(f"{PREFIX_ENV}={chosen!r}: use a-z or _ then a-z, 0-9, _ or -, "
+                           "16 characters at most (e.g. gp-)")
+    return chosen
 
 
 def ensure(name: str, gpupool_name: str) -> tuple[Account, bool]:

@@ -46,6 +46,9 @@ class LaunchSpec:
     readable: tuple[str, ...] = ()
     """Paths the sandbox shows even where they lie in hidden directories (bound read-write:
     the account's own file modes decide what it may change there)."""
+    image: str = ""
+    """The container image to run the command in (empty: on the host, in the sandbox).
+    Executors that cannot run images refuse the launch."""
     private_network: bool = False
     """Run the command in a network of its own, with only a loopback: what it listens on is
     reachable neither from the host nor from other workloads, and it reaches none of their

@@ -62,22 +62,37 @@ def make_job_dir(spec: LaunchSpec, account: Account) -> str:
     return path
 
 
-def write_launch_file(
-    spec: LaunchSpec, account: Account, run_dir: str, job_dir: str, job_path: str,
-    sandbox: Sandbox, log_cap: int = 0,
-) -> str:
-    """Write ``launch.json`` for the shim (``log_cap``: the attempt's log cap in bytes, 0:
-    none); return the isolation to record."""
+def launch_environment(spec: LaunchSpec, account: Account, run_dir: str, job_dir: str,
+                       job_path: str) -> dict[str, str]:
+    """The whole environment of the attempt's command (:func:`environment` plus gpupool's
+    run and job dir variables)."""
     extra = {RUN_DIR_ENV: run_dir}
     if job_dir:
         extra[JOB_DIR_ENV] = job_dir
-    env = environment(account, job_path, {**spec.env, **extra})
+    return environment(account, job_path, {**spec.env, **extra})
+
+
+def write_launch_file(
+    spec: LaunchSpec, account: Account, run_dir: str, job_dir: str, job_path: str,
+    sandbox: Sandbox, log_cap: int = 0, env: dict[str, str] | None = None,
+    container: str = "",
+) -> str:
+    """Write ``launch.json`` for the shim (``log_cap``: the attempt's log cap in bytes, 0:
+    none); return the isolation to record. ``env``: the command's environment (default
+    :func:`launch_environment`). ``container``: the command is ``podman run`` of this image,
+    which the shim starts as root (podman switches to the account inside the container)."""
+    if env is None:
+        env = launch_environment(spec, account, run_dir, job_dir, job_path)
     launch: dict[str, object] = {
         "env": env, "umask": JOB_UMASK, "rlimits": JOB_RLIMITS,
         "cwd": spec.workdir or job_dir or None, "sandboxed": sandbox.enabled,
         "log_cap": log_cap,
     }
-    if accounts.isolating() and account.uid != os.geteuid():
+    if container:
+        # podman's own directory and limits; --workdir and containers.conf set the command's
+        launch.update(cwd="/", sandboxed=False, container=container)
+        del launch["rlimits"]
+    elif accounts.isolating() and account.uid != os.geteuid():
         launch.update(uid=account.uid, gid=account.gid)
     data = json.dumps(launch, sort_keys=True).encode()
     fd = os.open(os.path.join(run_dir, shim.LAUNCH_FILE + ".tmp"),
@@ -86,6 +101,8 @@ def write_launch_file(
         f.write(data)
     os.replace(os.path.join(run_dir, shim.LAUNCH_FILE + ".tmp"),
                os.path.join(run_dir, shim.LAUNCH_FILE))
+    if container:
+        return f"podman {container} as {account.name}"
     who = f"as {account.name}" if accounts.isolating() else (
         f"as {account.name} (not root: not isolated from other jobs)")
     return f"{sandbox.describe()} {who}"

@@ -52,6 +52,8 @@ from pathlib import Path
 from gpupool.executors import accounts, shim
 from gpupool.executors.accounts import Account
 from gpupool.executors.base import SUPERVISOR_LOST, Handle, LaunchError, LaunchSpec, Outcome
+from gpupool.executors.container_launch import ImagePolicy, image_launch, remove_container
+from gpupool.executors.containers import ImageError
 from gpupool.executors.job_env import SYSTEM_PATH
 from gpupool.executors.launch_files import (
     RUN_DIR_ENV,
@@ -96,18 +98,21 @@ class LocalExecutor:
         sandbox: Sandbox | None = None,
         job_path: str | None = None,
         log_cap: int | None = None,
+        images: ImagePolicy | None = None,
     ) -> None:
         """``die_with_parent``: attempts are killed when this process dies (a node agent's
         processes must not outlive their node's membership); by default they survive it.
         ``sandbox``: the bubblewrap sandbox to run commands in (None: none). ``job_path``:
         the commands' PATH (default: the system directories). ``log_cap``: the most bytes
         of output an attempt's log keeps (head and tail; 0: no cap); None: from
-        GPUPOOL_LOG_CAP_MIB in this process's environment (:func:`log_cap_from_env`)."""
+        GPUPOOL_LOG_CAP_MIB in this process's environment (:func:`log_cap_from_env`).
+        ``images``: how attempts with an image run (None: images are refused)."""
         self.python = python
         self.die_with_parent = die_with_parent
         self.sandbox = sandbox or Sandbox()
         self.job_path = job_path or SYSTEM_PATH
         self.log_cap = log_cap_from_env() if log_cap is None else max(0, log_cap)
+        self.images = images or ImagePolicy()
         self._procs: dict[str, _ShimProcess] = {}
         self._lock = threading.Lock()
 
@@ -154,13 +159,21 @@ class LocalExecutor:
             raise LaunchError(f"{what}: cannot prepare {run_dir!r} / {log_path!r}: {exc}") from exc
         try:
             job_dir = make_job_dir(spec, account)
-            isolation = write_launch_file(spec, account, run_dir, job_dir, self.job_path,
-                                          self.sandbox, self.log_cap)
+            if spec.image:
+                command = image_launch(self.images, spec, account, run_dir, job_dir,
+                                       self.job_path, self.sandbox, self.log_cap)
+                isolation = f"podman {spec.image} as {account.name}"
+            else:
+                command = list(spec.command)
+                isolation = write_launch_file(spec, account, run_dir, job_dir, self.job_path,
+                                              self.sandbox, self.log_cap)
+        except ImageError as exc:
+            log.close()
+            raise LaunchError(f"{what}: {exc}") from None
         except OSError as exc:
             log.close()
             raise LaunchError(f"{what}: cannot prepare the attempt's files: {exc}") from exc
-        command = list(spec.command)
-        if self.sandbox.enabled:
+        if self.sandbox.enabled and not spec.image:
             # readable paths are bound read-write: the account's own file modes decide
             # (the share dir: its ledger is the job's to write, the limit file is not)
             rw = [p for p in (job_dir, spec.workdir, *spec.readable) if p]
@@ -226,6 +239,7 @@ class LocalExecutor:
                 f"{SUPERVISOR_LOST}: the attempt's shim ended without recording how the "
                 "command ended (killed, or the machine restarted); the outcome is unknown"))
         self._record(handle, outcome)
+        remove_container(self.images, handle.run_dir)  # its supervisor gone: it must not run on
         return outcome
 
     def terminate(self, handle: Handle) -> None:
@@ -235,8 +249,10 @@ class LocalExecutor:
 
     def kill(self, handle: Handle) -> None:
         """SIGKILL to every process of the attempt (also to what a killed shim left behind);
-        no-op if it already ended or the pid is not ours. Never blocks."""
+        no-op if it already ended or the pid is not ours; an attempt in an image also has its
+        container removed. Never blocks."""
         self._signal(handle, signal.SIGKILL)
+        remove_container(self.images, handle.run_dir)
 
     def adopt(self, handle: Handle) -> bool:
         """True iff the attempt has not recorded its end and its shim is still running and

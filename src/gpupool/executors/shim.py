@@ -61,7 +61,8 @@ to start the command: ``env`` (its whole environment: the shim's own is not pass
 ``umask``, ``rlimits`` (``{"nofile": N, "nproc": N}``), ``cwd`` (entered as the command's
 account; if it cannot be, the attempt ends with code 126 and a line in the log saying why),
 ``sandboxed`` (the command is bwrap: it ignores SIGTERM, which reaches the command in it
-directly, and its 128+N for "killed by signal N" is recorded as -N) and ``log_cap`` (bytes;
+directly, and its 128+N for "killed by signal N" is recorded as -N), ``container`` (the
+command is ``podman run`` of that image: its 128+N is recorded as -N too) and ``log_cap`` (bytes;
 0: no cap). Without the file the command runs as the shim, in the shim's environment and
 directory, with the default cap.
 
@@ -312,6 +313,8 @@ class _Recorder:
         self.read_fd, self.write_fd = read_fd, write_fd
         self.log = shim_log.CappedLog(1, shim.run_dir, cap, start)
         self.sandboxed = bool(launch.get("sandboxed"))
+        self.signal_codes = self.sandboxed or bool(launch.get("container"))
+        """The command reports "killed by signal N" as 128+N (bwrap; podman run)."""
         self.child: subprocess.Popen[bytes] | None = None
         self.term_seen = False
 
@@ -346,8 +349,8 @@ class _Recorder:
             watch = -1
         shim_log.pump(self.read_fd, self.log, self.ended, interval=0.25, watch=watch)
         code = child.returncode
-        if self.sandboxed and 128 < code < 160:
-            code = 128 - code  # bwrap's 128+N: the command was killed by signal N
+        if self.signal_codes and 128 < code < 160:
+            code = 128 - code  # bwrap's or podman's 128+N: the command was killed by signal N
         return self.record(code)
 
     def ended(self) -> bool:

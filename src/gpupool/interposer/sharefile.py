@@ -77,18 +77,27 @@ def usage(path: Path | str) -> dict[int, list[int]]:
     record of a process that is gone, or a zombie, or whose pid was recycled, is left out).
     Read without the lock: a snapshot, good for reports. Raises ValueError if the file is not
     a share file of this version, FileNotFoundError if there is none."""
+    return {pid: per_dev for pid, start_time, per_dev in records(path)
+            if _alive(pid, start_time)}
+
+
+def records(path: Path | str) -> list[tuple[int, int, list[int]]]:
+    """Every record in use, ``(pid, start time, bytes per device ordinal)``, whether its
+    process still runs or not. The pid is the one the process has in its own pid namespace
+    (a sandboxed job's differ from the host's); the start time is the kernel's (clock ticks
+    after boot, the same in every namespace). Raises as :func:`usage`."""
     data = Path(path).read_bytes()
     if len(data) < FILE_SIZE:
         raise ValueError(f"{path}: {len(data)} bytes, a share file has {FILE_SIZE}")
     magic, version, _, devs, procs, _ = _HEADER.unpack_from(data)
     if (magic, version, devs, procs) != (MAGIC, VERSION, MAX_DEVS, MAX_PROCS):
         raise ValueError(f"{path}: not a gpushare share file of version {VERSION}")
-    result: dict[int, list[int]] = {}
+    found = []
     for i in range(MAX_PROCS):
         pid, _, start_time, *per_dev = _RECORD.unpack_from(data, HEADER_SIZE + i * _RECORD.size)
-        if pid and _alive(pid, start_time):
-            result[pid] = list(per_dev)
-    return result
+        if pid:
+            found.append((int(pid), int(start_time), list(per_dev)))
+    return found
 
 
 def used_bytes(path: Path | str) -> list[int]:

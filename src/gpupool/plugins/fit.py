@@ -6,7 +6,7 @@ import numpy as np
 
 from gpupool.core.cluster import BoolArray, ClusterState
 from gpupool.core.framework import CycleState
-from gpupool.core.reasons import cpu_text, memory_text, nodes_text
+from gpupool.core.reasons import cpu_text, labels_text, memory_text, nodes_text
 from gpupool.core.request import Request
 
 
@@ -25,6 +25,8 @@ class FitFilter:
 
     def __init__(self) -> None:
         self._model_masks: dict[tuple[str, ...], BoolArray] = {}
+        self._label_masks: dict[tuple[tuple[str, str], ...],
+                                tuple[tuple[object, ...], BoolArray]] = {}
 
     def _model_mask(self, state: ClusterState, models: tuple[str, ...]) -> BoolArray:
         mask = self._model_masks.get(models)
@@ -32,10 +34,22 @@ class FitFilter:
             mask = self._model_masks[models] = state.model_mask(models)
         return mask
 
+    def _label_mask(self, state: ClusterState, labels: tuple[tuple[str, str], ...]
+                    ) -> BoolArray:
+        # valid while the state's labels are the same tuple (a new node set is a new tuple)
+        cached = self._label_masks.get(labels)
+        if cached is not None and cached[0] is state.labels:
+            return cached[1]
+        mask = state.label_mask(labels)
+        self._label_masks[labels] = (state.labels, mask)
+        return mask
+
     def filter(
         self, state: ClusterState, request: Request, cycle: CycleState, candidates: BoolArray
     ) -> BoolArray:
         mask = candidates & (state.cpu_left >= request.cpu_milli)
+        if request.node_labels:
+            mask &= self._label_mask(state, request.node_labels)
         if request.memory_mib:
             mask &= state.mem_left >= request.memory_mib
         if request.num_gpus:
@@ -50,9 +64,14 @@ class FitFilter:
         self, state: ClusterState, request: Request, cycle: CycleState, candidates: BoolArray
     ) -> list[str]:
         """Each candidate node is counted once, under the first check it fails, in the order
-        GPU model, free GPUs, CPU, memory."""
+        node labels, GPU model, free GPUs, CPU, memory."""
         fragments: list[str] = []
         remaining = candidates.copy()
+        if request.node_labels:
+            labelled = remaining & self._label_mask(state, request.node_labels)
+            if not labelled.any():
+                return [f"no node has {labels_text(request.node_labels)}"]
+            remaining = labelled
         if request.num_gpus:
             model_ok = remaining & self._model_mask(state, request.gpu_models)
             noun = "/".join(request.gpu_models) or "GPUs"

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from gpupool.schemas.image_ref import IMAGE_REFERENCE, IMAGE_RULE
 from gpupool.schemas.units import (
     MAX_GPU_MEMORY_MIB,
     MAX_MEMORY_MIB,
@@ -99,6 +100,11 @@ class JobSpec(BaseModel):
     priority: Annotated[int, Number] = Field(0, ge=-1000, le=1000)
     env: dict[str, str] = Field(default_factory=dict)
     workdir: str | None = None
+    image: str | None = Field(
+        None, min_length=1, max_length=255,
+        description="Run in this container image (podman, as the job's own account, no "
+        "capabilities), e.g. docker.io/library/python:3.12; only on nodes that run images "
+        "(`gpupool nodes`). null: on the host, in the sandbox.")
     restart: Literal["never", "on-failure"] = "never"
     max_retries: Annotated[int, Number] = Field(0, ge=0, le=100)
     grace_period_s: Annotated[float, Number] = Field(30, ge=0, le=3600)
@@ -137,6 +143,9 @@ class JobSpec(BaseModel):
                              "its arguments)")
         elif self.idle_timeout_s is not None:
             raise ValueError("idle_timeout_s: only for notebooks (kind: notebook)")
+        elif self.kind == Kind.SERVICE and self.image is not None:
+            raise ValueError("image: service replicas run on the host, in the sandbox "
+                             "(images are for jobs and pipeline job steps)")
         elif self.kind == Kind.SERVICE and (self.nodes != 1 or self.procs_per_node != 1):
             raise ValueError("nodes: a service's replica runs on one node, as one process")
         if self.command and not self.command[0]:
@@ -154,9 +163,14 @@ class JobSpec(BaseModel):
             raise ValueError("command: an argument contains a NUL byte")
         if self.workdir is not None and ("\0" in self.workdir or not self.workdir):
             raise ValueError("workdir: not a valid path")
+        if self.image is not None and not IMAGE_REFERENCE.match(self.image):
+            raise ValueError(f"image: {IMAGE_RULE}")
         return self
 
     def _check_notebook(self) -> None:
+        if self.image is not None:
+            raise ValueError("image: notebooks run JupyterLab on the host, in the sandbox "
+                             "(images are for jobs and pipeline job steps)")
         if self.command:
             raise ValueError("command: a notebook runs JupyterLab; leave command out")
         if self.nodes != 1 or self.procs_per_node != 1:
@@ -201,6 +215,28 @@ class Placement(BaseModel):
 
 
 
+class GpuUsage(BaseModel):
+    """What NVML measured of a job's GPUs, over all its attempts (pools without NVML, e.g.
+    fake GPUs, measure nothing: then a job has none). Utilisation is the share of the GPUs
+    it was allocated that its processes kept busy (0 to 1)."""
+
+    gpu_seconds: float = Field(description="GPUs held × seconds held, every attempt (a "
+                               "running one until now).")
+    gpu_seconds_used: float = Field(description="Utilisation × GPUs held × seconds, over the "
+                                    "time measured.")
+    measured_s: float = Field(description="Seconds of the job's run that were measured.")
+    mean_utilization: float | None = Field(
+        default=None, description="Mean utilisation over the time measured (null: none).")
+    peak_utilization: float | None = Field(default=None, description="Highest sample.")
+    peak_memory_mib: int | None = Field(
+        default=None, description="Most GPU memory its processes held on one GPU (compare "
+        "with ``gpu_memory_limit_mib``); null: not measured.")
+    idle_since: datetime | None = Field(
+        default=None, description="Running and flagged idle: its GPUs have shown under 5 % "
+        "utilisation since then, for the server's idle window (default 30 min) or longer; "
+        "null otherwise.")
+
+
 class JobView(BaseModel):
     """A job as the server reports it."""
 
@@ -237,6 +273,9 @@ class JobView(BaseModel):
         "answers (null before, and while suspended).")
     idle_since: datetime | None = Field(
         default=None, description="Notebooks: idle since then (null: busy, or not running).")
+    gpu_usage: GpuUsage | None = Field(
+        default=None, description="What NVML measured of its GPUs (null: nothing measured; "
+        "listings give it for running jobs only).")
     created_at: datetime
     started_at: datetime | None = None
     ended_at: datetime | None = None

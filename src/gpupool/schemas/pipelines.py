@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from gpupool.schemas.image_ref import IMAGE_REFERENCE, IMAGE_RULE
 from gpupool.schemas.units import finite_number, parse_mib
 from gpupool.schemas.values import Integer, Number
 
@@ -108,6 +109,8 @@ class StepSpec(_Strict):
                          BeforeValidator(finite_number)] | None = None
     allow_failure: bool = False
     workdir: str | None = None
+    image: str | None = Field(None, min_length=1, max_length=255,
+                              description="job steps: the container image to run in")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -124,6 +127,10 @@ class StepSpec(_Strict):
         wanted = {"job": "command", "shell": "command", "http": "http", "pipeline": "pipeline"}
         if wanted[kind] != action:
             raise ValueError(f"kind: a {kind} step needs {wanted[kind]}, not {action}")
+        if self.image is not None and kind != "job":
+            raise ValueError(f"image: only job steps run in an image, not {kind} steps")
+        if self.image is not None and not IMAGE_REFERENCE.match(self.image):
+            raise ValueError(f"image: {IMAGE_RULE}")
         if isinstance(self.command, list) and (not self.command or not self.command[0]):
             raise ValueError("command: the program name is empty")
         if isinstance(self.command, str) and not self.command.strip():

@@ -24,8 +24,10 @@ class UsageRow(BaseModel):
     gpu_seconds: float = Field(description="GPUs held × seconds held, every attempt's part "
                                "inside the window (a running attempt counts until now).")
     gpu_seconds_used: float | None = Field(
-        default=None, description="GPU-seconds the jobs' processes actually used, where "
-        "measured; null: not measured on this pool (no NVML utilisation yet).")
+        default=None, description="GPU-seconds the jobs' processes kept busy (utilisation × "
+        "GPUs held × seconds, NVML), over the measured attempts' part inside the window "
+        "(in proportion to its share of each attempt); null: none of them was measured "
+        "(e.g. fake GPUs).")
     jobs: int = Field(description="Jobs with an attempt inside the window.")
 
 

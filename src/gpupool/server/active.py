@@ -9,6 +9,7 @@ from typing import Any
 
 from gpupool.core.request import Request
 from gpupool.executors.base import Handle, Outcome
+from gpupool.executors.containers import IMAGES_LABEL
 from gpupool.schemas.jobs import JobSpec
 from gpupool.server.cycle import LiveJob
 from gpupool.server.services.jobs import resolve_gpu_model
@@ -70,6 +71,7 @@ def to_request(job_id: int, spec: JobSpec, queue: str, models: tuple[str, ...]) 
         gpu_milli=spec.gpu_milli,
         gpu_memory_mib=spec.gpu_memory or 0,
         gpu_models=resolve_gpu_model(spec.gpu_model, models),
+        node_labels=((IMAGES_LABEL, "podman"),) if spec.image else (),
         priority=spec.priority,
         queue=queue,
     )

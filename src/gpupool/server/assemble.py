@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from fastapi import FastAPI
 
     from gpupool.server.gateway.serve import GatewayServer
+    from gpupool.server.gpu_watch import GpuWatch
     from gpupool.server.notebook_watch import NotebookWatch
     from gpupool.server.service_watch import ServiceWatch
 
@@ -153,14 +154,17 @@ def nodes(settings: Settings, iso: Isolation) -> tuple[Executor, LocalInventory,
     """(executor, first inventory, membership refresh or None) for this server: this
     machine's GPUs, whose processes run in ``iso``'s sandbox with its job PATH, or the
     nodes of a Ray cluster (which choose their own), which come and go."""
+    from gpupool.executors.containers import IMAGES_LABEL
     from gpupool.executors.inventory import InventoryError, local_inventory
 
     if not settings.ray:
         from gpupool.executors.local import LocalExecutor
 
         try:
-            executor = LocalExecutor(sandbox=iso.sandbox, job_path=iso.workspace.job_path())
-            return executor, local_inventory(settings.fake_gpus), None
+            executor = LocalExecutor(sandbox=iso.sandbox, job_path=iso.workspace.job_path(),
+                                     images=iso.images)
+            labels = {IMAGES_LABEL: "podman"} if iso.images.runtime.enabled else {}
+            return executor, local_inventory(settings.fake_gpus, labels=labels), None
         except InventoryError as exc:
             raise BuildError(str(exc)) from None
     from gpupool.executors.ray_executor import RayPool, RayUnavailableError, connect
@@ -189,18 +193,38 @@ def serve(parts: Parts, on_signal: Callable[[int], None]) -> Stopped:
 
     gateway, watch, services = start_gateway(parts)
     settings = parts.settings
+    gpus = gpu_watch(parts, watch.touch)
     app = create_app(AppContext(
         settings, parts.db, parts.controller,
         gateway=gateway_access(parts.gateway_key, lambda: gateway.url),
-        services=ServicesAccess(services.board, services.poke, lambda: gateway.url)))
+        services=ServicesAccess(services.board, services.poke, lambda: gateway.url),
+        gpu=gpus.board if gpus is not None else None))
     try:
         watch.start()
         services.start()
+        if gpus is not None:
+            gpus.start()
         return _serve_api(parts, app, on_signal)
     finally:
+        if gpus is not None:
+            gpus.stop()
         services.stop()
         watch.stop()
         gateway.stop()
+
+
+def gpu_watch(parts: Parts, on_busy: Callable[[int, float], None]) -> GpuWatch | None:
+    """The GPU watch (NVML samples of GPUs and jobs) of a server whose GPUs are this
+    machine's real ones, not started; None otherwise (fake GPUs, none, or Ray nodes)."""
+    if parts.settings.ray or parts.inventory.source != "nvml":
+        return None
+    from gpupool.server.gpu_watch import GpuWatch
+    from gpupool.server.metrics.gpu_board import GpuBoard
+
+    controller = parts.controller
+    return GpuWatch(parts.db, controller.live, GpuBoard(),
+                    parts.settings.gpu_sample_interval_s, parts.settings.gpu_idle_after_s,
+                    on_busy=on_busy, share_file=controller.launcher.share_file)
 
 
 def start_gateway(parts: Parts) -> tuple[GatewayServer, NotebookWatch, ServiceWatch]:

@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gpupool.executors import accounts
+from gpupool.executors.container_launch import ImagePolicy
+from gpupool.executors.containers import Runtime
+from gpupool.executors.containers import detect as detect_runtime
 from gpupool.executors.local import LocalExecutor
 from gpupool.executors.sandbox import Sandbox, SandboxModeError, detect
 from gpupool.server.settings import Settings
@@ -28,6 +31,8 @@ class Isolation:
     interposer: str | None
     """The interposer as published in the work dir (None: none)."""
     lines: list[str] = field(default_factory=list)
+    images: ImagePolicy = field(default_factory=ImagePolicy)
+    """How this machine runs workloads' container images (its runtime off: it does not)."""
 
 
 def private_data_dir(home: Path) -> None:
@@ -47,7 +52,19 @@ def set_up(settings: Settings, interposer: str | None) -> Isolation:
     workspace = Workspace(settings.jobs_root)
     published = workspace.prepare(interposer)
     sandbox = local_sandbox(settings, workspace)
-    return Isolation(workspace, sandbox, published, startup_lines(workspace, sandbox))
+    images = image_policy(settings, workspace)
+    lines = [*startup_lines(workspace, sandbox), f"container images: {images.runtime.describe()}"]
+    return Isolation(workspace, sandbox, published, lines, images)
+
+
+def image_policy(settings: Settings, workspace: Workspace) -> ImagePolicy:
+    """How workloads' images run here (GPUPOOL_IMAGES, _IMAGE_NETWORK, _IMAGE_PULL); podman's
+    configuration lives in the data dir. Nodes of other machines (Ray) run none."""
+    if settings.ray:
+        return ImagePolicy(Runtime(missing="not on Ray nodes yet"))
+    runtime = detect_runtime(str(settings.home / "containers"), settings.images != "off")
+    return ImagePolicy(runtime, settings.image_network, settings.image_pull,
+                       (str(workspace.lib), str(workspace.bin)))
 
 
 def local_sandbox(settings: Settings, workspace: Workspace) -> Sandbox:

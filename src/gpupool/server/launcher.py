@@ -190,6 +190,7 @@ class Launcher:
                                         gpu_devices=tuple(g for g in gpus
                                                           if isinstance(g, int)),
                                         readable=visible,
+                                        image=spec.image or "",
                                         private_network=spec.kind == Kind.SERVICE)
                     handles.append(self.executor.launch(launch))
             return handles, enforcement

@@ -7,15 +7,16 @@ and its kernels (``/api/status`` and ``/api/kernels``, with the notebook's secre
 
 - ready: the first answer writes the notebook's gateway URL on its row (``JobView.url``);
   rows are read and written through the job store;
-- activity: Jupyter's own ``last_activity`` (kernels, terminals, API requests) and traffic
-  the gateway saw (:meth:`NotebookWatch.touch`); a busy kernel is activity now;
+- activity: Jupyter's own ``last_activity`` (kernels, terminals, API requests), traffic
+  the gateway saw and, on real GPUs, GPU use: the GPU watch (server/gpu_watch.py) touches a
+  notebook whose GPUs are at least 5 % busy in a sample (:meth:`NotebookWatch.touch` for
+  both); a busy kernel is activity now;
 - idle: no activity for the notebook's ``idle_timeout_s`` (else its team's default, else
   the server's, either at most the team's maximum idle timeout when it has one) →
   a suspend request, written as the API's are (``services.notebooks``), with why;
   ``idle_since`` is written on the row once it has been idle a minute (and cleared when it
   is used again), so listings show who holds idle slices;
-- a notebook that does not answer is neither ready nor idle (it may be starting); GPU
-  activity (NVML) is not counted yet.
+- a notebook that does not answer is neither ready nor idle (it may be starting).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ class NotebookWatch:
         self._http = httpx.Client(trust_env=False, timeout=PROBE_TIMEOUT_S)
 
     def touch(self, job_id: int, at: float) -> None:
-        """Traffic for the notebook went through the gateway at ``at`` (cheap; any thread)."""
+        """The notebook was used at ``at``: traffic through the gateway, or its GPUs busy
+        (cheap; any thread)."""
         if at > self._touched.get(job_id, 0.0):
             self._touched[job_id] = at
 

@@ -57,6 +57,14 @@ class Settings:
     account, the interposer and the job interpreter links; None: :func:`default_work_dir`."""
     sandbox: str = "auto"
     """GPUPOOL_SANDBOX: auto (bubblewrap when it works here), bwrap (required), none."""
+    images: str = "auto"
+    """GPUPOOL_IMAGES: auto (run workloads' container images with podman when this machine
+    can) or off."""
+    image_network: str = "host"
+    """GPUPOOL_IMAGE_NETWORK: the network of workloads in images, host or none."""
+    image_pull: str = "missing"
+    """GPUPOOL_IMAGE_PULL: when podman pulls a workload's image: missing, always, newer or
+    never."""
     tls_cert: str = ""
     """PEM certificate to serve HTTPS with (with ``tls_key``); empty: plain HTTP."""
     tls_key: str = ""
@@ -87,13 +95,28 @@ class Settings:
     notebook_max_lifetime_s: float = 7 * 86400.0
     """A notebook running this long without a pause is suspended (its time limit, when it
     asks for none or a longer one)."""
+    gpu_sample_interval_s: float = 10.0
+    """Seconds between two NVML samples of GPU and job utilisation (real GPUs only)."""
+    gpu_idle_after_s: float = 1800.0
+    """A running workload whose GPUs show under 5 % utilisation this long is flagged idle."""
+    metrics_public_aggregate: bool = False
+    """``GET /metrics`` without a token answers the aggregate view (no team, queue, job or
+    user named); off: a token is required, as for the full view."""
 
     def __post_init__(self) -> None:
         problem = queue_policy_problem(self)
         if problem is not None:
             raise ValueError(problem)
+        problem = image_settings_problem(self)
+        if problem is not None:
+            raise ValueError(problem)
         if not 0 <= self.gateway_port <= 65535:
             raise ValueError(f"gateway port {self.gateway_port}: use 1-65535, or 0 for any")
+        for name in ("gpu_sample_interval_s", "gpu_idle_after_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} {value!r}: use a finite number of seconds, more "
+                                 "than 0")
         if not 0 < self.notebook_idle_timeout_s <= self.notebook_max_idle_timeout_s:
             raise ValueError("notebook idle timeout: must be > 0 and at most the maximum "
                              f"({self.notebook_max_idle_timeout_s:g} s)")
@@ -112,6 +135,9 @@ class Settings:
             "host": os.environ.get("GPUPOOL_HOST", "") or "127.0.0.1",
             "work_dir": os.environ.get("GPUPOOL_WORK_DIR") or None,
             "sandbox": os.environ.get("GPUPOOL_SANDBOX", "auto"),
+            "images": os.environ.get("GPUPOOL_IMAGES", "auto"),
+            "image_network": os.environ.get("GPUPOOL_IMAGE_NETWORK", "host"),
+            "image_pull": os.environ.get("GPUPOOL_IMAGE_PULL", "missing"),
             "tls_cert": os.environ.get("GPUPOOL_TLS_CERT", ""),
             "tls_key": os.environ.get("GPUPOOL_TLS_KEY", ""),
             "http_allow_hosts": os.environ.get("GPUPOOL_HTTP_ALLOW_HOSTS", ""),
@@ -175,4 +201,17 @@ def queue_policy_problem(settings: Settings) -> str | None:
         if not fine:
             bound = "more than 0" if above else "0 or more"
             return f"{name} {value!r}: use a finite number of seconds, {bound}"
+    return None
+
+
+def image_settings_problem(settings: Settings) -> str | None:
+    """What is wrong with the container-image settings (naming the variable), or None."""
+    from gpupool.executors.containers import NETWORKS, PULL_POLICIES
+
+    checks = (("GPUPOOL_IMAGES", settings.images, ("auto", "off")),
+              ("GPUPOOL_IMAGE_NETWORK", settings.image_network, NETWORKS),
+              ("GPUPOOL_IMAGE_PULL", settings.image_pull, PULL_POLICIES))
+    for name, value, allowed in checks:
+        if value not in allowed:
+            return f"{name}={value!r}: use one of {', '.join(allowed)}"
     return None

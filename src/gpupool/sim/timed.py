@@ -51,7 +51,7 @@ _DEPART = 0
 _ARRIVE = 1
 """Event kinds; the smaller kind goes first among events at the same time."""
 
-Shape = tuple[int, int, int, int, int, tuple[str, ...]]
+Shape = tuple[int, int, int, int, int, tuple[str, ...], tuple[tuple[str, str], ...]]
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 
 from gpupool.server.db.database import Database
 from gpupool.server.loop_port import LoopPort
+from gpupool.server.metrics.gpu_board import GpuBoard
 from gpupool.server.service_board import ServiceBoard
 from gpupool.server.services.errors import Forbidden
 from gpupool.server.services.identity import Principal, authenticate
@@ -50,6 +51,8 @@ class AppContext:
     """None: this server has no gateway (notebooks cannot be opened)."""
     services: ServicesAccess | None = None
     """None: this server runs no service controller (services cannot be deployed)."""
+    gpu: GpuBoard | None = None
+    """What NVML measured last (the GPU watch's board); None: nothing is measured here."""
 
 
 async def context(request: Request) -> AppContext:

@@ -38,7 +38,9 @@ def _url_of(access: ServicesAccess):  # type: ignore[no-untyped-def]
     return lambda name: f"{access.url()}/svc/{name}/"
 
 
-@router.post("/services", response_model=DeployResult, responses=errors(403, 409, 422))
+@router.post("/services", response_model=DeployResult,
+             responses={201: {"model": DeployResult, "description": "Created"},
+                        **errors(403, 409, 422)})
 def deploy_service(spec: ServiceSpec, ctx: Ctx, caller: Caller, address: Address,
                    response: Response) -> DeployResult:
     """Create the service (201), or update it when the name is its team's (200): a changed

@@ -161,7 +161,8 @@ class UsageRecord(Base):
     """What one attempt of a job held, and when: ``gpu_milli`` is the milli-GPUs of all its
     nodes and ranks together, ``cpu_milli``/``memory_mib`` likewise; ``ended_at`` is null while
     the attempt holds them. One row per (job, attempt); fair share decays these into each
-    team's recent usage (``services.usage_records``)."""
+    team's recent usage (``services.usage_records``). The ``gpu_*`` columns are what NVML
+    measured of the attempt (``services.gpu_usage``)."""
 
     __tablename__ = "usage_records"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -174,6 +175,12 @@ class UsageRecord(Base):
     gpu_milli: Mapped[int] = mapped_column(Integer, default=0)
     cpu_milli: Mapped[int] = mapped_column(Integer, default=0)
     memory_mib: Mapped[int] = mapped_column(Integer, default=0)
+    # What NVML measured (services.gpu_usage; null until measured, and on pools without it)
+    gpu_seconds_used: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_measured_s: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_util_peak: Mapped[float | None] = mapped_column(Float, nullable=True)
+    gpu_memory_peak_mib: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    gpu_idle_since: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (
         UniqueConstraint("job_id", "attempt", name="uq_usage_records_job_attempt"),

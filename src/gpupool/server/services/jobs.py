@@ -30,7 +30,7 @@ from gpupool.schemas.jobs import (
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, JobEvent, Node, Team, User
 from gpupool.server.launch_env import gpu_memory_limit_mib
-from gpupool.server.services import idempotency, paging
+from gpupool.server.services import gpu_usage, idempotency, paging
 from gpupool.server.services.errors import Conflict, Forbidden, Invalid, NotFound
 from gpupool.server.services.identity import Principal
 
@@ -332,7 +332,9 @@ def list_jobs(
         job = row[0]
         return (job.priority, job.created_at, job.id) if order is JobOrder.QUEUE else (job.id,)
 
-    return paging.page_of(rows, limit, page_kind, key, lambda r: job_view(r[0], r[1], r[2]))
+    page = paging.page_of(rows, limit, page_kind, key, lambda r: job_view(r[0], r[1], r[2]))
+    gpu_usage.attach(db, page.items, time.time(), running_only=True)
+    return page
 
 
 def find_by_origin(db: Database, principal: Principal, origin: str) -> str | None:
@@ -360,7 +362,8 @@ def get_job(db: Database, principal: Principal, job_id: int) -> JobView:
             view.gpu_memory_limit_mib = gpu_memory_limit_mib(
                 job.gpu_milli, job.gpu_memory_mib, min(sizes, default=0)
             ) or None
-        return view
+    gpu_usage.attach(db, [view], time.time())
+    return view
 
 
 def cancel(db: Database, principal: Principal, job_id: int, wake: Wake) -> JobView:

@@ -3,7 +3,10 @@ attempt, ``services.usage_records``), clipped to a time window and summed by tea
 job or queue.
 
 Contract: an attempt counts ``gpu_milli / 1000 × (min(end, until) − max(start, since))``
-seconds when positive; an attempt still open counts until ``now``. Users see the rows of
+seconds when positive; an attempt still open counts until ``now``. Used GPU-seconds (what
+NVML measured, ``services.gpu_usage``) count in proportion to the share of the attempt that
+lies inside the window; a row's ``gpu_seconds_used`` is null when none of its attempts was
+measured. Users see the rows of
 their own team's attempts; admins see all. Rows are ordered by GPU-seconds, largest first
 (ties by key). Records survive a restart (they are rows written with the job's own
 transitions), so a report neither loses nor double-counts an attempt across a crash.
@@ -25,14 +28,18 @@ from gpupool.server.services.identity import Principal, live_name
 MAX_BUCKETS = 1000
 
 
+Record = tuple[str, int, float, float | None, int, float | None]
+"""(key, job id, start, end or None, milli-GPUs, used GPU-seconds or None) of one attempt."""
+
+
 def _records(db: Database, principal: Principal, by: UsageBy, since: float,
-             until: float) -> list[tuple[str, int, float, float | None, int]]:
-    """(key, job id, start, end or None, milli-GPUs) of the attempts overlapping the window
-    that ``principal`` may see."""
+             until: float) -> list[Record]:
+    """The attempts overlapping the window that ``principal`` may see."""
     key_column = {UsageBy.TEAM: Team.name, UsageBy.USER: User.name,
                   UsageBy.JOB: Job.id, UsageBy.QUEUE: Job.queue}[by]
     query = (select(key_column, UsageRecord.job_id, UsageRecord.started_at,
-                    UsageRecord.ended_at, UsageRecord.gpu_milli)
+                    UsageRecord.ended_at, UsageRecord.gpu_milli,
+                    UsageRecord.gpu_seconds_used)
              .join(Job, Job.id == UsageRecord.job_id)
              .join(Team, Team.id == UsageRecord.team_id)
              .join(User, User.id == UsageRecord.user_id)
@@ -42,7 +49,7 @@ def _records(db: Database, principal: Principal, by: UsageBy, since: float,
         query = query.where(UsageRecord.team_id == principal.team_id)
     with db.read() as s:
         rows = s.execute(query).all()
-    return [(live_name(str(k)), int(j), float(a), b, int(g)) for k, j, a, b, g in rows]
+    return [(live_name(str(k)), int(j), float(a), b, int(g), u) for k, j, a, b, g, u in rows]
 
 
 def usage(db: Database, principal: Principal, by: UsageBy, since: float, until: float,
@@ -53,14 +60,19 @@ def usage(db: Database, principal: Principal, by: UsageBy, since: float, until: 
     until = min(until, now)
     rows = _records(db, principal, by, since, until)
     seconds: dict[str, float] = defaultdict(float)
+    used: dict[str, float] = {}
     jobs: dict[str, set[int]] = defaultdict(set)
-    for key, job_id, started, ended, gpu_milli in rows:
-        held = min(now if ended is None else ended, until) - max(started, since)
+    for key, job_id, started, ended, gpu_milli, used_s in rows:
+        end = now if ended is None else ended
+        held = min(end, until) - max(started, since)
         if held <= 0:
             continue
         seconds[key] += gpu_milli / 1000 * held
         jobs[key].add(job_id)
-    return sorted((UsageRow(key=k, gpu_seconds=round(v, 3), jobs=len(jobs[k]))
+        if used_s is not None:  # measured: its part inside the window, pro rata
+            used[key] = used.get(key, 0.0) + used_s * held / max(end - started, held)
+    return sorted((UsageRow(key=k, gpu_seconds=round(v, 3), jobs=len(jobs[k]),
+                            gpu_seconds_used=round(used[k], 3) if k in used else None)
                    for k, v in seconds.items()), key=lambda r: (-r.gpu_seconds, r.key))
 
 
@@ -75,7 +87,8 @@ def usage_series(db: Database, principal: Principal, by: UsageBy, since: float,
         raise Invalid(f"step_s: {buckets} buckets of {step_s:g} s in this window; at most "
                       f"{MAX_BUCKETS} (use a longer step or a shorter window)")
     values: dict[str, list[float]] = defaultdict(lambda: [0.0] * buckets)
-    for key, _, started, ended, gpu_milli in _records(db, principal, by, since, until):
+    for key, _, started, ended, gpu_milli, _used in _records(db, principal, by, since,
+                                                              until):
         begin = max(started, since)
         end = min(now if ended is None else ended, until)
         first = int((begin - since) // step_s)

@@ -146,11 +146,36 @@ export function mount(root, ctx) {
         ["Ended", timeCell(job.ended_at)],
         ["Attempts", String(job.attempts)],
         ["Exit code", job.exit_code === null || job.exit_code === undefined ? "—" : String(job.exit_code)],
-      ])));
+      ])),
+      gpuCard(job));
     fill(events, job.events.map((e) => h("tr", {},
       td("When", { class: "nowrap" }, h("time", { datetime: e.at, title: when(e.at) }, whenShort(e.at))),
       td("Phase", {}, phaseBadge(e.phase)),
       td("What happened", {}, e.message))));
+  }
+
+  // What NVML measured of its GPUs (job.gpu_usage); a job on GPUs of a pool without NVML
+  // says it was not measured.
+  function gpuCard(job) {
+    const u = job.gpu_usage;
+    const placed = job.placement && job.placement.gpus.length;
+    if (!u && !placed) return null;
+    const card = (...children) => h("section", { class: "card", "data-testid": "job-gpu" }, h("h2", {}, "GPU use"), ...children);
+    if (!u) return card(h("p", { class: "muted" }, "Not measured: no NVML utilisation on this pool (e.g. fake GPUs)."));
+    const pct = (x) => (x === null || x === undefined ? "—" : `${Math.round(x * 100)} %`);
+    const hours = (s) => (s / 3600).toFixed(2);
+    const limit = job.gpu_memory_limit_mib;
+    return card(
+      u.idle_since ? h("div", { class: "reason-box", "data-testid": "job-gpu-idle" },
+        h("strong", {}, "Idle GPUs: "), `under 5 % utilisation since ${when(u.idle_since)}.`) : null,
+      definitionList([
+        ["Mean utilisation", pct(u.mean_utilization)],
+        ["Peak utilisation", pct(u.peak_utilization)],
+        ["Peak memory (one GPU)", u.peak_memory_mib === null || u.peak_memory_mib === undefined ? "—"
+          : `${mib(u.peak_memory_mib)}${limit ? ` of its ${mib(limit)} limit` : ""}`],
+        ["GPU-hours", `${hours(u.gpu_seconds_used)} used of ${hours(u.gpu_seconds)} held`],
+        ["Measured", `${Math.round(u.measured_s)} s`],
+      ]));
   }
 
   async function refresh() {

@@ -1,0 +1,16 @@
+"""Shared by every test module: under pytest-xdist (``-n 2``), each worker's servers create
+Unix accounts with a prefix of their own (``gp0-``, ``gp1-``…), so that a test deleting its
+user ``ada`` never removes the account a test of another worker runs ``ada``'s jobs as; and
+the CLI's width is what it is without workers."""
+
+from __future__ import annotations
+
+import os
+
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER.startswith("gw"):
+    os.environ["GPUPOOL_ACCOUNT_PREFIX"] = f"gp{_WORKER[2:]}-"
+    # xdist's workers get COLUMNS=80 and LINES=24; without them a CLI writing to a pipe lays
+    # its tables out 200 wide, as in a run without workers (cli/client_opts.py)
+    os.environ.pop("COLUMNS", None)
+    os.environ.pop("LINES", None)
