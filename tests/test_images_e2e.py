@@ -8,6 +8,7 @@ runc or busybox-static cannot be had (scripts/test.sh installs them with apt as 
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -22,6 +23,8 @@ import httpx
 import pytest
 
 import image_builder
+from gpupool.executors import proc_tree
+from gpupool.server.gpu_watch import container_monitor
 from server_harness import Server, job_reachable_dir, wait_for
 
 GPUS = (0, 1, 2, 3)
@@ -136,10 +139,10 @@ def test_a_job_in_an_image_sees_the_image_its_workdir_its_gpu_and_env_as_its_own
         assert (made_file.stat().st_uid, made_file.stat().st_gid) == (account.pw_uid,
                                                                       account.pw_gid)
         assert (workdir / "workdir-file.txt").stat().st_uid == account.pw_uid
-        for spec in ({"image": image_builder.IMAGE}, {}):
+        for spec in ({"image": image_builder.IMAGE}, {"workdir": "/"}):
             snoop = bob.post("/jobs", json={
                 "command": ["cat", str(made_file), str(workdir / "workdir-file.txt")],
-                "workdir": "/", **spec})
+                **spec})
             assert snoop.status_code == 201, snoop.text
             snooped = str(snoop.json()["id"])
             assert finished(bob, snooped)["phase"] == "failed"
@@ -149,7 +152,8 @@ def test_a_job_in_an_image_sees_the_image_its_workdir_its_gpu_and_env_as_its_own
 
 def test_cancelling_a_job_in_an_image_stops_and_removes_its_container(server: Server) -> None:
     with server.client() as admin:
-        made = admin.post("/jobs", json={"command": ["sleep", "600"], "workdir": "/",
+        seconds = str(3600 + uuid.uuid4().int % 10_000)  # a command line no other test has
+        made = admin.post("/jobs", json={"command": ["sleep", seconds],
                                          "image": image_builder.IMAGE, "grace_period_s": 1})
         assert made.status_code == 201, made.text
         job = str(made.json()["id"])
@@ -157,10 +161,30 @@ def test_cancelling_a_job_in_an_image_stops_and_removes_its_container(server: Se
         wait_for(lambda: admin.get(f"/jobs/{job}").json()["phase"] == "running")
         wait_for(lambda: name in image_builder.containers(server.home / "containers"),
                  timeout=30)
+        # its processes run below conmon, not below the shim: the GPU figures' process map
+        # (gpu_watch) finds them from the conmon pid podman wrote in the run dir
+        run_dir = str(server.home / "runs" / job / "1")
+        conmon = container_monitor(run_dir)
+        assert conmon is not None
+        table = proc_tree.read_table()
+        sleeper = wait_for(lambda: next((p for p in proc_tree.read_table() if _cmdline(p) ==
+                                         ["sleep", seconds]), None), timeout=30)
+        shim = int(json.loads((Path(run_dir) / "handle.json").read_text())["pid"])
+        table = proc_tree.read_table()
+        assert proc_tree.owners(table, {shim: job, conmon: job}).get(sleeper) == job
+        assert proc_tree.owners(table, {shim: job}).get(sleeper) is None
         assert admin.post(f"/jobs/{job}/cancel").status_code == 200
         assert finished(admin, job)["phase"] == "cancelled"
         wait_for(lambda: name not in image_builder.containers(server.home / "containers"),
                  timeout=30)
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode() for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
 
 
 def test_image_errors_are_named_and_nodes_say_they_run_images(server: Server) -> None:
@@ -172,11 +196,17 @@ def test_image_errors_are_named_and_nodes_say_they_run_images(server: Server) ->
         nodes = admin.get("/nodes").json()
         assert all(n["labels"].get("gpupool.io/images") == "podman" for n in nodes)
         # an image that is not on the node (pull policy never): the job fails, saying so
-        made = admin.post("/jobs", json={"command": ["true"], "workdir": "/",
-                                         "image": "localhost/not-there:1"})
+        made = admin.post("/jobs", json={"command": ["true"], "image": "localhost/not-there:1"})
         job = str(made.json()["id"])
         assert finished(admin, job)["phase"] == "failed"
         assert "not-there" in log_text(admin, job)
+        # the host's / (or /usr, /etc...) is never mounted over the image's own system
+        for workdir in ("/", "/usr/lib"):
+            made = admin.post("/jobs", json={"command": ["true"], "workdir": workdir,
+                                             "image": image_builder.IMAGE})
+            view = finished(admin, str(made.json()["id"]))
+            assert view["phase"] == "failed"
+            assert "cover the image's own system files" in json.dumps(view["events"])
     out = subprocess.run([sys.executable, "-m", "gpupool.cli.main", "nodes"], env=server.env,
                          capture_output=True, text=True, timeout=60)
     assert "IMAGES" in out.stdout and "podman" in out.stdout, out.stdout + out.stderr

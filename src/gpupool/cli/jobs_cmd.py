@@ -99,6 +99,16 @@ def run(
         str | None,
         typer.Option(metavar="DIR", help="Working directory (default: the current one)."),
     ] = None,
+    code: Annotated[
+        Path | None,
+        typer.Option(metavar="DIR", help="Ship DIR with the job: packed (what git would "
+                     "track; .gitignore respected; at most --code-limit), uploaded unless "
+                     "the server has it, unpacked into the job's own directory, which is "
+                     "then its working directory (unless --workdir)."),
+    ] = None,
+    code_limit: Annotated[
+        int, typer.Option(metavar="MIB", help="The most MiB --code may pack.", min=1),
+    ] = 100,
     image: Annotated[
         str | None,
         typer.Option(metavar="IMAGE", help="Run in this container image (podman, as your own "
@@ -161,7 +171,9 @@ def run(
     fields: dict[str, Any] = {
         "command": command,
         "env": parse_env(env or []),
-        "workdir": os.path.abspath(workdir or os.getcwd()),
+        # with --code the job runs in its copy of DIR unless a directory is named
+        "workdir": os.path.abspath(workdir) if workdir else (
+            None if code is not None else os.getcwd()),
     }
     given: dict[str, Any] = {
         "gpus": gpus,
@@ -191,7 +203,7 @@ def run(
         spec = JobSpec.model_validate(fields)
     except ValidationError as exc:
         raise fail(option_errors(exc)) from None
-    _submit(spec, wait, json_out, url, token, idempotency_key)
+    _submit(spec, wait, json_out, url, token, idempotency_key, code=code, code_limit=code_limit)
 
 
 def submit(
@@ -309,14 +321,31 @@ def option_errors(exc: ValidationError) -> str:
     return "; ".join(problems)
 
 
+def _upload_code(client: Client, folder: Path, limit_mib: int) -> str:
+    """Pack and upload ``folder`` (if the team lacks it); say what happened on stderr."""
+    from gpupool.sdk.code_pack import CodeError
+
+    try:
+        done = client.upload_code(folder, limit_mib)
+    except CodeError as exc:
+        raise fail(str(exc)) from None
+    what = "uploaded" if done.uploaded else "already on the server, not sent again"
+    err.print(f"code: {done.files} files, {done.size / 1024:,.1f} KiB packed, {what} "
+              f"({done.digest[:19]}…)", soft_wrap=True, markup=False)
+    return done.digest
+
+
 def _submit(spec: JobSpec, wait: bool, json_out: bool, url: str | None, token: str | None,
-            idempotency_key: str | None = None) -> None:
+            idempotency_key: str | None = None, code: Path | None = None,
+            code_limit: int = 100) -> None:
     if idempotency_key is not None and not (
             0 < len(idempotency_key) <= 200
             and all(" " <= c <= "~" for c in idempotency_key)):
         raise fail(f"--idempotency-key {idempotency_key!r}: give 1 to 200 printable ASCII "
                    "characters, e.g. a UUID")
     with connect(url, token) as client, handled():
+        if code is not None:
+            spec = spec.model_copy(update={"code": _upload_code(client, code, code_limit)})
         view = client.submit(spec, idempotency_key=idempotency_key)
         if json_out and not wait:
             print_json(view)

@@ -46,6 +46,10 @@ class LaunchSpec:
     readable: tuple[str, ...] = ()
     """Paths the sandbox shows even where they lie in hidden directories (bound read-write:
     the account's own file modes decide what it may change there)."""
+    code_archive: str = ""
+    """A code archive (gzip'd tar) on this machine to unpack, as the command's account, into
+    ``job_dir``/code before the command starts; the working directory is that copy when
+    ``workdir`` is None. Empty: none."""
     image: str = ""
     """The container image to run the command in (empty: on the host, in the sandbox).
     Executors that cannot run images refuse the launch."""

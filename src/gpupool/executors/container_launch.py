@@ -15,6 +15,7 @@ from gpupool.executors.accounts import Account
 from gpupool.executors.base import LaunchSpec
 from gpupool.executors.containers import (
     CONF_ENV,
+    CONMON_PID_FILE,
     CONTAINER_FILE,
     Runtime,
     container_name,
@@ -69,7 +70,8 @@ def container_command(
         rw=[p for p in (job_dir, spec.workdir, *spec.readable) if p],
         ro=[p for p in policy.show if os.path.exists(p)], devices=devices,
         cwd=spec.workdir or job_dir or None, network=policy.network, pull=policy.pull,
-        private_network=spec.private_network)
+        private_network=spec.private_network,
+        conmon_pidfile=os.path.join(run_dir, CONMON_PID_FILE))
     with open(os.path.join(run_dir, CONTAINER_FILE), "w") as f:
         f.write(name + "\n")
     return argv

@@ -35,6 +35,9 @@ __all__ = ["IMAGES_LABEL", "ImageError", "Runtime", "detect", "run_argv"]
 CONF_ENV = "CONTAINERS_CONF"
 CONTAINER_FILE = "container.name"
 """In an attempt's run dir: the name of its container (for kill and cleanup)."""
+CONMON_PID_FILE = "conmon.pid"
+"""In an attempt's run dir: the pid of the container's monitor (conmon), whose descendants
+are the container's processes (they are not below the shim: GPU figures look here too)."""
 PULL_POLICIES = ("never", "missing", "always", "newer")
 NETWORKS = ("host", "none")
 CONF_TEMPLATE = """\
@@ -64,6 +67,22 @@ CDI_SPECS = ("/etc/cdi/nvidia.yaml", "/etc/cdi/nvidia.json", "/var/run/cdi/nvidi
 DRIVER_LIBRARIES = ("libcuda.so", "libnvidia-ml.so", "libnvidia-ptxjitcompiler.so",
                     "libnvidia-nvvm.so", "libcudadebugger.so")
 DRIVER_PROGRAMS = ("nvidia-smi",)
+
+
+SYSTEM_DIRS = frozenset({"bin", "boot", "dev", "etc", "lib", "lib32", "lib64", "libx32",
+                         "proc", "run", "sbin", "sys", "usr"})
+"""Top-level directories of the image's own system: nothing of the host is bound over them
+(nor over ``/`` itself), or the job would run on the host's files instead of the image's."""
+
+
+def bindable(path: str) -> str | None:
+    """None when ``path`` may be bound into a container at the same place, else why not."""
+    real = os.path.realpath(path)
+    parts = [p for p in real.split("/") if p]
+    if not parts or parts[0] in SYSTEM_DIRS:
+        return (f"{path!r} cannot be mounted into an image: it would cover the image's own "
+                "system files; use a directory of your own (or none)")
+    return None
 
 
 class ImageError(ValueError):
@@ -190,13 +209,14 @@ def run_argv(
     runtime: Runtime, image: str, command: Sequence[str], *, name: str, uid: int, gid: int,
     env: Mapping[str, str], rw: Sequence[str] = (), ro: Sequence[str] = (),
     devices: Sequence[str] = (), cwd: str | None = None, network: str = "host",
-    pull: str = "missing", private_network: bool = False,
+    pull: str = "missing", private_network: bool = False, conmon_pidfile: str = "",
 ) -> list[str]:
     """The ``podman run`` argv for one workload process (see the module): ``rw``/``ro`` bound
     at the same paths, ``devices`` as from :func:`gpu_devices` (plus :func:`driver_mounts`),
     every variable of ``env`` passed by name (its value comes from podman's own environment),
     ``network`` host or none (``private_network``: none, whatever the policy). ImageError for
-    a runtime that is off, an invalid image, pull policy or network."""
+    a runtime that is off, an invalid image, pull policy or network, or a path that is not
+    :func:`bindable`."""
     if not runtime.enabled:
         raise ImageError(f"this node cannot run images: {runtime.missing}")
     why = valid_image(image)
@@ -206,10 +226,15 @@ def run_argv(
         raise ImageError(f"image pull policy {pull!r}: use one of {', '.join(PULL_POLICIES)}")
     if network not in NETWORKS:
         raise ImageError(f"image network {network!r}: use one of {', '.join(NETWORKS)}")
+    for path in [*rw, *ro]:
+        if (why := bindable(path)) is not None:
+            raise ImageError(why)
     argv = [runtime.podman, "run", "--rm", "--name", name, "--user", f"{uid}:{gid}",
             "--cap-drop", "all", "--security-opt", "no-new-privileges",
             "--network", "none" if private_network else network, "--pull", pull,
             "--pids-limit", "-1", "--init", "--log-driver", "none"]
+    if conmon_pidfile:
+        argv += ["--conmon-pidfile", conmon_pidfile]
     for path in rw:
         real = os.path.realpath(path)
         argv += ["--volume", f"{real}:{real}:rw"]

@@ -5,8 +5,10 @@ who runs it, its own directory (``$GPUPOOL_JOB_DIR``), and ``launch.json`` for t
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import subprocess
 
 from gpupool.executors import accounts, shim
 from gpupool.executors.accounts import Account, AccountError
@@ -106,3 +108,35 @@ def write_launch_file(
     who = f"as {account.name}" if accounts.isolating() else (
         f"as {account.name} (not root: not isolated from other jobs)")
     return f"{sandbox.describe()} {who}"
+
+
+CODE_DIR = "code"
+"""Where a job's code archive is unpacked, inside its attempt's own directory."""
+_UNPACK_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "code_unpack.py")
+
+
+@functools.cache
+def _unpack_source() -> str:
+    with open(_UNPACK_FILE) as f:
+        return f.read()
+
+
+def unpack_code(python: str, archive: str, job_dir: str, account: Account) -> str:
+    """Unpack ``archive`` into ``job_dir``/code as ``account`` (gpupool.executors.code_unpack,
+    fed the archive on its stdin by this process); returns that directory. OSError saying why
+    when it cannot be (no job dir, a missing archive, an unsafe member)."""
+    if not job_dir:
+        raise OSError("the job's code needs the attempt's own directory")
+    dest = os.path.join(job_dir, CODE_DIR)
+    options: dict[str, object] = {}
+    if accounts.isolating() and account.uid != os.geteuid():
+        options = {"user": account.uid, "group": account.gid, "extra_groups": []}
+    with open(archive, "rb") as source:
+        result = subprocess.run(  # type: ignore[call-overload]
+            # the source itself, not its path: the account may not read this checkout
+            [python, "-I", "-c", _unpack_source(), dest], stdin=source, capture_output=True,
+            text=True, timeout=600, check=False, cwd="/", env={"PATH": "/usr/bin:/bin"},
+            **options)
+    if result.returncode != 0:
+        raise OSError(" ".join(result.stderr.split())[:300] or f"exit {result.returncode}")
+    return dest

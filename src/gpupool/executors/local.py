@@ -40,6 +40,7 @@ was killed on its own.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import socket
@@ -60,6 +61,7 @@ from gpupool.executors.launch_files import (
     account_for,
     make_job_dir,
     make_passable,
+    unpack_code,
     write_launch_file,
 )
 from gpupool.executors.log_files import log_cap_from_env, read_range, read_text
@@ -159,6 +161,9 @@ class LocalExecutor:
             raise LaunchError(f"{what}: cannot prepare {run_dir!r} / {log_path!r}: {exc}") from exc
         try:
             job_dir = make_job_dir(spec, account)
+            if spec.code_archive:
+                code = unpack_code(self.python, spec.code_archive, job_dir, account)
+                spec = dataclasses.replace(spec, workdir=spec.workdir or code)
             if spec.image:
                 command = image_launch(self.images, spec, account, run_dir, job_dir,
                                        self.job_path, self.sandbox, self.log_cap)

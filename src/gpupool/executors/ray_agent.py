@@ -208,7 +208,8 @@ class NodeAgent:
         ``spec``: job_id, attempt, command, env, workdir, and optionally node (the gpupool
         node name, given to the process as GPUPOOL_NODE_NAME), run_as and owner (the account
         and whose it is: see LaunchSpec), job_dir (true: give the process a job dir),
-        gpu_devices, readable (paths on this node the sandbox shows; others are ignored) and
+        gpu_devices, readable (paths on this node the sandbox shows; others are ignored), code
+        (the bytes of the job's code archive, unpacked into its job dir) and
         share_limit_mib (set: the process is held to its GPU share by this node's
         interposer, through share files removed when it ends)."""
         if self.unusable:
@@ -229,6 +230,16 @@ class NodeAgent:
         if launch.job_dir or limit is not None:
             self._check_reachable(account, launch)
         readable += [str(self.bin), str(self.lib)]
+        if spec.get("code"):  # the job's code, sent by the server: kept in the run dir (0600)
+            archive = os.path.join(run_dir, "code.tar.gz")
+            try:
+                os.makedirs(run_dir, exist_ok=True)
+                fd = os.open(archive, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(bytes(spec["code"]))
+            except OSError as exc:
+                raise LaunchError(f"cannot keep the job's code in {run_dir}: {exc}") from exc
+            launch = replace(launch, code_archive=archive)
         if limit is not None:
             if self.interposer is None:
                 raise LaunchError(f"GPU share not enforceable on this node: "

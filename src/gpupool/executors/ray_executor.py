@@ -298,10 +298,15 @@ class RayPool:
                    # the job dir is a server path: the agent makes its own on the node
                    "job_dir": bool(spec.job_dir), "gpu_devices": list(spec.gpu_devices),
                    "readable": list(spec.readable)}
+        if spec.image:
+            raise LaunchError(f"job {spec.job_id}: Ray nodes do not run images yet")
         try:
+            if spec.code_archive:  # the node has no path of the server's: send the bytes
+                with open(spec.code_archive, "rb") as f:
+                    payload["code"] = f.read()
             os.makedirs(spec.run_dir, exist_ok=True)
         except OSError as exc:
-            raise LaunchError(f"cannot create {spec.run_dir!r}: {exc}") from exc
+            raise LaunchError(f"cannot read the code or create {spec.run_dir!r}: {exc}") from exc
         result = self._call(spec.node, "launch", where, payload)
         return Handle(spec.job_id, spec.attempt, int(result["pid"]), spec.run_dir,
                       spec.log_path, float(result["started_at"]), spec.node,

@@ -105,6 +105,11 @@ class JobSpec(BaseModel):
         description="Run in this container image (podman, as the job's own account, no "
         "capabilities), e.g. docker.io/library/python:3.12; only on nodes that run images "
         "(`gpupool nodes`). null: on the host, in the sandbox.")
+    code: str | None = Field(
+        None, pattern=r"^sha256:[0-9a-f]{64}$",
+        description="A code archive your team uploaded (`gpupool run --code DIR` packs and "
+        "uploads one): unpacked into each attempt's own directory before the command "
+        "starts, and the working directory is that copy unless workdir is given.")
     restart: Literal["never", "on-failure"] = "never"
     max_retries: Annotated[int, Number] = Field(0, ge=0, le=100)
     grace_period_s: Annotated[float, Number] = Field(30, ge=0, le=3600)
@@ -143,9 +148,9 @@ class JobSpec(BaseModel):
                              "its arguments)")
         elif self.idle_timeout_s is not None:
             raise ValueError("idle_timeout_s: only for notebooks (kind: notebook)")
-        elif self.kind == Kind.SERVICE and self.image is not None:
-            raise ValueError("image: service replicas run on the host, in the sandbox "
-                             "(images are for jobs and pipeline job steps)")
+        elif self.kind == Kind.SERVICE and (self.image is not None or self.code is not None):
+            raise ValueError("image, code: service replicas run their workdir on the host, "
+                             "in the sandbox")
         elif self.kind == Kind.SERVICE and (self.nodes != 1 or self.procs_per_node != 1):
             raise ValueError("nodes: a service's replica runs on one node, as one process")
         if self.command and not self.command[0]:
@@ -168,6 +173,9 @@ class JobSpec(BaseModel):
         return self
 
     def _check_notebook(self) -> None:
+        if self.code is not None:
+            raise ValueError("code: notebooks keep their own directory; upload files "
+                             "through JupyterLab")
         if self.image is not None:
             raise ValueError("image: notebooks run JupyterLab on the host, in the sandbox "
                              "(images are for jobs and pipeline job steps)")

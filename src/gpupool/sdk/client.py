@@ -48,7 +48,10 @@ from gpupool.sdk.config import ServerConfig
 from gpupool.sdk.errors import ApiError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from gpupool.sdk.async_client import AsyncClient
+    from gpupool.sdk.code_pack import CodeUpload
     from gpupool.sdk.pipelines import Pipelines
     from gpupool.sdk.services import Services
 
@@ -123,6 +126,31 @@ class Client(_Blocking):
     def _id(self, ref: str | int) -> str:
         found = wire.job_id(ref)
         return found if found is not None else self.job(ref).id
+
+    def upload_code(self, folder: str | Path, limit_mib: int = 100) -> CodeUpload:
+        """Pack ``folder`` (gpupool.sdk.code_pack: what git would track, .gitignore
+        respected) and upload it unless your team has that very archive already; give the
+        answer's ``digest`` as a job's ``code``. CodeError when the folder cannot be packed
+        or is over ``limit_mib``; ApiError when the server refuses it."""
+        from gpupool.sdk.code_pack import CodeUpload, pack
+
+        packed = pack(folder, limit_mib)
+        path = f"{wire.API}/code/{packed.digest}"
+        try:
+            seen = self._http.head(path)
+            if seen.status_code == 200:
+                return CodeUpload(packed.digest, packed.files, len(packed.data), False)
+            if seen.status_code != 404:
+                raise ApiError(seen.status_code, wire.error_message(seen))
+            sent = self._http.put(path, content=packed.data,
+                                  headers={"Content-Type": "application/gzip"},
+                                  timeout=max(self.timeout, 300.0))
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        if sent.status_code not in (200, 201):
+            raise ApiError(sent.status_code, wire.error_message(sent))
+        return CodeUpload(packed.digest, packed.files, len(packed.data),
+                          sent.status_code == 201)
 
     def whoami(self) -> WhoAmI:
         """Who the token belongs to: user, team, admin."""

@@ -25,6 +25,7 @@ After a restart each attempt's tally goes on from its record; its idle spell too
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from gpupool.executors import proc_tree
+from gpupool.executors.containers import CONMON_PID_FILE
 from gpupool.executors.nvml_sampler import NvmlReading, NvmlSampler
 from gpupool.interposer import sharefile
 from gpupool.schemas.jobs import Kind
@@ -171,6 +173,9 @@ class GpuWatch:
             attempts.append(Attempt(job_id, active.attempt, tuple(cards)))
             for handle in handles:
                 roots[handle.pid] = job_id
+                conmon = container_monitor(handle.run_dir)
+                if conmon is not None:  # a job in an image: its processes are below conmon
+                    roots[conmon] = job_id
         return attempts, roots
 
     def _with_ledgers(self, reading: NvmlReading, attempts: list[Attempt],
@@ -257,3 +262,14 @@ class GpuWatch:
         alive = {job for job, _ in running}
         for job in [j for j in self._jobs if j not in alive]:
             del self._jobs[job]
+
+
+def container_monitor(run_dir: str) -> int | None:
+    """The pid of the conmon watching the attempt's container (podman wrote it in its run
+    dir), or None: not in an image, or not started yet."""
+    try:
+        with open(os.path.join(run_dir, CONMON_PID_FILE)) as f:
+            text = f.read().strip()
+    except OSError:
+        return None
+    return int(text) if text.isdigit() else None

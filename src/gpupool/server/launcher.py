@@ -27,6 +27,7 @@ from gpupool.server.notebook_launch import (
     make_env_dir,
 )
 from gpupool.server.replica_launch import make_socket_dir, replica_command, socket_dir
+from gpupool.server.services import code_store
 from gpupool.server.sharing.choose import MIG, MPS, Choice, Offer, Share, choose
 from gpupool.server.sharing.mps import MpsError
 from gpupool.server.sharing.setup import Sharing
@@ -191,6 +192,9 @@ class Launcher:
                                                           if isinstance(g, int)),
                                         readable=visible,
                                         image=spec.image or "",
+                                        code_archive=str(code_store.archive_path(
+                                            self.runs_dir.parent, spec.code))
+                                        if spec.code else "",
                                         private_network=spec.kind == Kind.SERVICE)
                     handles.append(self.executor.launch(launch))
             return handles, enforcement

@@ -62,6 +62,8 @@ class Settings:
     can) or off."""
     image_network: str = "host"
     """GPUPOOL_IMAGE_NETWORK: the network of workloads in images, host or none."""
+    code_limit_mib: int = 100
+    """GPUPOOL_CODE_LIMIT_MIB: the largest code archive (gpupool run --code) accepted."""
     image_pull: str = "missing"
     """GPUPOOL_IMAGE_PULL: when podman pulls a workload's image: missing, always, newer or
     never."""
@@ -138,6 +140,7 @@ class Settings:
             "images": os.environ.get("GPUPOOL_IMAGES", "auto"),
             "image_network": os.environ.get("GPUPOOL_IMAGE_NETWORK", "host"),
             "image_pull": os.environ.get("GPUPOOL_IMAGE_PULL", "missing"),
+            "code_limit_mib": int(os.environ.get("GPUPOOL_CODE_LIMIT_MIB", "") or 100),
             "tls_cert": os.environ.get("GPUPOOL_TLS_CERT", ""),
             "tls_key": os.environ.get("GPUPOOL_TLS_KEY", ""),
             "http_allow_hosts": os.environ.get("GPUPOOL_HTTP_ALLOW_HOSTS", ""),

@@ -29,7 +29,16 @@ from gpupool.server.api.deps import Address, AppContext, Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
 from gpupool.server.api.paging import PAGED, Cursor, send_page
 from gpupool.server.api.responses import API_ERRORS, MAX_ID, errors
-from gpupool.server.services import admin, audit, cluster, jobs, simulation, tokens, users
+from gpupool.server.services import (
+    admin,
+    audit,
+    cluster,
+    code_store,
+    jobs,
+    simulation,
+    tokens,
+    users,
+)
 from gpupool.server.services.simulation import SimulationRunner
 
 router = APIRouter(prefix="/api/v1", route_class=SafeRoute, responses=API_ERRORS)
@@ -63,6 +72,8 @@ async def submit_job(
     # On SQLite the insert takes well under a millisecond, less than the hop to the worker
     # thread pool, and writes are serialised anyway; PostgreSQL waits on the network and on
     # its commit, so concurrent submits go to threads there.
+    if spec.code is not None:
+        code_store.require(ctx.db, ctx.settings.home, caller.team_id, spec.code)
     call = partial(jobs.submit, ctx.db, caller, spec, ctx.controller.models, ctx.controller.wake,
                    idempotency_key=idempotency_key, never_fits=ctx.controller.never_fits,
                    max_idle_timeout_s=ctx.settings.notebook_max_idle_timeout_s)

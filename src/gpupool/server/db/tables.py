@@ -261,3 +261,20 @@ class ServiceKey(Base):
     revoked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
     __table_args__ = (UniqueConstraint("service_id", "name", name="uq_service_keys_name"),)
+
+
+class CodeBundle(Base):
+    """A code archive a team uploaded (``gpupool run --code``), by its SHA-256: a team sees
+    and uses only its own (another team's upload of the same tree is a row of its own; the
+    file on disk is shared, named by the digest)."""
+
+    __tablename__ = "code_bundles"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id"))
+    digest: Mapped[str] = mapped_column(String(71))
+    """``sha256:`` and 64 hex digits."""
+    size: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = (UniqueConstraint("team_id", "digest", name="uq_code_bundles_team_digest"),)

@@ -29,3 +29,7 @@ class Invalid(ServiceError):
 
 class Conflict(ServiceError):
     status = 409
+
+
+class TooLarge(ServiceError):
+    status = 413

@@ -32,7 +32,7 @@ import anyio.to_thread
 
 from gpupool.plugins.profiles import POLICIES
 from gpupool.schemas.sim import SYNTHETIC, TRACE_NAME_PATTERN, SimRunCreate, SimRunView, TraceFile
-from gpupool.server.services.errors import Invalid, NotFound, ServiceError
+from gpupool.server.services.errors import Invalid, NotFound, TooLarge
 from gpupool.server.services.identity import Principal
 from gpupool.sim.study import StudySpec, run_study
 from gpupool.sim.synthetic import synthetic_cluster, synthetic_pods
@@ -40,10 +40,6 @@ from gpupool.sim.trace import TraceError, load_nodes, load_pods
 
 MAX_UPLOAD_BYTES = 64 << 20
 _NAME = re.compile(TRACE_NAME_PATTERN)
-
-
-class TooLarge(ServiceError):
-    status = 413
 
 
 def _first_line(path: Path) -> str | None:
