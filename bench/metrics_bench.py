@@ -18,8 +18,10 @@ auth, collection, rendering and HTTP, the route's ``render`` timed inside each r
 which scrapes a full (generation 2) garbage collection fell in. Then the parts are timed in
 process with the collector paused: the GPU allocation (``LoopMetrics.gpu_allocation``), the
 three database reads of ``metrics/books.py``, the whole collection (``registry.collect()``)
-and ``generate_latest``. Last, a what-if: the same scrapes after ``gc.freeze()``. Each
-database runs in a fresh process. Writes bench/results/metrics.md and .json.
+and ``generate_latest``. Last, the same scrapes once the heap is settled as a running
+server settles it (``server/gc_settle.py``: ``gc.unfreeze(); gc.collect(); gc.freeze()``
+five seconds after start-up and every ten minutes): the figures a running server gives.
+Each database runs in a fresh process. Writes bench/results/metrics.md and .json.
 
     .venv/bin/python bench/metrics_bench.py                      # the figures (a few minutes)
     .venv/bin/python bench/metrics_bench.py --nodes 20 --jobs 200 --scrapes 5 --out /tmp/m.md
@@ -54,6 +56,7 @@ from metrics_bench_report import markdown
 
 sys.path.insert(0, str(REPO / "tests"))
 from gpupool.schemas.jobs import JobSpec, Kind, Phase
+from gpupool.server import gc_settle
 from gpupool.server.api import metrics_routes
 from gpupool.server.db.database import Database
 from gpupool.server.db.tables import Job, Team, User
@@ -337,9 +340,8 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         live = sum(n for k, n in books_state["by_phase_kind"].items()
                    if k.split()[0] in books.LIVE_PHASES)
         assert got["live_jobs_scraped"] == live, (got["live_jobs_scraped"], live)
-        print("  again, with every object so far frozen (gc.freeze(): a what-if)", flush=True)
-        gc.collect()
-        gc.freeze()
+        print("  again, with the heap settled as the server settles it (gc_settle)", flush=True)
+        gc_settle.settle()
         try:
             frozen = measure(srv, args.scrapes, args.warmup)
         finally:

@@ -18,6 +18,7 @@ import tarfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +26,9 @@ import pytest
 from gpupool.executors.code_unpack import UnsafeArchive, check, run
 from gpupool.sdk.code_pack import CodeError, pack
 from server_harness import Server, wait_for
+from test_console import browser, expect, goto, needs_browser, page, sign_in
+
+__all__ = ["browser", "page"]  # fixtures shared with test_console
 
 MAIN = """
 import os, pathlib
@@ -197,3 +201,91 @@ def test_run_with_code_runs_in_its_own_copy_and_sends_a_tree_once(
         assert too_big.status_code == 413 and "1 MiB" in too_big.text
         assert not [p for p in (server.home / "code").iterdir() if p.name.startswith(".")]
         assert wait_for(lambda: admin.get(f"/jobs/{job}").json()["phase"] == "succeeded")
+
+
+TRAIN = """
+import os, pathlib
+pathlib.Path("model").mkdir()
+pathlib.Path("model/weights.bin").write_bytes(b"w" * 4096)
+pathlib.Path("model/notes").mkdir()
+pathlib.Path("model/notes/a.txt").write_text("epoch 3")
+os.symlink("weights.bin", "model/latest")
+os.symlink("/etc/shadow", "model/leak")
+pathlib.Path("metrics.json").write_text('{"loss": 0.1}')
+pathlib.Path("scratch.tmp").write_text("not declared")
+"""
+
+
+def kept(client: httpx.Client, job: str) -> list[dict[str, object]]:
+    found: list[dict[str, object]] = wait_for(
+        lambda: (a := client.get(f"/jobs/{job}/artifacts").json()) and
+        all(x["status"] != "collecting" for x in a) and a, timeout=60)
+    return found
+
+
+def test_declared_artifacts_are_kept_listed_and_downloaded_by_the_team_only(
+        server: Server, tmp_path: Path) -> None:
+    root = tmp_path / "trainer"
+    root.mkdir()
+    (root / "train.py").write_text(TRAIN)
+    tag = uuid.uuid4().hex[:6]
+    with server.client() as admin:
+        token, unix = user(admin, f"aa{tag}")
+        other, _ = user(admin, f"ab{tag}")
+        done = cli(server, token, "run", "--code", str(root), "--artifact", "model/",
+                   "--artifact", "metrics.json", "--artifact", "absent.txt", "--wait",
+                   "--json", "--", "python3", "train.py")
+        assert done.returncode == 0, done.stderr
+        job = str(json.loads(done.stdout)["id"])
+        own = httpx.Client(base_url=str(admin.base_url), timeout=30,
+                           headers={"Authorization": f"Bearer {token}"})
+        [attempt] = kept(own, job)
+        assert attempt["status"] == "kept", attempt
+        names = {f["name"]: f["size"] for f in attempt["files"]}  # type: ignore[union-attr]
+        assert names == {"model/weights.bin": 4096, "model/notes/a.txt": 7,
+                         "metrics.json": 13}
+        assert sorted(attempt["missing"]) == [  # type: ignore[type-var]
+            "absent.txt", "model/leak (a link leading outside: not kept)"]
+        listed = cli(server, token, "artifacts", job)
+        assert listed.returncode == 0 and "kept" in listed.stdout, listed.stderr
+        dest = tmp_path / "results"
+        got = cli(server, token, "artifacts", job, "--download", str(dest))
+        assert got.returncode == 0, got.stderr
+        assert (dest / "model" / "weights.bin").read_bytes() == b"w" * 4096
+        assert (dest / "model" / "latest").resolve() == (dest / "model" / "weights.bin")
+        assert (dest / "metrics.json").read_text() == '{"loss": 0.1}'
+        assert not (dest / "model" / "leak").exists() and not (dest / "scratch.tmp").exists()
+        # another team sees neither the list nor the archive; an admin sees both
+        stranger = httpx.Client(base_url=str(admin.base_url), timeout=30,
+                                headers={"Authorization": f"Bearer {other}"})
+        assert stranger.get(f"/jobs/{job}/artifacts").status_code == 404
+        assert stranger.get(f"/jobs/{job}/artifacts/1").status_code == 404
+        assert cli(server, other, "artifacts", job).returncode != 0
+        assert admin.get(f"/jobs/{job}/artifacts/1").status_code == 200
+        stored = next((server.home / "artifacts").glob(f"*/{job}/1.tar.gz"))
+        assert oct(stored.stat().st_mode & 0o777) == "0o600"
+        del unix
+
+
+@needs_browser
+def test_the_console_job_page_lists_and_downloads_the_artifacts(
+        server: Server, page: Any, tmp_path: Path) -> None:
+    with server.client() as admin:
+        made = admin.post("/jobs", json={
+            "command": ["sh", "-c", "echo '{\"acc\": 0.9}' > metrics.json"],
+            "artifacts": ["metrics.json"]})
+        assert made.status_code == 201, made.text
+        job = str(made.json()["id"])
+        wait_for(lambda: admin.get(f"/jobs/{job}").json()["phase"] == "succeeded", timeout=60)
+        kept(admin, job)
+    sign_in(page, server, server.token)
+    goto(page, server, f"/jobs/{job}")
+    card = page.get_by_test_id("job-artifacts")
+    expect(card).to_contain_text("metrics.json")
+    with page.expect_download() as info:
+        page.get_by_test_id("download-artifacts-1").click()
+    saved = tmp_path / "got.tar.gz"
+    info.value.save_as(saved)
+    with tarfile.open(saved) as t:
+        member = t.extractfile("metrics.json")
+        assert member is not None and member.read() == b'{"acc": 0.9}\n'

@@ -72,7 +72,8 @@ def live(job: int, notebook: int) -> Any:
     notebook's this process's parent."""
     def active(pid: int, gpu: int, milli: int) -> Any:
         allocation = SimpleNamespace(node=0, gpus=(gpu,), gpu_milli=milli)
-        return SimpleNamespace(handles=[SimpleNamespace(pid=pid)], attempt=1,
+        handle = SimpleNamespace(pid=pid, run_dir=f"/nonexistent/run/{pid}")  # no container
+        return SimpleNamespace(handles=[handle], attempt=1,
                                live=SimpleNamespace(allocations=(allocation,)))
     return SimpleNamespace(
         active={job: active(os.getpid(), 0, 500), notebook: active(os.getppid(), 1, 1000)},

@@ -106,6 +106,11 @@ def run(
                      "the server has it, unpacked into the job's own directory, which is "
                      "then its working directory (unless --workdir)."),
     ] = None,
+    artifact: Annotated[
+        list[str] | None,
+        typer.Option("--artifact", metavar="PATH", help="Keep PATH (relative to the working "
+                     "directory) when the job ends: gpupool artifacts JOB (repeat)."),
+    ] = None,
     code_limit: Annotated[
         int, typer.Option(metavar="MIB", help="The most MiB --code may pack.", min=1),
     ] = 100,
@@ -185,6 +190,7 @@ def run(
         "priority": priority,
         "name": name,
         "image": image,
+        "artifacts": artifact,
         "restart": restart,
         "max_retries": max_retries,
         "grace_period_s": grace_period,

@@ -74,6 +74,12 @@ def _serve() -> dict[str, Any]:
     return build(lambda app: app.command(name="serve")(serve))
 
 
+def _artifacts() -> dict[str, Any]:
+    from gpupool.cli.artifacts_cmd import artifacts
+
+    return build(lambda app: app.command(name="artifacts")(artifacts))
+
+
 def _usage() -> dict[str, Any]:
     from gpupool.cli.usage_cmd import usage
 
@@ -106,6 +112,8 @@ COMMANDS = {
                          "jobs."),
     "queues": Lazy(_jobs, "Queues: quota, borrow limit, GPUs in use and borrowed, pending and "
                           "running jobs."),
+    "artifacts": Lazy(_artifacts, "A job's artifacts by attempt; --download DIR fetches "
+                                  "them."),
     "usage": Lazy(_usage, "Allocated GPU-hours by team, user, job or queue over a window "
                           "(default: 7 days)."),
     "notebook": Lazy(_notebook, "Notebooks: JupyterLab on a GPU share, reached through the "

@@ -13,6 +13,7 @@ import subprocess
 from gpupool.executors import accounts, shim
 from gpupool.executors.accounts import Account, AccountError
 from gpupool.executors.base import LaunchError, LaunchSpec
+from gpupool.executors.interpreter import job_python
 from gpupool.executors.job_env import environment
 from gpupool.executors.sandbox import Sandbox
 
@@ -121,7 +122,7 @@ def _unpack_source() -> str:
         return f.read()
 
 
-def unpack_code(python: str, archive: str, job_dir: str, account: Account) -> str:
+def unpack_code(archive: str, job_dir: str, account: Account) -> str:
     """Unpack ``archive`` into ``job_dir``/code as ``account`` (gpupool.executors.code_unpack,
     fed the archive on its stdin by this process); returns that directory. OSError saying why
     when it cannot be (no job dir, a missing archive, an unsafe member)."""
@@ -134,7 +135,7 @@ def unpack_code(python: str, archive: str, job_dir: str, account: Account) -> st
     with open(archive, "rb") as source:
         result = subprocess.run(  # type: ignore[call-overload]
             # the source itself, not its path: the account may not read this checkout
-            [python, "-I", "-c", _unpack_source(), dest], stdin=source, capture_output=True,
+            [job_python(), "-I", "-c", _unpack_source(), dest], stdin=source, capture_output=True,
             text=True, timeout=600, check=False, cwd="/", env={"PATH": "/usr/bin:/bin"},
             **options)
     if result.returncode != 0:

@@ -162,7 +162,7 @@ class LocalExecutor:
         try:
             job_dir = make_job_dir(spec, account)
             if spec.code_archive:
-                code = unpack_code(self.python, spec.code_archive, job_dir, account)
+                code = unpack_code(spec.code_archive, job_dir, account)
                 spec = dataclasses.replace(spec, workdir=spec.workdir or code)
             if spec.image:
                 command = image_launch(self.images, spec, account, run_dir, job_dir,

@@ -110,6 +110,10 @@ class JobSpec(BaseModel):
         description="A code archive your team uploaded (`gpupool run --code DIR` packs and "
         "uploads one): unpacked into each attempt's own directory before the command "
         "starts, and the working directory is that copy unless workdir is given.")
+    artifacts: list[Annotated[str, Field(min_length=1, max_length=500)]] = Field(
+        default_factory=list, max_length=32,
+        description="Files and folders (relative to the working directory) kept when each "
+        "attempt ends, to list and download later: `gpupool artifacts JOB`.")
     restart: Literal["never", "on-failure"] = "never"
     max_retries: Annotated[int, Number] = Field(0, ge=0, le=100)
     grace_period_s: Annotated[float, Number] = Field(30, ge=0, le=3600)
@@ -168,6 +172,13 @@ class JobSpec(BaseModel):
             raise ValueError("command: an argument contains a NUL byte")
         if self.workdir is not None and ("\0" in self.workdir or not self.workdir):
             raise ValueError("workdir: not a valid path")
+        for path in self.artifacts:
+            parts = path.strip("/").split("/")
+            if path.startswith("/") or ".." in parts or "\0" in path or not path.strip("/"):
+                raise ValueError(f"artifacts: {path!r}: give a path inside the working "
+                                 "directory (relative, without ..)")
+        if self.artifacts and self.kind != Kind.JOB:
+            raise ValueError("artifacts: only jobs keep artifacts")
         if self.image is not None and not IMAGE_REFERENCE.match(self.image):
             raise ValueError(f"image: {IMAGE_RULE}")
         return self

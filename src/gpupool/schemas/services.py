@@ -114,8 +114,8 @@ class ServiceSpec(BaseModel):
             kind=Kind.SERVICE, command=self.command, name=self.name, gpus=self.gpus,
             gpu_memory=self.gpu_memory, gpu_model=self.gpu_model, cpu=self.cpu,
             memory=self.memory, queue=self.queue, priority=self.priority, env=self.env,
-            workdir=self.workdir, image=None, code=None, grace_period_s=self.grace_period_s,
-            restart="never", max_retries=0)
+            workdir=self.workdir, image=None, code=None, artifacts=[],
+            grace_period_s=self.grace_period_s, restart="never", max_retries=0)
 
 
 ReplicaState = Literal["pending", "starting", "ready", "draining", "stopping"]

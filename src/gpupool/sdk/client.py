@@ -50,6 +50,7 @@ from gpupool.sdk.errors import ApiError
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from gpupool.schemas.artifacts import ArtifactAttempt
     from gpupool.sdk.async_client import AsyncClient
     from gpupool.sdk.code_pack import CodeUpload
     from gpupool.sdk.pipelines import Pipelines
@@ -151,6 +152,44 @@ class Client(_Blocking):
             raise ApiError(sent.status_code, wire.error_message(sent))
         return CodeUpload(packed.digest, packed.files, len(packed.data),
                           sent.status_code == 201)
+
+    def artifacts(self, ref: str | int) -> list[ArtifactAttempt]:
+        """What each attempt of the job kept of its declared ``artifacts``, oldest first."""
+        from gpupool.schemas.artifacts import ArtifactAttempt
+
+        job = self._id(ref)
+        return self._do(wire.Call("GET", f"{wire.API}/jobs/{job}/artifacts",
+                                  parse=lambda data: [ArtifactAttempt.model_validate(a)
+                                                      for a in data]))
+
+    def download_artifacts(self, ref: str | int, to: str | Path,
+                           attempt: int | None = None) -> Path:
+        """Save one attempt's artifacts (default: the last that kept any) as a gzip'd tar at
+        ``to`` (a folder: a file named after the job and attempt in it); returns the path.
+        ApiError(404) when no attempt kept any."""
+        from pathlib import Path
+
+        job = self._id(ref)
+        if attempt is None:
+            kept = [a.attempt for a in self.artifacts(job) if a.status == "kept"]
+            if not kept:
+                raise ApiError(404, f"job {job}: no attempt kept artifacts")
+            attempt = kept[-1]
+        target = Path(to)
+        if target.is_dir():
+            target = target / f"job-{job}-attempt-{attempt}-artifacts.tar.gz"
+        try:
+            with self._http.stream("GET", f"{wire.API}/jobs/{job}/artifacts/{attempt}",
+                                   timeout=max(self.timeout, 300.0)) as answer:
+                if answer.status_code != 200:
+                    answer.read()
+                    raise ApiError(answer.status_code, wire.error_message(answer))
+                with open(target, "wb") as out:
+                    for chunk in answer.iter_bytes():
+                        out.write(chunk)
+        except httpx.TransportError as exc:
+            raise self._unreachable(exc) from None
+        return target
 
     def whoami(self) -> WhoAmI:
         """Who the token belongs to: user, team, admin."""

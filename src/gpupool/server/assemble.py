@@ -189,6 +189,7 @@ def serve(parts: Parts, on_signal: Callable[[int], None]) -> Stopped:
     the gateway cannot listen."""
     from gpupool.server.api.app import create_app
     from gpupool.server.api.deps import AppContext, ServicesAccess
+    from gpupool.server.gc_settle import Settler
     from gpupool.server.notebook_setup import gateway_access
 
     gateway, watch, services = start_gateway(parts)
@@ -199,13 +200,16 @@ def serve(parts: Parts, on_signal: Callable[[int], None]) -> Stopped:
         gateway=gateway_access(parts.gateway_key, lambda: gateway.url),
         services=ServicesAccess(services.board, services.poke, lambda: gateway.url),
         gpu=gpus.board if gpus is not None else None))
+    settler = Settler()
     try:
         watch.start()
         services.start()
         if gpus is not None:
             gpus.start()
+        settler.start()
         return _serve_api(parts, app, on_signal)
     finally:
+        settler.stop()
         if gpus is not None:
             gpus.stop()
         services.stop()

@@ -34,6 +34,8 @@ from gpupool.executors.base import Executor
 from gpupool.executors.inventory import LocalInventory
 from gpupool.schemas.jobs import JobSpec
 from gpupool.server.active import Active, to_request
+from gpupool.server.artifact_hook import ended_of
+from gpupool.server.artifacts import ArtifactCollector, ArtifactStore
 from gpupool.server.db.database import Database
 from gpupool.server.job_store import JobStore
 from gpupool.server.launcher import Launcher
@@ -110,6 +112,10 @@ class Controller:
                            clock)
         self.watch.notebook_lifetime_s = settings.notebook_max_lifetime_s
         self._ends.drop_env_dir = self.launcher.workspace.drop_env_dir
+        self.artifacts = ArtifactCollector(
+            ArtifactStore(settings.home, settings.artifact_limit_mib,
+                          settings.team_artifact_limit_mib), self.launcher.workspace.python)
+        self._ends.ended_attempt = self._keep_artifacts
         self._ends.requeued = self.metrics.queued
         self.watch.metrics = self.metrics
         self.placing = Placing(self.store, self.live, self.launcher, self.policy, self._usage,
@@ -191,11 +197,22 @@ class Controller:
         self._thread = threading.Thread(target=self._run, name="gpupool-loop", daemon=True)
         self._thread.start()
 
+    def _keep_artifacts(self, active: Active) -> None:
+        """Hand an ended attempt that declared artifacts to the collector (its thread)."""
+        if not active.spec.artifacts or not active.handles:
+            return
+        try:
+            local = not self.membership  # a pool of other machines (Ray): not packed here
+            self.artifacts.submit(ended_of(self.db, self.launcher.workspace, active, local))
+        except Exception:  # the job's end is recorded; its artifacts are not worth a crash
+            log.exception("job %s: its artifacts could not be handed over", active.live.id)
+
     def stop(self) -> None:
         self._halt.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        self.artifacts.close()
         self.placing.worker.close()
         self.launcher.close()  # the server stops: so do its MPS daemons
 

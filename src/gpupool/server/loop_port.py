@@ -8,6 +8,7 @@ from typing import Protocol
 
 from gpupool.executors.base import Executor
 from gpupool.schemas.jobs import JobSpec
+from gpupool.server.artifacts import ArtifactCollector
 from gpupool.server.launcher import Launcher
 from gpupool.server.metrics.loop_metrics import LoopMetrics
 
@@ -36,3 +37,6 @@ class LoopPort(Protocol):
     """The launcher (its workspace holds workloads' files)."""
     metrics: LoopMetrics
     """What the loop counts; the API adds its submits and serves them at ``/metrics``."""
+    artifacts: ArtifactCollector
+    """Keeps ended attempts' declared artifacts (server/artifacts.py); the API reads its
+    store."""

@@ -58,6 +58,8 @@ class EndRecorder:
         """Jobs whose end could not be written yet (kept in ``active``; logged once)."""
         self.drop_env_dir: Callable[[int], None] = lambda _job_id: None
         """Removes a cancelled notebook's own directory (set by the controller)."""
+        self.ended_attempt: Callable[[Active], None] = lambda _active: None
+        """Told each attempt whose end was recorded (the controller keeps its artifacts)."""
         self.requeued: Callable[[int, float], None] = lambda _job_id, _now: None
         """Told ``(job_id, now)`` when a job goes back to pending (its wait restarts; set by
         the controller to its metrics')."""
@@ -76,6 +78,7 @@ class EndRecorder:
         if job_id in self.end_failed:
             self.end_failed.discard(job_id)
             log.info("job %s: its end is recorded now", job_id)
+        self.ended_attempt(active)
         del self.live.active[job_id]
         self.mark_dirty()
         self.live.release(active.live)

@@ -62,6 +62,10 @@ class Settings:
     can) or off."""
     image_network: str = "host"
     """GPUPOOL_IMAGE_NETWORK: the network of workloads in images, host or none."""
+    artifact_limit_mib: int = 1024
+    """GPUPOOL_ARTIFACT_LIMIT_MIB: the most bytes of artifacts one attempt keeps."""
+    team_artifact_limit_mib: int = 10240
+    """GPUPOOL_TEAM_ARTIFACT_LIMIT_MIB: the most bytes of artifacts a team keeps in all."""
     code_limit_mib: int = 100
     """GPUPOOL_CODE_LIMIT_MIB: the largest code archive (gpupool run --code) accepted."""
     image_pull: str = "missing"
@@ -141,6 +145,9 @@ class Settings:
             "image_network": os.environ.get("GPUPOOL_IMAGE_NETWORK", "host"),
             "image_pull": os.environ.get("GPUPOOL_IMAGE_PULL", "missing"),
             "code_limit_mib": int(os.environ.get("GPUPOOL_CODE_LIMIT_MIB", "") or 100),
+            "artifact_limit_mib": int(os.environ.get("GPUPOOL_ARTIFACT_LIMIT_MIB", "") or 1024),
+            "team_artifact_limit_mib": int(
+                os.environ.get("GPUPOOL_TEAM_ARTIFACT_LIMIT_MIB", "") or 10240),
             "tls_cert": os.environ.get("GPUPOOL_TLS_CERT", ""),
             "tls_key": os.environ.get("GPUPOOL_TLS_KEY", ""),
             "http_allow_hosts": os.environ.get("GPUPOOL_HTTP_ALLOW_HOSTS", ""),

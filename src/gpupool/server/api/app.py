@@ -13,6 +13,7 @@ from starlette.routing import BaseRoute, Match, Mount
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gpupool import __version__
+from gpupool.server.api.artifact_routes import router as artifact_router
 from gpupool.server.api.code_routes import router as code_router
 from gpupool.server.api.deps import AppContext
 from gpupool.server.api.docs_pages import install_docs_pages
@@ -106,6 +107,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     app.include_router(service_router)
     app.include_router(usage_router)
     app.include_router(code_router)  # /api/v1/code: gpupool run --code
+    app.include_router(artifact_router)  # /api/v1/jobs/{id}/artifacts
     app.include_router(metrics_router)  # /metrics: Prometheus, admins only
     install_docs_pages(app)  # /docs and /redoc from packaged assets, no CDN
 
@@ -132,7 +134,7 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     # FastAPI keeps an included router as one entry of app.router.routes: list its own routes.
     api_routes = [*app.router.routes, *router.routes, *pipeline_router.routes,
                   *server_router.routes, *notebook_router.routes, *service_router.routes,
-                  *metrics_router.routes, *code_router.routes]
+                  *metrics_router.routes, *code_router.routes, *artifact_router.routes]
     app.mount("/", _ApiAwareConsole(StaticFiles(directory=static_dir(), html=True), api_routes),
               name="console")
     return app

@@ -66,8 +66,8 @@ class JobSteps:
             command=argv, name=job_name(attempt), gpus=res.gpus, gpu_memory=res.gpu_memory,
             gpu_model=res.gpu_model, cpu=res.cpu, memory=res.memory, queue=res.queue,
             priority=attempt.priority, env=attempt.env,
-            workdir=attempt.workdir or str(attempt.own_dir), image=attempt.step.image, code=None,
-            restart="never", max_retries=0,
+            workdir=attempt.workdir or str(attempt.own_dir), image=attempt.step.image,
+            code=None, artifacts=[], restart="never", max_retries=0,
             grace_period_s=10,
         )
         return {"spec": spec.model_dump(mode="json"), "origin": job_origin(attempt)}

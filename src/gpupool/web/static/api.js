@@ -90,3 +90,30 @@ export function query(params) {
   const s = q.toString();
   return s ? `?${s}` : "";
 }
+
+/**
+ * Download the file at `path` (relative to /api/v1/) with the signed-in token and hand it to
+ * the browser as `filename` (a link to an object URL, clicked). Rejects with ApiError.
+ */
+export async function download(path, filename) {
+  let response;
+  try {
+    response = await fetch(new URL(path, BASE), {
+      headers: { Authorization: `Bearer ${getToken()}` }, cache: "no-store" });
+  } catch (err) {
+    throw new ApiError(0, `cannot reach the server: ${err.message}`);
+  }
+  if (!response.ok) {
+    let body = null;
+    try { body = await response.json(); } catch { /* not JSON */ }
+    throw new ApiError(response.status, detailOf(response.status, body));
+  }
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = filename;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+}

@@ -1,7 +1,7 @@
 // One job: spec, placement, phase history, a live log tail, and cancel. The log is read with
 // GET /jobs/{id}/logs?offset=N about once a second until the API says it is complete.
 
-import { api } from "../api.js";
+import { api, download } from "../api.js";
 import {
   bytes, changeTracker, definitionList, errorBox, FINAL, fill, gpuRequest, h, mib, phaseBadge, shellJoin, td, timeCell,
   when, whenShort,
@@ -21,10 +21,12 @@ export function mount(root, ctx) {
   const events = h("tbody");
   const logPre = h("pre", { class: "log", "data-testid": "log", tabindex: "0", "aria-label": "Job log" });
   const logState = h("span", { class: "muted", "data-testid": "log-state" }, "reading…");
+  const artifactsCard = h("section", { class: "card", hidden: true, "data-testid": "job-artifacts" });
   const body = h("div", { class: "job-body" },
     reason,
     h("section", { class: "card" }, h("h2", {}, "Command"), commandEl),
     facts,
+    artifactsCard,
     h("section", { class: "card" }, h("h2", {}, "Phase history"),
       h("div", { class: "table-wrap" }, h("table", { class: "table stack" },
         h("thead", {}, h("tr", {}, ["When", "Phase", "What happened"].map((c) => h("th", { scope: "col" }, c)))),
@@ -178,6 +180,37 @@ export function mount(root, ctx) {
       ]));
   }
 
+  // What each attempt kept of the declared artifacts, with a download per kept attempt.
+  async function loadArtifacts() {
+    if (!job || !(job.spec.artifacts || []).length) return;
+    let list;
+    try {
+      list = await api(`jobs/${id}/artifacts`);
+    } catch (err) {
+      fill(artifactsCard, h("h2", {}, "Artifacts"), errorBox(err.message));
+      artifactsCard.hidden = false;
+      return;
+    }
+    const rows = list.map((a) => h("tr", {},
+      td("Attempt", {}, String(a.attempt)),
+      td("Status", {}, a.status),
+      td("Files", {}, a.files.map((f) => `${f.name} (${bytes(f.size)})`).join(", ") || "—"),
+      td("Download", {}, a.status === "kept" ? h("button", { type: "button", class: "button subtle",
+        "data-testid": `download-artifacts-${a.attempt}`,
+        onclick: () => download(`jobs/${id}/artifacts/${a.attempt}`,
+          `job-${id}-attempt-${a.attempt}-artifacts.tar.gz`).catch((err) => {
+          message.className = "action-status error";
+          message.textContent = `Download refused: ${err.message}`;
+        }) }, `Download (${bytes(a.size)})`) : "—")));
+    fill(artifactsCard, h("h2", {}, "Artifacts"),
+      h("p", { class: "muted" }, `Declared: ${job.spec.artifacts.join(", ")}`),
+      rows.length ? h("div", { class: "table-wrap" }, h("table", { class: "table stack" },
+        h("thead", {}, h("tr", {}, ["Attempt", "Status", "Files", "Download"].map((c) => h("th", { scope: "col" }, c)))),
+        h("tbody", {}, rows))) : h("p", { class: "muted" }, "Kept when an attempt ends."));
+    artifactsCard.hidden = false;
+    if (!gone && list.some((a) => a.status === "collecting")) setTimeout(loadArtifacts, 1000);
+  }
+
   async function refresh() {
     if (gone) return;
     try {
@@ -196,6 +229,7 @@ export function mount(root, ctx) {
       throw err;
     }
     render();
+    loadArtifacts();
   }
 
   pollLog();
