@@ -231,6 +231,32 @@ def job_reachable_dir(prefix: str) -> Path:
     return path
 
 
+def stand_in_devices(root: Path, gpus: int = 4) -> Path:
+    """``root/dev`` with character devices named like NVIDIA's (``nvidia0``… and
+    ``nvidiactl``, each a /dev/null: 1,3), for GPUPOOL_DEV_DIR."""
+    import stat
+
+    folder = root / "dev"
+    folder.mkdir()
+    for name in [f"nvidia{i}" for i in range(gpus)] + ["nvidiactl"]:
+        os.mknod(folder / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+    os.chmod(folder, 0o755)
+    return folder
+
+
+def new_user(admin: httpx.Client, team: str, quota_gpus: float = 2) -> tuple[str, str]:
+    """(token, Unix account) of a new user of a new team ``team``, made through ``admin``."""
+    import uuid
+
+    assert admin.post("/teams", json={"name": team, "quota_gpus": quota_gpus}
+                      ).status_code == 201
+    made = admin.post("/users", json={"name": f"u{uuid.uuid4().hex[:6]}", "team": team})
+    assert made.status_code == 201, made.text
+    name = made.json()["name"]
+    token = admin.post("/tokens", json={"user": name}).json()["token"]
+    return str(token), str(made.json()["unix_user"])
+
+
 def remove_created_accounts(server: Server) -> None:
     """Remove the Unix accounts ``server`` (SQLite) created for the users a test made
     through it (the admin's ``gp-admin`` stays: other servers of the session share it)."""

@@ -25,7 +25,7 @@ import pytest
 
 from gpupool.executors.code_unpack import UnsafeArchive, check, run
 from gpupool.sdk.code_pack import CodeError, pack
-from server_harness import Server, wait_for
+from server_harness import Server, new_user, wait_for
 from test_console import browser, expect, goto, needs_browser, page, sign_in
 
 __all__ = ["browser", "page"]  # fixtures shared with test_console
@@ -145,15 +145,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         shutil.rmtree(srv.work_dir, ignore_errors=True)
 
 
-def user(admin: httpx.Client, team: str) -> tuple[str, str]:
-    """(token, unix account) of a new user in a new team."""
-    name = f"c{uuid.uuid4().hex[:6]}"
-    assert admin.post("/teams", json={"name": team, "quota_gpus": 1}).status_code == 201
-    made = admin.post("/users", json={"name": name, "team": team})
-    assert made.status_code == 201, made.text
-    return admin.post("/tokens", json={"user": name}).json()["token"], made.json()["unix_user"]
-
-
 def cli(server: Server, token: str, *args: str, cwd: str = "/"
         ) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gpupool.cli.main", *args],
@@ -166,8 +157,8 @@ def test_run_with_code_runs_in_its_own_copy_and_sends_a_tree_once(
     root = tree(tmp_path / "project")
     tag = uuid.uuid4().hex[:6]
     with server.client() as admin:
-        token, unix = user(admin, f"ca{tag}")
-        other, _ = user(admin, f"cb{tag}")
+        token, unix = new_user(admin, f"ca{tag}")
+        other, _ = new_user(admin, f"cb{tag}")
         run1 = cli(server, token, "run", "--code", str(root), "--wait", "--json", "--",
                    "python3", "main.py")
         assert run1.returncode == 0, run1.stderr
@@ -230,8 +221,8 @@ def test_declared_artifacts_are_kept_listed_and_downloaded_by_the_team_only(
     (root / "train.py").write_text(TRAIN)
     tag = uuid.uuid4().hex[:6]
     with server.client() as admin:
-        token, unix = user(admin, f"aa{tag}")
-        other, _ = user(admin, f"ab{tag}")
+        token, unix = new_user(admin, f"aa{tag}")
+        other, _ = new_user(admin, f"ab{tag}")
         done = cli(server, token, "run", "--code", str(root), "--artifact", "model/",
                    "--artifact", "metrics.json", "--artifact", "absent.txt", "--wait",
                    "--json", "--", "python3", "train.py")

@@ -25,7 +25,7 @@ import pytest
 import image_builder
 from gpupool.executors import proc_tree
 from gpupool.server.gpu_watch import container_monitor
-from server_harness import Server, job_reachable_dir, wait_for
+from server_harness import Server, job_reachable_dir, new_user, stand_in_devices, wait_for
 
 GPUS = (0, 1, 2, 3)
 SECRET_ENV = "image-env-" + uuid.uuid4().hex[:8]
@@ -46,20 +46,11 @@ pytestmark = pytest.mark.skipif(image_builder.missing() is not None,
                                 reason=str(image_builder.missing()))
 
 
-def stand_in_devices(root: Path) -> Path:
-    folder = root / "dev"
-    folder.mkdir()
-    for name in [f"nvidia{i}" for i in GPUS] + ["nvidiactl"]:
-        os.mknod(folder / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    os.chmod(folder, 0o755)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("images")
     image_builder.build(home)
-    devices = stand_in_devices(job_reachable_dir("gpimgdev"))
+    devices = stand_in_devices(job_reachable_dir("gpimgdev"), len(GPUS))
     srv = Server(home / "home", "", "4xA100-80GB", isolated=True, extra_env={
         "GPUPOOL_SANDBOX": "auto", "GPUPOOL_DEV_DIR": str(devices),
         "GPUPOOL_IMAGE_NETWORK": "none", "GPUPOOL_IMAGE_PULL": "never"})
@@ -73,16 +64,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         shutil.rmtree(devices.parent, ignore_errors=True)
 
 
-def new_user(admin: httpx.Client, team: str) -> tuple[httpx.Client, str, str]:
-    """(client, unix account, token) of a new user in a new team."""
-    name = f"u{uuid.uuid4().hex[:6]}"
-    assert admin.post("/teams", json={"name": team, "quota_gpus": 2}).status_code == 201
-    made = admin.post("/users", json={"name": name, "team": team})
-    assert made.status_code == 201, made.text
-    token = admin.post("/tokens", json={"user": name}).json()["token"]
-    client = httpx.Client(base_url=str(admin.base_url), timeout=30,
-                          headers={"Authorization": f"Bearer {token}"})
-    return client, made.json()["unix_user"], token
+def new_client(admin: httpx.Client, team: str) -> tuple[httpx.Client, str]:
+    """(client, unix account) of a new user in a new team."""
+    token, unix = new_user(admin, team)
+    return httpx.Client(base_url=str(admin.base_url), timeout=30,
+                        headers={"Authorization": f"Bearer {token}"}), unix
 
 
 def finished(client: httpx.Client, job: str, timeout: float = 90) -> dict[str, object]:
@@ -104,8 +90,8 @@ def test_a_job_in_an_image_sees_the_image_its_workdir_its_gpu_and_env_as_its_own
         server: Server) -> None:
     tag = uuid.uuid4().hex[:6]
     with server.client() as admin:
-        alice, alice_unix, _ = new_user(admin, f"ia{tag}")
-        bob, _, _ = new_user(admin, f"ib{tag}")
+        alice, alice_unix = new_client(admin, f"ia{tag}")
+        bob, _ = new_client(admin, f"ib{tag}")
         account = pwd.getpwnam(alice_unix)
         workdir = job_reachable_dir("gpimgwd")
         os.chown(workdir, account.pw_uid, account.pw_gid)

@@ -12,11 +12,13 @@ every account can.
 
 from __future__ import annotations
 
+import io
 import json
 import pwd
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,6 +161,8 @@ CODE_MAIN = """
 import os, pathlib
 print("code", os.environ["GPUPOOL_NODE_NAME"], os.getcwd(),
       pathlib.Path("data/input.txt").read_text().strip(), flush=True)
+pathlib.Path("out").mkdir()
+pathlib.Path("out/result.txt").write_text("made on " + os.environ["GPUPOOL_NODE_NAME"])
 """
 
 
@@ -166,7 +170,8 @@ def test_code_from_the_client_reaches_a_ray_node_with_no_shared_path(
     server: Server, cluster: LoopbackCluster, tmp_path: Path
 ) -> None:
     """`--code`: the archive travels to the node in the launch call; the node unpacks it in
-    its own job dir (the client's folder is gone by then: nothing is read from it)."""
+    its own job dir (the client's folder is gone by then: nothing is read from it). Its
+    declared artifacts come back from the node when it ends."""
     from gpupool.sdk import Client
 
     project = tmp_path / "project"
@@ -177,13 +182,20 @@ def test_code_from_the_client_reaches_a_ray_node_with_no_shared_path(
         digest = sdk.upload_code(project).digest
     shutil.rmtree(project)
     with server.client() as c:
-        job_id = submit(c, command=[PY, "main.py"], code=digest, gpus=1)
+        job_id = submit(c, command=[PY, "main.py"], code=digest, gpus=1, artifacts=["out/"])
         view = final(c, job_id)
         assert view["phase"] == "succeeded", (log_text(c, job_id), view["events"])
         line = next(x for x in log_text(c, job_id).splitlines() if x.startswith("code "))
+        kept = wait_for(lambda: (a := c.get(f"/jobs/{job_id}/artifacts").json()) and
+                        a[0]["status"] != "collecting" and a[0], timeout=60)
+        assert kept["status"] == "kept", kept
+        archive = c.get(f"/jobs/{job_id}/artifacts/1").content
     _, node, cwd, text = line.split(" ", 3)
     assert node == view["placement"]["node"] and text == "shipped to the node"
     assert cwd == str(node_root(cluster, node) / "jobs" / job_id / "1" / "code")
+    with tarfile.open(fileobj=io.BytesIO(archive), mode="r:gz") as t:
+        made = t.extractfile("out/result.txt")
+        assert made is not None and made.read().decode() == f"made on {node}"
 
 
 SHARE_PROBE = (

@@ -15,7 +15,6 @@ import json
 import os
 import pwd
 import shutil
-import stat
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server_harness import Server, job_reachable_dir, wait_for
+from server_harness import Server, job_reachable_dir, stand_in_devices, wait_for
 
 ATTACKER = (Path(__file__).parent / "attacker.py").read_text()
 ALICE_ENV = "alice-env-secret-5517"
@@ -58,21 +57,11 @@ print('alice step done', flush=True)
 """
 
 
-def stand_in_devices(root: Path) -> Path:
-    """Character devices named like NVIDIA's (each a /dev/null: 1,3)."""
-    folder = root / "dev"
-    folder.mkdir()
-    for name in [f"nvidia{i}" for i in DEVICES] + ["nvidiactl"]:
-        os.mknod(folder / name, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-    os.chmod(folder, 0o755)
-    return folder
-
-
 @pytest.fixture(params=["bwrap", "none"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     if request.param == "bwrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
-    devices = stand_in_devices(job_reachable_dir("gpdev"))
+    devices = stand_in_devices(job_reachable_dir("gpdev"), len(DEVICES))
     server = Server(tmp_path / "home", "", "4xA100-80GB", isolated=True, extra_env={
         "GPUPOOL_SANDBOX": request.param, "GPUPOOL_DEV_DIR": str(devices),
         "SERVER_ONLY_MARKER": MARKER})

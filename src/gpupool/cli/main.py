@@ -112,8 +112,7 @@ COMMANDS = {
                          "jobs."),
     "queues": Lazy(_jobs, "Queues: quota, borrow limit, GPUs in use and borrowed, pending and "
                           "running jobs."),
-    "artifacts": Lazy(_artifacts, "A job's artifacts by attempt; --download DIR fetches "
-                                  "them."),
+    "artifacts": Lazy(_artifacts, "List a job's artifacts by attempt, or download them."),
     "usage": Lazy(_usage, "Allocated GPU-hours by team, user, job or queue over a window "
                           "(default: 7 days)."),
     "notebook": Lazy(_notebook, "Notebooks: JupyterLab on a GPU share, reached through the "

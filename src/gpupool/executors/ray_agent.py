@@ -51,6 +51,7 @@ from typing import Any
 
 from gpupool.executors import accounts
 from gpupool.executors.accounts import Account
+from gpupool.executors.artifact_collect import pack_as
 from gpupool.executors.base import Handle, LaunchError, LaunchSpec, Outcome
 from gpupool.executors.interpreter import (
     job_path,
@@ -330,6 +331,23 @@ class NodeAgent:
         run_dir = self._run_dir(where)
         self.executor.abandon(LaunchSpec(job_id=job_id, attempt=attempt, command=["-"],
                                          run_dir=run_dir))
+
+    def pack_artifacts(self, where: str, base: str, paths: list[str], limit: int,
+                       run_as: str | None) -> dict[str, Any]:
+        """Pack an ended attempt's declared artifacts as its account (``base``: its working
+        directory, absolute, or relative to its job dir here); {"code", "line", "data"}
+        (see :func:`gpupool.executors.artifact_collect.pack_as`)."""
+        job_dir = self._under(self.jobs, where)
+        folder = base if os.path.isabs(base) else str(job_dir / base) if base else str(job_dir)
+        out = os.path.join(self._run_dir(where), "artifacts.tar.gz")
+        try:
+            code, line = pack_as(run_as, folder, paths, limit, out)
+            with open(out, "rb") as f:
+                data = f.read() if code == 0 else b""
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(out)
+        return {"code": code, "line": line, "data": data}
 
     def read_log(self, where: str, offset: int, limit: int) -> bytes:
         return self.executor.read_log(os.path.join(self._run_dir(where), DEFAULT_LOG),

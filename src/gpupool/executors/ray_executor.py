@@ -408,6 +408,14 @@ class RayPool:
     def free_port(self, node: str) -> int:
         return int(self._call(node, "free_port"))
 
+    def pack_artifacts(self, handle: Handle, base: str, paths: tuple[str, ...], limit: int,
+                       run_as: str | None) -> tuple[int, str, bytes]:
+        """Have the handle's node pack an ended attempt's artifacts (its agent's
+        ``pack_artifacts``); (exit code, last line, archive bytes)."""
+        got = self._call(handle.node, "pack_artifacts", self._where(handle.run_dir), base,
+                         list(paths), limit, run_as, timeout=3600)
+        return int(got["code"]), str(got["line"]), bytes(got["data"])
+
     def read_log(self, log_path: str, offset: int = 0, limit: int = 1 << 20) -> bytes:
         """The server-side copy of the log (what polls pulled so far)."""
         return read_range(log_path, offset, limit)

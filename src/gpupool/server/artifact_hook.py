@@ -15,14 +15,18 @@ from gpupool.server.workspace import Workspace
 
 def ended_of(db: Database, workspace: Workspace, active: Active, local: bool) -> Ended:
     """The attempt's team, its owner's Unix account and its working directory (its
-    ``workdir``, else its unpacked code, else its own directory; rank 0's for a gang)."""
+    ``workdir``, else its unpacked code, else its own directory; rank 0's for a gang; on a
+    node of another machine, relative to its own directory there)."""
     job_id = active.live.id
     with db.read() as s:
         row = s.execute(select(Job.team_id, User.unix_user).join(User, User.id == Job.user_id)
                         .where(Job.id == job_id)).one()
     gang = len(active.handles) > 1
-    own = workspace.job_dir(job_id, active.attempt, 0 if gang else None)
     spec = active.spec
-    base = spec.workdir or str(own / "code" if spec.code else own)
+    if local:
+        own = workspace.job_dir(job_id, active.attempt, 0 if gang else None)
+        base = spec.workdir or str(own / "code" if spec.code else own)
+    else:  # on its node: relative to the attempt's own directory there
+        base = spec.workdir or ("code" if spec.code else "")
     return Ended(job_id, active.attempt, int(row[0]), row[1], base, tuple(spec.artifacts),
-                 local)
+                 local, active.handles[0])

@@ -4,8 +4,9 @@ server's artifact store, to be listed and downloaded (``gpupool artifacts JOB``,
 ``GET /api/v1/jobs/{id}/artifacts``) by its team and admins.
 
 Who reads what: the packing runs as the job's own Unix account
-(:mod:`gpupool.executors.artifact_pack`, its source given with ``-c``), so it reads only what
-the job could and never follows a link; the server streams its output into
+(:mod:`gpupool.executors.artifact_pack`, its source given with ``-c``; on a Ray node its agent
+runs it and sends the archive back), so it reads only what the job could and never follows a
+link; the server streams its output into
 ``<data dir>/artifacts/<team>/<job>/<attempt>.tar.gz`` (0600; the data dir is the server's
 alone) with ``manifest.json`` beside it saying what was kept, what was missing, or why
 nothing was (over the attempt's limit, the team's store full, a node this server cannot
@@ -20,27 +21,21 @@ appear shortly after it ends (``status: collecting`` until then).
 from __future__ import annotations
 
 import concurrent.futures
-import functools
 import json
 import logging
 import os
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gpupool.executors import accounts, artifact_pack
+from gpupool.executors import artifact_pack
+from gpupool.executors.artifact_collect import pack_as
+from gpupool.executors.base import Handle
 
 log = logging.getLogger("gpupool.artifacts")
 MANIFEST = "manifest.json"
-_PACK_FILE = artifact_pack.__file__
-
-
-@functools.cache
-def _pack_source() -> str:
-    with open(_PACK_FILE) as f:
-        return f.read()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +50,10 @@ class Ended:
     """The job's working directory on this machine (paths are relative to it)."""
     paths: tuple[str, ...]
     local: bool
-    """It ran on this server's own machine (Ray nodes: not packed yet)."""
+    """It ran on this server's own machine; else on a node of the pool (``handle``'s), whose
+    agent packs it, ``base`` then being relative to the attempt's own directory there
+    unless absolute."""
+    handle: Handle | None = None
 
 
 class ArtifactStore:
@@ -104,13 +102,18 @@ class ArtifactStore:
         os.replace(tmp, folder / MANIFEST)
 
 
-class ArtifactCollector:
-    """Packs ended attempts' artifacts into ``store``, one at a time, on a thread of its own.
-    ``python``: an interpreter every account can run."""
+Remote = Callable[[Handle, str, tuple[str, ...], int, str | None], tuple[int, str, bytes]]
+"""Packs on the node of a handle: (handle, base, paths, limit, unix user) → (exit code, last
+line, the archive's bytes); e.g. ``RayPool.pack_artifacts``."""
 
-    def __init__(self, store: ArtifactStore, python: str) -> None:
+
+class ArtifactCollector:
+    """Packs ended attempts' artifacts into ``store``, one at a time, on a thread of its own;
+    ``remote`` packs on other machines' nodes (None: those are not packed)."""
+
+    def __init__(self, store: ArtifactStore, remote: Remote | None = None) -> None:
         self.store = store
-        self.python = python
+        self.remote = remote
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="artifacts")
 
     def submit(self, ended: Ended) -> concurrent.futures.Future[None]:
@@ -132,9 +135,8 @@ class ArtifactCollector:
 
     def collect(self, ended: Ended) -> dict[str, Any]:
         """Pack the attempt's artifacts (see the module); the manifest entry."""
-        if not ended.local:
-            return {"status": "not kept: artifacts are packed on this server's own machine "
-                              "only (not on Ray nodes yet)"}
+        if not ended.local and (self.remote is None or ended.handle is None):
+            return {"status": "not kept: this pool cannot pack on the node it ran on"}
         used = self.store.team_bytes(ended.team_id)
         if used >= self.store.team_limit:
             return {"status": f"not kept: the team's artifact store is full ({used >> 20} "
@@ -158,19 +160,16 @@ class ArtifactCollector:
                 "size": target.stat().st_size}
 
     def _pack(self, ended: Ended, limit: int, out: Path) -> tuple[int, str]:
-        """Run the packer as the job's account into ``out``; (exit code, last stderr line)."""
-        options: dict[str, object] = {}
-        if ended.unix_user and accounts.isolating():
-            account = accounts.lookup(ended.unix_user)
-            options = {"user": account.uid, "group": account.gid, "extra_groups": []}
+        """Pack as the job's account, here or on its node, into ``out``; (exit code, last
+        stderr line of the packer)."""
+        if ended.local:
+            return pack_as(ended.unix_user, ended.base, ended.paths, limit, str(out))
+        assert self.remote is not None and ended.handle is not None
+        code, line, data = self.remote(ended.handle, ended.base, ended.paths, limit,
+                                       ended.unix_user)
+        if len(data) > limit + (16 << 20):
+            return artifact_pack.OVER_LIMIT, "the archive is larger than the limit"
         fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "wb") as sink:
-            # the file is the server's: the packer writes to its stdout, never to a path
-            done = subprocess.run(  # type: ignore[call-overload]
-                [self.python, "-I", "-c", _pack_source(), ended.base, str(limit),
-                 *ended.paths], stdout=sink, stderr=subprocess.PIPE, text=True, timeout=3600,
-                check=False, cwd="/", env={"PATH": "/usr/bin:/bin"}, **options)
-        if out.stat().st_size > limit + (16 << 20):  # its own count is the job's to fake
-            return artifact_pack.OVER_LIMIT, "the archive is larger than the limit"
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        return done.returncode, (lines[-1] if lines else "")
+            sink.write(data)
+        return code, line

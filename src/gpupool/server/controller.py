@@ -114,7 +114,8 @@ class Controller:
         self._ends.drop_env_dir = self.launcher.workspace.drop_env_dir
         self.artifacts = ArtifactCollector(
             ArtifactStore(settings.home, settings.artifact_limit_mib,
-                          settings.team_artifact_limit_mib), self.launcher.workspace.python)
+                          settings.team_artifact_limit_mib),
+            getattr(executor, "pack_artifacts", None))  # nodes of other machines (Ray)
         self._ends.ended_attempt = self._keep_artifacts
         self._ends.requeued = self.metrics.queued
         self.watch.metrics = self.metrics
@@ -202,7 +203,7 @@ class Controller:
         if not active.spec.artifacts or not active.handles:
             return
         try:
-            local = not self.membership  # a pool of other machines (Ray): not packed here
+            local = not self.membership  # a pool of other machines (Ray): packed there
             self.artifacts.submit(ended_of(self.db, self.launcher.workspace, active, local))
         except Exception:  # the job's end is recorded; its artifacts are not worth a crash
             log.exception("job %s: its artifacts could not be handed over", active.live.id)
