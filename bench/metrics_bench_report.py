@@ -66,8 +66,8 @@ def _backend(r: dict[str, Any], scrapes: int) -> list[str]:
         + ", ".join(f"{n:,} {k}" for k, n in r["samples_by_family"].items() if n)
         + f"); the `gpupool_jobs` samples count {r['live_jobs_scraped']:,} live "
         "workloads, as the database holds.",
-        f"- **GET /metrics: {_ms(http)} over {scrapes} scrapes: goal {GOAL_MS} ms "
-        f"{verdict(http)}.**",
+        f"- GET /metrics before the heap is settled (the first 5 s after start-up): "
+        f"{_ms(http)} over {scrapes} scrapes: goal {GOAL_MS} ms {verdict(http)}.",
         f"- Full garbage collections (generation 2; the process tracks "
         f"{r['gc_objects']:,} objects): {len(gcs)} during the {scrapes} scrapes"
         + (f", {statistics.median(gcs):.0f} ms each (median)" if gcs else "")

@@ -14,3 +14,14 @@ if _WORKER.startswith("gw"):
     # its tables out 200 wide, as in a run without workers (cli/client_opts.py)
     os.environ.pop("COLUMNS", None)
     os.environ.pop("LINES", None)
+
+# The client's caches (e.g. gpupool run --code's digests) go to a folder of this run's own,
+# never to the user's ~/.cache.
+if "GPUPOOL_TESTS_CACHE" not in os.environ:
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["GPUPOOL_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(
+        prefix="gp-cache-")
+    atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)

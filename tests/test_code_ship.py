@@ -24,6 +24,7 @@ import httpx
 import pytest
 
 from gpupool.executors.code_unpack import UnsafeArchive, check, run
+from gpupool.sdk import code_pack
 from gpupool.sdk.code_pack import CodeError, pack
 from server_harness import Server, new_user, wait_for
 from test_console import browser, expect, goto, needs_browser, page, sign_in
@@ -68,6 +69,19 @@ def test_packing_respects_gitignore_and_is_the_same_for_the_same_tree(tmp_path: 
     assert pack(root).digest == first.digest
     (root / "main.py").write_text(MAIN + "\n# changed\n")
     assert pack(root).digest != first.digest
+
+
+def test_a_client_remembers_the_digest_of_an_unchanged_tree(tmp_path: Path,
+                                                             monkeypatch: Any) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    root = tree(tmp_path / "r")
+    found = code_pack.listing(root)
+    assert code_pack.known(found) is None
+    packed = pack(found)
+    code_pack.remember(found, packed)
+    assert code_pack.known(code_pack.listing(root)) == (packed.digest, 4, len(packed.data))
+    (root / "main.py").write_text(MAIN + "# edited\n")
+    assert code_pack.known(code_pack.listing(root)) is None  # changed: packed again
 
 
 def test_in_a_git_work_tree_git_decides(tmp_path: Path) -> None:

@@ -131,15 +131,24 @@ class Client(_Blocking):
     def upload_code(self, folder: str | Path, limit_mib: int = 100) -> CodeUpload:
         """Pack ``folder`` (gpupool.sdk.code_pack: what git would track, .gitignore
         respected) and upload it unless your team has that very archive already; give the
-        answer's ``digest`` as a job's ``code``. CodeError when the folder cannot be packed
-        or is over ``limit_mib``; ApiError when the server refuses it."""
-        from gpupool.sdk.code_pack import CodeUpload, pack
+        answer's ``digest`` as a job's ``code``. A tree unchanged since this user's client
+        packed it (names, sizes, times) is not even packed again when the server has it.
+        CodeError when the folder cannot be packed or is over ``limit_mib``; ApiError when
+        the server refuses it."""
+        from gpupool.sdk import code_pack
+        from gpupool.sdk.code_pack import CodeUpload
 
-        packed = pack(folder, limit_mib)
-        path = f"{wire.API}/code/{packed.digest}"
+        found = code_pack.listing(folder, limit_mib)
         try:
+            before = code_pack.known(found)  # the same tree as a pack before: no packing
+            if before is not None and self._http.head(
+                    f"{wire.API}/code/{before[0]}").status_code == 200:
+                return CodeUpload(before[0], before[1], before[2], False)
+            packed = code_pack.pack(found, limit_mib)
+            path = f"{wire.API}/code/{packed.digest}"
             seen = self._http.head(path)
             if seen.status_code == 200:
+                code_pack.remember(found, packed)
                 return CodeUpload(packed.digest, packed.files, len(packed.data), False)
             if seen.status_code != 404:
                 raise ApiError(seen.status_code, wire.error_message(seen))
@@ -150,6 +159,7 @@ class Client(_Blocking):
             raise self._unreachable(exc) from None
         if sent.status_code not in (200, 201):
             raise ApiError(sent.status_code, wire.error_message(sent))
+        code_pack.remember(found, packed)
         return CodeUpload(packed.digest, packed.files, len(packed.data),
                           sent.status_code == 201)
 

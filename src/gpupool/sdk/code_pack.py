@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import json
 import os
 import shutil
 import stat
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
 
 DEFAULT_LIMIT_MIB = 100
 FIXED_MTIME = 1_000_000_000  # 2001-09-09: a fixed time, late enough for every tool
+FORMAT = 1
+"""Bumped when the archive's layout changes: remembered digests of older layouts stop matching."""
 
 
 class CodeError(ValueError):
@@ -44,35 +47,59 @@ class Packed:
     files: int
 
 
-def pack(folder: str | Path, limit_mib: int = DEFAULT_LIMIT_MIB) -> Packed:
-    """Pack ``folder`` (see the module). CodeError naming the folder when it is not a
-    directory, or when the files (before compression) or the archive exceed ``limit_mib``
-    (the message names the largest files)."""
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What :func:`pack` would pack: the folder, its kept names, and a ``fingerprint`` of
+    their names, sizes, times and modes (equal fingerprints: the same archive, so a client
+    may reuse a digest it made before without packing again)."""
+
+    root: Path
+    names: tuple[str, ...]
+    fingerprint: str
+
+
+def listing(folder: str | Path, limit_mib: int = DEFAULT_LIMIT_MIB) -> Listing:
+    """List ``folder`` (see the module). CodeError naming the folder when it is not a
+    directory, or when its files exceed ``limit_mib`` (the message names the largest)."""
     root = Path(folder).expanduser().resolve()
     if not root.is_dir():
         raise CodeError(f"--code {folder}: not a directory")
     names = sorted(set(_kept(root)))
-    limit = limit_mib * 1024 * 1024
-    sizes = {n: (root / n).lstat().st_size for n in names}
-    total = sum(sizes[n] for n in names if not (root / n).is_symlink())
-    if total > limit:
-        biggest = sorted(names, key=lambda n: -sizes[n])[:3]
-        listed = ", ".join(f"{n} ({sizes[n] / 2**20:.1f} MiB)" for n in biggest)
+    stats = {n: (root / n).lstat() for n in names}
+    total = sum(st.st_size for st in stats.values() if not stat.S_ISLNK(st.st_mode))
+    if total > limit_mib << 20:
+        biggest = sorted(names, key=lambda n: -stats[n].st_size)[:3]
+        listed = ", ".join(f"{n} ({stats[n].st_size / 2**20:.1f} MiB)" for n in biggest)
         raise CodeError(f"--code {folder}: {total / 2**20:.1f} MiB of files is over the "
                         f"{limit_mib} MiB limit (largest: {listed}); list what the job does "
                         "not need in .gitignore, or raise the limit")
+    seen = [[n, stats[n].st_size, stats[n].st_mtime_ns, stats[n].st_mode] for n in names]
+    digest = hashlib.sha256(json.dumps([FORMAT, seen]).encode()).hexdigest()
+    return Listing(root, tuple(names), digest)
+
+
+def pack(folder: str | Path | Listing, limit_mib: int = DEFAULT_LIMIT_MIB) -> Packed:
+    """Pack ``folder`` (see the module; a :class:`Listing` made before is used as is).
+    CodeError as :func:`listing`, or when the archive itself exceeds ``limit_mib``."""
+    found = folder if isinstance(folder, Listing) else listing(folder, limit_mib)
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name in names:
-            tar.addfile(*_member(root, name))
-    data = gzip.compress(raw.getvalue(), compresslevel=6, mtime=0)
-    if len(data) > limit:
-        raise CodeError(f"--code {folder}: the archive is {len(data) / 2**20:.1f} MiB, over "
-                        f"the {limit_mib} MiB limit")
-    return Packed(data, "sha256:" + hashlib.sha256(data).hexdigest(), len(names))
+        for name in found.names:
+            info, path = _member(found.root, name)
+            if path is None:
+                tar.addfile(info)
+                continue
+            with path.open("rb") as f:
+                tar.addfile(info, f)
+    data = gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
+    if len(data) > limit_mib << 20:
+        raise CodeError(f"--code {found.root}: the archive is {len(data) / 2**20:.1f} MiB, "
+                        f"over the {limit_mib} MiB limit")
+    return Packed(data, "sha256:" + hashlib.sha256(data).hexdigest(), len(found.names))
 
 
-def _member(root: Path, name: str) -> tuple[tarfile.TarInfo, io.BufferedReader | None]:
+def _member(root: Path, name: str) -> tuple[tarfile.TarInfo, Path | None]:
+    """The member's header, and its file to read (None: a link)."""
     path = root / name
     info = tarfile.TarInfo(name)
     info.mtime = FIXED_MTIME
@@ -82,7 +109,44 @@ def _member(root: Path, name: str) -> tuple[tarfile.TarInfo, io.BufferedReader |
         return info, None
     info.size = st.st_size
     info.mode = 0o755 if st.st_mode & 0o111 else 0o644
-    return info, path.open("rb")
+    return info, path
+
+
+def cache_file() -> Path:
+    """Where this user's client remembers digests by fingerprint ($XDG_CACHE_HOME, else
+    ~/.cache, /gpupool/code.json)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "gpupool" / "code.json"
+
+
+def known(found: Listing) -> tuple[str, int, int] | None:
+    """(digest, files, bytes) packed before for the same fingerprint, if remembered."""
+    try:
+        entry = json.loads(cache_file().read_text()).get(found.fingerprint)
+    except (OSError, ValueError, AttributeError):
+        return None
+    if isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str):
+        return str(entry[0]), int(entry[1]), int(entry[2])
+    return None
+
+
+def remember(found: Listing, packed: Packed) -> None:
+    """Remember the digest of ``found`` (the newest 200 trees; a cache that cannot be
+    written is no error)."""
+    path = cache_file()
+    try:
+        entries = json.loads(path.read_text()) if path.is_file() else {}
+        if not isinstance(entries, dict):
+            entries = {}
+        entries.pop(found.fingerprint, None)
+        entries[found.fingerprint] = [packed.digest, packed.files, len(packed.data)]
+        kept = dict(list(entries.items())[-200:])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(kept))
+        os.replace(tmp, path)
+    except (OSError, ValueError):
+        pass
 
 
 def _kept(root: Path) -> Iterator[str]:
