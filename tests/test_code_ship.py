@@ -208,6 +208,24 @@ def test_run_with_code_runs_in_its_own_copy_and_sends_a_tree_once(
         assert wait_for(lambda: admin.get(f"/jobs/{job}").json()["phase"] == "succeeded")
 
 
+def test_a_job_file_may_name_its_code_folder(server: Server, tmp_path: Path) -> None:
+    tree(tmp_path / "p" / "project")
+    spec = tmp_path / "p" / "job.yaml"
+    spec.write_text("command: [python3, main.py]\ncode: project\nartifacts: [out.txt]\n")
+    done = cli(server, server.token, "submit", str(spec), "--wait", "--json")
+    assert done.returncode == 0, done.stderr
+    view = json.loads(done.stdout)
+    assert str(view["spec"]["code"]).startswith("sha256:") and view["spec"]["workdir"] is None
+    with server.client() as admin:
+        log = admin.get(f"/jobs/{view['id']}/logs").json()["data"]
+    assert "DATA hello from the client" in log
+    missing = cli(server, server.token, "submit", str(spec.with_name("nope.yaml")))
+    assert missing.returncode == 2
+    spec.write_text("command: [python3, main.py]\ncode: not-there\n")
+    bad = cli(server, server.token, "submit", str(spec))
+    assert bad.returncode == 2 and "not-there: not a directory" in bad.stderr
+
+
 TRAIN = """
 import os, pathlib
 pathlib.Path("model").mkdir()

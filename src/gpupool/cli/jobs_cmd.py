@@ -233,14 +233,20 @@ def submit(
 
     Unknown fields are rejected. A relative workdir is relative to the file; none: the cwd
     (a notebook: its own directory, which the server makes).
+
+    code: DIR (relative to the file) ships DIR with the job, as gpupool run --code does; the
+    job then runs in its copy unless workdir is given. artifacts: [model/, ...] keeps those
+    paths when it ends (gpupool artifacts JOB).
     """
-    spec = load_spec(file)
-    _submit(spec, wait, json_out, url, token, idempotency_key)
+    spec, code = load_spec(file)
+    _submit(spec, wait, json_out, url, token, idempotency_key, code=code)
 
 
-def load_spec(file: Path) -> JobSpec:
-    """The JobSpec in a YAML file; exit 2 with one line naming the file, and the line or the
-    field, when it cannot be read, parsed or validated."""
+def load_spec(file: Path) -> tuple[JobSpec, Path | None]:
+    """The JobSpec in a YAML file, and the folder to ship when its ``code`` names one (a
+    path, relative to the file; ``sha256:…`` is an uploaded archive's digest, kept as is);
+    exit 2 with one line naming the file, and the line or the field, when it cannot be
+    read, parsed or validated."""
     try:
         text = file.read_text()
     except OSError as exc:
@@ -276,14 +282,18 @@ def load_spec(file: Path) -> JobSpec:
             k: str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
             for k, v in env.items()
         }
+    code: Path | None = None
+    if isinstance(data.get("code"), str) and not data["code"].startswith("sha256:"):
+        code = file.parent / os.path.expanduser(data.pop("code"))
     workdir = data.get("workdir")
     if workdir is None:
-        if data.get("kind") != "notebook":  # a notebook's is its own, made by the server
+        # a notebook's is its own, made by the server; with code, the job's copy of it
+        if data.get("kind") != "notebook" and code is None:
             data["workdir"] = os.getcwd()
     elif isinstance(workdir, str):
         data["workdir"] = os.path.abspath(os.path.join(file.parent, os.path.expanduser(workdir)))
     try:
-        return JobSpec.model_validate(data)
+        return JobSpec.model_validate(data), code
     except ValidationError as exc:
         line = validation_line(exc, str(file))
         for field, short in spelled.items():
