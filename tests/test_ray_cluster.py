@@ -546,3 +546,61 @@ def test_a_notebook_on_a_ray_node_is_reached_through_the_gateway(server: Server)
         assert run_code(base, server.token, "1+1") == "2"
         assert c.post(f"/jobs/{nb}/cancel").status_code == 200
         assert final(c, nb)["phase"] == "cancelled"
+
+
+WRITE_MODEL = """
+import os, pathlib
+out = pathlib.Path(os.environ["GPUPOOL_OUTPUTS"])
+(out / "files" / "model").write_text("weights from " + os.environ["GPUPOOL_NODE_NAME"])
+(out / "loss").write_text("0.25")
+print("wrote", out, flush=True)
+"""
+
+READ_MODEL = """
+import os, pathlib, sys
+print("read", os.environ["GPUPOOL_NODE_NAME"], pathlib.Path(sys.argv[1]).read_text(),
+      os.path.exists(sys.argv[2]), flush=True)
+"""
+
+
+def test_a_pipeline_step_file_reaches_a_later_step_on_another_node(
+    server: Server, cluster: LoopbackCluster
+) -> None:
+    """Job steps on Ray nodes share no path with the server or with each other (each agent
+    has its own runs dir; the sandbox hides the server's): step a's file output comes back
+    from its node, and step b, placed on another node (another GPU model), gets it shipped
+    with its inputs."""
+    with server.client() as c:
+        if not any(g["model"] == "T4" for n in c.get("/nodes").json() for g in n["gpus"]):
+            cluster.add_node("n5", "1xT4-16GB", "rack=r2")
+            wait_for(lambda: any(g["model"] == "T4" for n in c.get("/nodes").json()
+                                 for g in n["gpus"]), timeout=90)
+        work = str(server.work_dir)
+        definition = {"name": "across-nodes", "steps": [
+            {"name": "a", "kind": "job", "command": [PY, "-c", WRITE_MODEL],
+             "resources": {"gpus": 1, "gpu_model": "A100"}, "outputs": ["loss"],
+             "files": ["model"]},
+            {"name": "b", "kind": "job", "depends_on": ["a"],
+             "command": [PY, "-c", READ_MODEL, "${{ steps.a.files.model }}", work],
+             "resources": {"gpus": 1, "gpu_model": "T4"}}]}
+        made = c.post("/pipeline-runs", json={"definition": definition})
+        assert made.status_code == 201, made.text
+        run = str(made.json()["id"])
+        view = wait_for(lambda: (v := c.get(f"/pipeline-runs/{run}").json())["state"] in
+                        ("succeeded", "failed", "cancelled") and v, timeout=180)
+        steps = {s["name"]: s for s in view["steps"]}
+        assert view["state"] == "succeeded", steps
+        assert steps["a"]["outputs"] == {"loss": "0.25"}
+        node_a = c.get(f"/jobs/{steps['a']['job_id']}").json()["placement"]["node"]
+        job_b = c.get(f"/jobs/{steps['b']['job_id']}").json()
+        line = next(x for x in log_text(c, str(job_b["id"])).splitlines()
+                    if x.startswith("read "))
+    # b's input travelled as its code (the command names the shipped copy, not the server's)
+    assert str(job_b["spec"]["code"]).startswith("sha256:")
+    assert job_b["spec"]["command"][3] == "inputs/a/model"
+    assert job_b["spec"]["artifacts"] == ["outputs/"]
+    words = line.split(" ")  # read NODE CONTENT... VISIBLE
+    node_b, content, server_visible = words[1], " ".join(words[2:-1]), words[-1]
+    assert node_b == job_b["placement"]["node"] and node_b != node_a
+    assert content == f"weights from {node_a}"
+    assert server_visible == "False"  # the server's work dir is not on the node's side

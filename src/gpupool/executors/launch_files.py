@@ -5,6 +5,7 @@ who runs it, its own directory (``$GPUPOOL_JOB_DIR``), and ``launch.json`` for t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -141,3 +142,22 @@ def unpack_code(archive: str, job_dir: str, account: Account) -> str:
     if result.returncode != 0:
         raise OSError(" ".join(result.stderr.split())[:300] or f"exit {result.returncode}")
     return dest
+
+
+RELATIVE_TO_WORKDIR = ("GPUPOOL_OUTPUTS",)
+"""Variables that may hold a path relative to the working directory (a pipeline step shipped
+to another machine's node: its outputs folder is in its unpacked code); the executor makes
+them absolute, as the node sees them."""
+
+
+def resolve_relative_env(spec: LaunchSpec) -> LaunchSpec:
+    """``spec`` with the relative paths of :data:`RELATIVE_TO_WORKDIR` made absolute against
+    its working directory (unchanged without one)."""
+    if not spec.workdir:
+        return spec
+    env = dict(spec.env)
+    for key in RELATIVE_TO_WORKDIR:
+        value = env.get(key)
+        if value and not os.path.isabs(value):
+            env[key] = os.path.join(spec.workdir, value)
+    return dataclasses.replace(spec, env=env)

@@ -61,6 +61,7 @@ from gpupool.executors.launch_files import (
     account_for,
     make_job_dir,
     make_passable,
+    resolve_relative_env,
     unpack_code,
     write_launch_file,
 )
@@ -163,7 +164,8 @@ class LocalExecutor:
             job_dir = make_job_dir(spec, account)
             if spec.code_archive:
                 code = unpack_code(spec.code_archive, job_dir, account)
-                spec = dataclasses.replace(spec, workdir=spec.workdir or code)
+                spec = resolve_relative_env(
+                    dataclasses.replace(spec, workdir=spec.workdir or code))
             if spec.image:
                 command = image_launch(self.images, spec, account, run_dir, job_dir,
                                        self.job_path, self.sandbox, self.log_cap)

@@ -31,6 +31,7 @@ from gpupool.server.api.usage_routes import router as usage_router
 from gpupool.server.isolation import shell_executor
 from gpupool.server.pipelines.engine import PipelineEngine
 from gpupool.server.pipelines.http_guard import HttpGuard
+from gpupool.server.pipelines.step_remote import RemoteFiles
 from gpupool.server.services.errors import ServiceError
 from gpupool.server.services.simulation import SimulationRunner
 from gpupool.web import static_dir
@@ -75,7 +76,8 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
                                ctx.controller.wake, ctx.settings.tick_seconds,
                                http_guard=HttpGuard.from_settings(ctx.settings),
                                shell_executor=shell_executor(ctx.settings, ctx.controller),
-                               workspace=ctx.controller.launcher.workspace)
+                               workspace=ctx.controller.launcher.workspace,
+                               remote_files=remote_files(ctx))
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -138,3 +140,12 @@ def create_app(ctx: AppContext, run_loop: bool = True) -> FastAPI:
     app.mount("/", _ApiAwareConsole(StaticFiles(directory=static_dir(), html=True), api_routes),
               name="console")
     return app
+
+
+def remote_files(ctx: AppContext) -> RemoteFiles | None:
+    """How pipeline job steps' files travel, on a pool of other machines' nodes (Ray)."""
+    if not ctx.settings.ray:
+        return None
+    workspace = ctx.controller.launcher.workspace
+    return RemoteFiles(ctx.db, ctx.settings.home, workspace.pipelines / "files",
+                       ctx.controller.artifacts.store)

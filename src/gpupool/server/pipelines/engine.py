@@ -34,6 +34,7 @@ from gpupool.server.pipelines.secrets import SecretStore
 from gpupool.server.pipelines.step_http import HttpSteps
 from gpupool.server.pipelines.step_job import JobSteps
 from gpupool.server.pipelines.step_nested import NestedSteps
+from gpupool.server.pipelines.step_remote import RemoteFiles
 from gpupool.server.pipelines.step_shell import ShellSteps
 from gpupool.server.pipelines.steps import StepExecutor
 from gpupool.server.workspace import Workspace
@@ -59,16 +60,19 @@ class PipelineEngine:
                  wake_jobs: Callable[[], None], tick_seconds: float = 0.5,
                  http_guard: HttpGuard | None = None,
                  shell_executor: LocalExecutor | None = None,
-                 workspace: Workspace | None = None) -> None:
+                 workspace: Workspace | None = None,
+                 remote_files: RemoteFiles | None = None) -> None:
         """``shell_executor`` runs shell steps (the server's, isolating them like jobs);
-        ``workspace``: where steps' own directories live (default: under ``home``)."""
+        ``workspace``: where steps' own directories live (default: under ``home``);
+        ``remote_files``: job steps run on other machines' nodes (Ray), their files travel
+        with them."""
         self.db = db
         self.tick_seconds = tick_seconds
         self.store = SecretStore(db, home)
         self.max_runs = int(os.environ.get(MAX_RUNS_ENV, "8") or 8)
         executors: dict[str, StepExecutor] = {
             "shell": ShellSteps(shell_executor or LocalExecutor()),
-            "job": JobSteps(db, models, wake_jobs),
+            "job": JobSteps(db, models, wake_jobs, remote_files),
             "http": HttpSteps(self.secret_values, http_guard),
             "pipeline": NestedSteps(db, self.missing_secrets),
         }

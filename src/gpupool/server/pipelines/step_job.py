@@ -22,10 +22,13 @@ import contextlib
 import secrets
 from collections.abc import Callable, Sequence
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from gpupool.schemas.jobs import JobSpec, Phase
 from gpupool.server.db.database import Database
+from gpupool.server.db.tables import Job
+from gpupool.server.pipelines.step_remote import OUTPUTS, RemoteFiles
 from gpupool.server.pipelines.steps import (
     RUNNING,
     Attempt,
@@ -53,22 +56,27 @@ def job_origin(attempt: Attempt) -> str:
 
 class JobSteps:
     def __init__(
-        self, db: Database, models: Callable[[], Sequence[str]], wake: Callable[[], None]
+        self, db: Database, models: Callable[[], Sequence[str]], wake: Callable[[], None],
+        remote: RemoteFiles | None = None,
     ) -> None:
+        """``remote``: the pool's nodes are other machines (Ray): steps' files travel with
+        them (pipelines/step_remote.py)."""
         self.db = db
         self.models = models
         self.wake = wake
+        self.remote = remote
 
     def create(self, attempt: Attempt) -> Handle:
+        code = self.remote.ship(attempt) if self.remote is not None else None
         argv = prepare_command(attempt)
         res = attempt.step.resources
         spec = JobSpec(
             command=argv, name=job_name(attempt), gpus=res.gpus, gpu_memory=res.gpu_memory,
             gpu_model=res.gpu_model, cpu=res.cpu, memory=res.memory, queue=res.queue,
             priority=attempt.priority, env=attempt.env,
-            workdir=attempt.workdir or str(attempt.own_dir), image=attempt.step.image,
-            code=None, artifacts=[], restart="never", max_retries=0,
-            grace_period_s=10,
+            workdir=None if code else attempt.workdir or str(attempt.own_dir),
+            image=attempt.step.image, code=code, artifacts=[OUTPUTS + "/"] if code else [],
+            restart="never", max_retries=0, grace_period_s=10,
         )
         return {"spec": spec.model_dump(mode="json"), "origin": job_origin(attempt)}
 
@@ -103,6 +111,12 @@ class JobSteps:
         if not view.phase.final:
             return RUNNING
         if view.phase == Phase.SUCCEEDED:
+            if self.remote is not None and view.spec.code is not None:
+                with self.db.read() as s:
+                    team = s.scalar(select(Job.team_id).where(Job.id == int(view.id)))
+                waiting = self.remote.fetch_outputs(attempt, int(view.id), int(team or 0))
+                if waiting is not None:
+                    return waiting
             return Status("succeeded", message=f"job {view.id} succeeded")
         if view.phase == Phase.CANCELLED:
             return Status("failed", "error", f"job {view.id} was cancelled ({view.reason})")

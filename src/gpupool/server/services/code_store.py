@@ -112,6 +112,23 @@ def _keep(db: Database, home: Path, caller: Principal, digest: str, tmp: Path,
     return True
 
 
+def keep(db: Database, home: Path, team_id: int, user_id: int, data: bytes) -> str:
+    """Store an archive the server made itself (a pipeline step's inputs) for ``team_id``;
+    its digest."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    store = folder(home)
+    store.mkdir(mode=0o700, exist_ok=True)
+    tmp = store / f".{uuid.uuid4().hex}.upload"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    try:
+        _keep(db, home, Principal(user_id, "", team_id, "", False), digest, tmp, len(data))
+    finally:
+        tmp.unlink(missing_ok=True)
+    return digest
+
+
 def not_found(digest: str) -> NotFound:
     return NotFound(f"code {digest}: your team has not uploaded it")
 
