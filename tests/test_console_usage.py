@@ -114,6 +114,9 @@ def test_usage_page_shows_the_apis_report_chart_quotas_and_gpus(
     expect(cells).to_have_count(4)
     assert {c.get_attribute("data-share") for c in cells.all()} == {"0"}
     expect(page.get_by_test_id("gpu-grid-note")).to_contain_text("not utilisation")
+    # fake GPUs: no NVML, so the heat map and the idle holders say it is not measured
+    expect(page.get_by_test_id("heat-note")).to_contain_text("Not measured")
+    expect(page.get_by_test_id("usage-heat")).to_be_visible()
     shot(page, "usage-01-by-team")
 
     # Group by user: the rows (and the chart's segments) become the users.

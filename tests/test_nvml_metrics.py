@@ -165,6 +165,12 @@ def test_gpu_series_follow_what_nvml_says(pool: Pool) -> None:
     pool.state.write()
     wait_for(lambda: pool.value("gpupool_gpu_utilization_ratio", node=node, gpu="1") == 0.81)
     assert pool.value("gpupool_gpu_memory_used_bytes", node=node, gpu="1") == 512 * MIB
+    # the heat map's rows: this 5-minute bucket's mean utilisation, between what was and is
+    heat = pool.api.get("/usage/gpus").json()
+    assert heat["measured"] and heat["bucket_s"] == 300 and len(heat["buckets"]) == 72
+    rows = {(r["node"], r["gpu"]): r["utilization"] for r in heat["gpus"]}
+    assert rows[(node, 0)][-1] == pytest.approx(0.37)
+    assert 0 < rows[(node, 1)][-1] <= 0.81 and rows[(node, 1)][0] is None
 
 
 def host_pid(marker: str) -> int | None:
@@ -265,6 +271,18 @@ def test_a_jobs_processes_are_its_figures_and_its_idle_flag(pool: Pool) -> None:
                                if line.lstrip().startswith(job + " "))
     described = pool.cli("describe", job)
     assert "GPU idle" in described and "under 5 % utilisation since" in described
+    # the Usage page's sources: the idle holder for its team and admins, not for others
+    heat = admin.get("/usage/gpus").json()
+    assert heat["measured"] and {"job": job, "team": "vision"} in heat["idle"]
+    with httpx.Client(base_url=f"{pool.server.url}/api/v1", timeout=30, trust_env=False,
+                      headers={"Authorization": f"Bearer {token}"}) as ines:
+        assert {"job": job, "team": "vision"} in ines.get("/usage/gpus").json()["idle"]
+    assert admin.post("/teams", json={"name": "audio", "quota_gpus": 0}).status_code == 201
+    assert admin.post("/users", json={"name": "omar", "team": "audio"}).status_code == 201
+    other = admin.post("/tokens", json={"user": "omar"}).json()["token"]
+    with httpx.Client(base_url=f"{pool.server.url}/api/v1", timeout=30, trust_env=False,
+                      headers={"Authorization": f"Bearer {other}"}) as omar:
+        assert omar.get("/usage/gpus").json()["idle"] == []
     assert "peak 1.21GiB on one GPU of its" in described  # 1234 MiB against its limit
     assert view["gpu_memory_limit_mib"] is not None
     console_shows(pool, job, ["Idle GPUs:", "Peak memory (one GPU)", "1.2 GiB of its",

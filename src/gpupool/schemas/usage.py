@@ -3,6 +3,7 @@ window (``GET /api/v1/usage``, ``gpupool usage``)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import BaseModel, Field
@@ -40,3 +41,27 @@ class UsageSeries(BaseModel):
     step_s: float
     buckets: int
     values: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class GpuHeatRow(BaseModel):
+    node: str
+    gpu: int
+    utilization: list[float | None] = Field(
+        description="Mean utilisation (0 to 1) of each bucket, oldest first; null: no sample.")
+
+
+class IdleHolder(BaseModel):
+    job: str
+    team: str
+
+
+class GpuHeat(BaseModel):
+    """GPU utilisation over the last hours as NVML measured it (the console's heat map), and
+    the running jobs whose GPUs are idle now (under 5 % for the server's idle window)."""
+
+    measured: bool = Field(description="False: this pool has no NVML (e.g. fake GPUs).")
+    bucket_s: float
+    buckets: list[datetime] = Field(description="Each bucket's start, oldest first.")
+    gpus: list[GpuHeatRow] = Field(default_factory=list)
+    idle: list[IdleHolder] = Field(default_factory=list,
+                                   description="Your team's (an admin: every team's).")

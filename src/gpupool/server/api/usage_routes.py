@@ -10,10 +10,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from gpupool.schemas.usage import UsageBy, UsageRow, UsageSeries
+from gpupool.schemas.usage import GpuHeat, GpuHeatRow, IdleHolder, UsageBy, UsageRow, UsageSeries
 from gpupool.server.api.deps import Caller, Ctx
 from gpupool.server.api.hostile import SafeRoute
 from gpupool.server.api.responses import API_ERRORS, errors
+from gpupool.server.metrics.gpu_board import BUCKET_S
 from gpupool.server.services import usage_report
 from gpupool.server.services.errors import Invalid
 
@@ -76,3 +77,20 @@ def get_usage_series(
     now = time.time()
     start, end = _window(since, until, 86400.0, now)
     return usage_report.usage_series(ctx.db, caller, by, start, end, step_s, now)
+
+
+@router.get("/usage/gpus", response_model=GpuHeat)
+def gpu_heat(ctx: Ctx, caller: Caller) -> GpuHeat:
+    """Per GPU, the mean utilisation (NVML) of each 5-minute bucket of the last 6 hours, and
+    the running jobs whose GPUs are idle now (your team's; an admin sees every team's).
+    ``measured`` is false on a pool without NVML."""
+    board = ctx.gpu
+    if board is None:
+        return GpuHeat(measured=False, bucket_s=BUCKET_S, buckets=[])
+    starts, rows = board.history(time.time())
+    idle = [IdleHolder(job=j.job, team=j.team) for j in board.board.jobs
+            if j.idle and (caller.admin or j.team == caller.team)]
+    return GpuHeat(measured=True, bucket_s=BUCKET_S,
+                   buckets=[datetime.fromtimestamp(t, UTC) for t in starts],
+                   gpus=[GpuHeatRow(node=n, gpu=g, utilization=u) for n, g, u in rows],
+                   idle=idle)

@@ -9,6 +9,8 @@ no board: its families are exported empty.
 
 from __future__ import annotations
 
+import threading
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -36,14 +38,48 @@ class Board:
     at: float = 0.0
 
 
+BUCKET_S = 300.0
+HISTORY_BUCKETS = 72
+"""Per GPU, the mean utilisation of each 5-minute bucket of the last 6 hours (the console's
+heat map): 72 numbers per GPU whatever the sample interval."""
+
+
 @dataclass
 class GpuBoard:
-    """The latest :class:`Board` (empty until the first sample)."""
+    """The latest :class:`Board` (empty until the first sample), and per GPU the mean
+    utilisation of the last :data:`HISTORY_BUCKETS` buckets of :data:`BUCKET_S` seconds."""
 
     board: Board = field(default_factory=Board)
+    _history: dict[tuple[str, int], deque[list[float]]] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def publish(self, board: Board) -> None:
+        bucket = board.at - board.at % BUCKET_S
+        with self._lock:
+            for node, gpu, ratio, _used in board.gpus:
+                rows = self._history.setdefault((node, gpu), deque(maxlen=HISTORY_BUCKETS))
+                if rows and rows[-1][0] == bucket:
+                    rows[-1][1] += ratio
+                    rows[-1][2] += 1
+                else:
+                    rows.append([bucket, ratio, 1.0])
         self.board = board
+
+    def history(self, now: float) -> tuple[list[float], list[tuple[str, int, list[float | None]]]]:
+        """(bucket starts, oldest first, up to now; per GPU (node, gpu, mean utilisation of
+        each bucket or None where it has no sample)) for the last 6 hours."""
+        last = now - now % BUCKET_S
+        starts = [last - BUCKET_S * i for i in range(HISTORY_BUCKETS - 1, -1, -1)]
+        index = {start: i for i, start in enumerate(starts)}
+        rows: list[tuple[str, int, list[float | None]]] = []
+        with self._lock:
+            for (node, gpu), buckets in sorted(self._history.items()):
+                means: list[float | None] = [None] * len(starts)
+                for start, total, count in buckets:
+                    if start in index and count:
+                        means[index[start]] = total / count
+                rows.append((node, gpu, means))
+        return starts, rows
 
 
 def families(source: GpuBoard | None) -> Iterator[Metric]:

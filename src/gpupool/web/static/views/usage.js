@@ -1,7 +1,8 @@
 // Usage: allocated GPU-hours over a window (last 24 h, 7 days, 30 days) by team, user or
 // queue (GET /usage), the same over time as a stacked bar chart (GET /usage/series), each
-// queue's allocation against its quota now (GET /queues) and each GPU's allocated share now
-// (GET /nodes). Users see their own team's usage, admins everyone's.
+// queue's allocation against its quota now (GET /queues), each GPU's allocated share now
+// (GET /nodes), each GPU's utilisation over the last 6 hours and the idle holders now
+// (GET /usage/gpus, from NVML). Users see their own team's usage, admins everyone's.
 
 import { api, query } from "../api.js";
 import { changeTracker, emptyRow, fill, gpus, h, td, when } from "../dom.js";
@@ -38,14 +39,30 @@ function picker(id, options, chosen) {
 
 function reportRows(rows, label) {
   const total = rows.reduce((sum, r) => sum + r.gpu_seconds, 0);
-  const [c0, c1, c2, c3] = [label, "GPU-hours", "Jobs", "Share"];
-  if (!rows.length) return [emptyRow(4, "No GPU usage in this window.")];
+  const [c0, c1, c2, c3, c4] = [label, "GPU-hours", "Used", "Jobs", "Share"];
+  if (!rows.length) return [emptyRow(5, "No GPU usage in this window.")];
   return rows.map((r) => h("tr", { "data-testid": "usage-row", "data-key": r.key, "data-gpu-seconds": r.gpu_seconds,
     "data-jobs": r.jobs },
   td(c0, { class: "name" }, r.key),
   td(c1, { class: "num", "data-testid": "usage-hours", title: `${r.gpu_seconds} GPU-seconds` }, hours(r.gpu_seconds)),
-  td(c2, { class: "num" }, String(r.jobs)),
-  td(c3, { class: "num" }, total > 0 ? `${((100 * r.gpu_seconds) / total).toFixed(1)}%` : "—")));
+  td(c2, { class: "num", "data-testid": "usage-used",
+    title: r.gpu_seconds_used === null ? "not measured (no NVML utilisation)" : `${r.gpu_seconds_used} GPU-seconds used` },
+  r.gpu_seconds_used === null ? "—" : hours(r.gpu_seconds_used)),
+  td(c3, { class: "num" }, String(r.jobs)),
+  td(c4, { class: "num" }, total > 0 ? `${((100 * r.gpu_seconds) / total).toFixed(1)}%` : "—")));
+}
+
+// One row of 5-minute cells per GPU, the last 6 hours, darker as the GPU computed more
+// (GET /usage/gpus, from NVML).
+function heatRows(heat) {
+  const first = heat.buckets.length ? when(heat.buckets[0]) : "";
+  return heat.gpus.map((g) => h("div", { class: "heat-row", "data-testid": "heat-row", "data-node": g.node, "data-gpu": g.gpu },
+    h("span", { class: "heat-label" }, `${g.node} · GPU ${g.gpu}`),
+    h("div", { class: "heat-cells", role: "img",
+      "aria-label": `${g.node} GPU ${g.gpu}: utilisation per 5 minutes since ${first}` },
+    g.utilization.map((u, i) => h("span", { class: u === null ? "heat-cell none" : "heat-cell",
+      title: `${when(heat.buckets[i])}: ${u === null ? "no sample" : `${Math.round(100 * u)} %`}`,
+      style: u === null ? {} : { background: `hsl(24 85% ${Math.round(96 - 56 * u)}%)` } })))));
 }
 
 function legend(keys, series, what) {
@@ -85,12 +102,14 @@ export function mount(root, ctx) {
   const reportTitle = h("h2", { id: "usage-report-title" });
   const span = h("p", { class: "hint", "data-testid": "usage-span" });
   const keyHead = h("th", { scope: "col" }, BY[by]);
-  const body = h("tbody", {}, emptyRow(4, "Loading…"));
+  const body = h("tbody", {}, emptyRow(5, "Loading…"));
   const chartTitle = h("h2", { id: "usage-chart-title" });
   const chart = h("div", { class: "usage-chart-wrap" });
   const chartLegend = h("div", { class: "legend", "data-testid": "usage-legend" });
   const quotaBody = h("tbody", {}, emptyRow(QUOTA_COLUMNS.length, "Loading…"));
   const grid = h("div", { class: "gpu-grids", "data-testid": "gpu-grid" }, h("p", { class: "muted" }, "Loading…"));
+  const heat = h("div", { class: "heat" }, h("p", { class: "muted" }, "Loading…"));
+  const idleList = h("div", {}, h("p", { class: "muted" }, "Loading…"));
   const table = (testid, head, tbody) => h("div", { class: "table-wrap" }, h("table", { class: "table stack", "data-testid": testid },
     h("thead", {}, h("tr", {}, head)), tbody));
   const th = (c, num) => h("th", { scope: "col", class: num ? "num" : null }, c);
@@ -102,8 +121,9 @@ export function mount(root, ctx) {
     h("form", { class: "filters", onsubmit: (e) => e.preventDefault() },
       h("label", {}, "Window", windowPick), h("label", {}, "Group by", byPick)),
     h("section", { class: "card", "aria-labelledby": "usage-report-title" }, reportTitle, span,
-      table("usage-table", [keyHead, th("GPU-hours", true), th("Jobs", true), th("Share", true)], body),
-      h("p", { class: "hint" }, "GPU-hours actually used (utilisation) are not measured yet: these are allocated hours.")),
+      table("usage-table", [keyHead, th("GPU-hours", true), th("Used", true), th("Jobs", true), th("Share", true)], body),
+      h("p", { class: "hint" }, "Used: utilisation × GPUs × time, where NVML measures it (real GPUs); — where it "
+        + "does not (e.g. fake GPUs).")),
     h("section", { class: "card", "aria-labelledby": "usage-chart-title" }, chartTitle, chart, chartLegend),
     h("section", { class: "card", "aria-labelledby": "usage-quota-title", "data-testid": "usage-quota" },
       h("h2", { id: "usage-quota-title" }, "Allocation vs quota now"),
@@ -113,8 +133,14 @@ export function mount(root, ctx) {
     h("section", { class: "card", "aria-labelledby": "usage-gpus-title" },
       h("h2", { id: "usage-gpus-title" }, "Allocation per GPU now"),
       h("p", { class: "hint", "data-testid": "gpu-grid-note" }, "Each cell is a GPU, darker as more of it is allocated. "
-        + "Utilisation (what the GPU computes, from NVML) is not measured yet: this shows allocation, not utilisation."),
-      grid));
+        + "This is allocation, not utilisation: what the GPUs compute is in the heat map below."),
+      grid),
+    h("section", { class: "card", "aria-labelledby": "usage-heat-title", "data-testid": "usage-heat" },
+      h("h2", { id: "usage-heat-title" }, "GPU utilisation, last 6 hours"), heat),
+    h("section", { class: "card", "aria-labelledby": "usage-idle-title", "data-testid": "usage-idle" },
+      h("h2", { id: "usage-idle-title" }, "Idle GPU holders now"),
+      h("p", { class: "hint" }, "Running jobs whose GPUs have shown under 5 % utilisation for the server's idle "
+        + "window (30 minutes unless set otherwise)."), idleList));
 
   let changed = changeTracker();
   let latest = 0; // the newest refresh; an older one still in flight renders nothing
@@ -123,9 +149,9 @@ export function mount(root, ctx) {
     const mine = (latest += 1);
     const w = windowOf(choice);
     const range = { by, since: iso(w.since), until: iso(w.until) };
-    const [rows, series, queues, nodes] = await Promise.all([
+    const [rows, series, queues, nodes, gpuHeat] = await Promise.all([
       api(`usage${query(range)}`), api(`usage/series${query({ ...range, step_s: w.step })}`),
-      api("queues"), api("nodes")]);
+      api("queues"), api("nodes"), api("usage/gpus")]);
     if (mine !== latest) return;
     const what = by;
     if (changed("report", [what, choice, w.since, rows])) {
@@ -147,6 +173,7 @@ export function mount(root, ctx) {
     if (changed("queues", queues)) {
       fill(quotaBody, queues.length ? queues.map(quotaRow) : emptyRow(QUOTA_COLUMNS.length, "No queues you may see."));
     }
+    renderHeat(gpuHeat);
     const cells = nodes.map((n) => [n.name, n.gpus.map((g) => [g.index, g.model, g.allocated_milli, g.jobs.length])]);
     if (changed("nodes", cells)) {
       const many = nodes.length > 1;
@@ -158,13 +185,28 @@ export function mount(root, ctx) {
     }
   }
 
+  function renderHeat(gpuHeat) {
+    if (!changed("heat", gpuHeat)) return;
+    if (!gpuHeat.measured) {
+      const words = "Not measured: utilisation comes from NVML, which this pool does not have (e.g. fake GPUs).";
+      fill(heat, h("p", { class: "muted", "data-testid": "heat-note" }, words));
+      fill(idleList, h("p", { class: "muted" }, words));
+      return;
+    }
+    fill(heat, gpuHeat.gpus.length ? heatRows(gpuHeat) : h("p", { class: "muted", "data-testid": "heat-note" }, "No sample yet."));
+    fill(idleList, gpuHeat.idle.length
+      ? h("ul", {}, gpuHeat.idle.map((j) => h("li", { "data-testid": "idle-holder" },
+        h("a", { href: `#/jobs/${j.job}` }, `job ${j.job}`), ` · team ${j.team}`)))
+      : h("p", { class: "muted" }, "None: every running job's GPUs are busy."));
+  }
+
   function choose() {
     choice = windowPick.value;
     by = byPick.value;
     const hash = `#/usage${query({ window: choice === "24h" ? "" : choice, by: by === "team" ? "" : by })}`;
     if (location.hash !== hash) history.replaceState(null, "", hash);
     changed = changeTracker(); // render the new choice even if it equals an older one
-    fill(body, emptyRow(4, "Loading…"));
+    fill(body, emptyRow(5, "Loading…"));
     refresh().catch((err) => ctx.showBanner(err.message));
   }
   windowPick.addEventListener("change", choose);
