@@ -19,7 +19,8 @@ echo "== mkdocs (the user guide in docs/guide; strict: a broken link fails)"
 NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict  # into site/ (git-ignored); not --quiet: it hides the warnings strict counts
 echo "== pytest"
 # The console tests drive Debian's chromium, the isolation tests bubblewrap, the image tests
-# podman (with runc, and busybox-static for the image they build); install them when we may
+# podman (with runc, busybox-static for the image they build, and Debian's docker-registry
+# with apache2-utils' htpasswd for the registry-login test); install them when we may
 # (root with apt-get), and never fail the run over it: without them those tests are skipped,
 # saying why.
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -29,6 +30,8 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   command -v podman >/dev/null || missing="$missing podman"
   command -v runc >/dev/null || missing="$missing runc"
   [ -x /bin/busybox ] || missing="$missing busybox-static"
+  command -v docker-registry >/dev/null || missing="$missing docker-registry"
+  command -v htpasswd >/dev/null || missing="$missing apache2-utils"
   if [ -n "$missing" ]; then
     (apt-get update -qq && apt-get install -y -qq $missing) >/dev/null 2>&1 || echo "could not install$missing: the tests that need it will be skipped"
   fi

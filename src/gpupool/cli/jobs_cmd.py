@@ -238,11 +238,16 @@ def submit(
     job then runs in its copy unless workdir is given. artifacts: [model/, ...] keeps those
     paths when it ends (gpupool artifacts JOB).
     """
-    spec, code = load_spec(file)
+    spec, code = load_job_file(file)
     _submit(spec, wait, json_out, url, token, idempotency_key, code=code)
 
 
-def load_spec(file: Path) -> tuple[JobSpec, Path | None]:
+def load_spec(file: Path) -> JobSpec:
+    """The JobSpec in a YAML file (see :func:`load_job_file`)."""
+    return load_job_file(file)[0]
+
+
+def load_job_file(file: Path) -> tuple[JobSpec, Path | None]:
     """The JobSpec in a YAML file, and the folder to ship when its ``code`` names one (a
     path, relative to the file; ``sha256:…`` is an uploaded archive's digest, kept as is);
     exit 2 with one line naming the file, and the line or the field, when it cannot be

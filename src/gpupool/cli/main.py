@@ -62,6 +62,12 @@ def _notebook() -> dict[str, Any]:
     return build(lambda app: app.add_typer(notebook_cmd.app, name="notebook"))
 
 
+def _registry() -> dict[str, Any]:
+    from gpupool.cli import registry_cmd
+
+    return build(lambda app: app.add_typer(registry_cmd.app, name="registry"))
+
+
 def _service() -> dict[str, Any]:
     from gpupool.cli import service_cmd
 
@@ -123,6 +129,7 @@ COMMANDS = {
                           "update it when the name exists."),
     "service": Lazy(_service, "Inference services: replicas on GPU shares behind the gateway, "
                               "autoscaled."),
+    "registry": Lazy(_registry, "Registry logins for your team's container images."),
     "pipeline": Lazy(_pipeline, "Pipelines: DAGs of steps that pass values and files."),
     "admin": Lazy(_jobs, "Manage teams, users, tokens and read the audit log (needs an admin "
                          "token)."),

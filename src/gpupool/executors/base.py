@@ -50,6 +50,9 @@ class LaunchSpec:
     """A code archive (gzip'd tar) on this machine to unpack, as the command's account, into
     ``job_dir``/code before the command starts; the working directory is that copy when
     ``workdir`` is None. Empty: none."""
+    image_auth: str = ""
+    """Podman's auth file (registry logins) for pulling ``image``, on this machine; empty:
+    none."""
     image: str = ""
     """The container image to run the command in (empty: on the host, in the sandbox).
     Executors that cannot run images refuse the launch."""

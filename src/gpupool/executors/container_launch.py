@@ -17,6 +17,7 @@ from gpupool.executors.containers import (
     CONF_ENV,
     CONMON_PID_FILE,
     CONTAINER_FILE,
+    REGISTRIES_ENV,
     Runtime,
     container_name,
     driver_mounts,
@@ -49,7 +50,7 @@ def image_launch(
     env = launch_environment(spec, account, run_dir, job_dir, job_path)
     command = container_command(policy, spec, account, env, job_dir, run_dir, sandbox.dev_dir)
     write_launch_file(spec, account, run_dir, job_dir, job_path, sandbox, log_cap,
-                      env={**env, CONF_ENV: policy.runtime.conf}, container=spec.image)
+                      env={**env, **policy.runtime.env()}, container=spec.image)
     return command
 
 
@@ -66,12 +67,12 @@ def container_command(
                *driver_mounts(policy.runtime, dev_dir, spec.gpu_devices)]
     argv = run_argv(
         policy.runtime, spec.image, spec.command, name=name, uid=account.uid, gid=account.gid,
-        env={k: v for k, v in env.items() if k != CONF_ENV},
+        env={k: v for k, v in env.items() if k not in (CONF_ENV, REGISTRIES_ENV)},
         rw=[p for p in (job_dir, spec.workdir, *spec.readable) if p],
         ro=[p for p in policy.show if os.path.exists(p)], devices=devices,
         cwd=spec.workdir or job_dir or None, network=policy.network, pull=policy.pull,
         private_network=spec.private_network,
-        conmon_pidfile=os.path.join(run_dir, CONMON_PID_FILE))
+        conmon_pidfile=os.path.join(run_dir, CONMON_PID_FILE), authfile=spec.image_auth)
     with open(os.path.join(run_dir, CONTAINER_FILE), "w") as f:
         f.write(name + "\n")
     return argv

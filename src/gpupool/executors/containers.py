@@ -33,6 +33,7 @@ from gpupool.schemas.image_ref import IMAGE_REFERENCE, IMAGE_RULE, IMAGES_LABEL
 PODMAN = "podman"
 __all__ = ["IMAGES_LABEL", "ImageError", "Runtime", "detect", "run_argv"]
 CONF_ENV = "CONTAINERS_CONF"
+REGISTRIES_ENV = "CONTAINERS_REGISTRIES_CONF"
 CONTAINER_FILE = "container.name"
 """In an attempt's run dir: the name of its container (for kill and cleanup)."""
 CONMON_PID_FILE = "conmon.pid"
@@ -100,6 +101,16 @@ class Runtime:
     missing: str = "not checked"
     cdi: bool = False
     """An NVIDIA CDI spec exists: GPUs are passed as ``nvidia.com/gpu=N``."""
+    registries: str = ""
+    """A registries.conf of the server's (registries reached over plain HTTP); empty: the
+    system's."""
+
+    def env(self) -> dict[str, str]:
+        """The variables podman needs to use this runtime's configuration."""
+        if not self.enabled:
+            return {}
+        extra = {REGISTRIES_ENV: self.registries} if self.registries else {}
+        return {CONF_ENV: self.conf, **extra}
 
     @property
     def enabled(self) -> bool:
@@ -117,10 +128,12 @@ def valid_image(image: str) -> str | None:
     return None if IMAGE_REFERENCE.match(image) else IMAGE_RULE
 
 
-def detect(conf_dir: str, enabled: bool = True) -> Runtime:
+def detect(conf_dir: str, enabled: bool = True, insecure: tuple[str, ...] = ()) -> Runtime:
     """Whether this machine runs images: root (rootful podman), podman and runc installed,
     and ``podman --version`` answering with :func:`conf_text` written to
-    ``conf_dir/containers.conf``. ``enabled`` False (the admin turned images off): none."""
+    ``conf_dir/containers.conf``. ``enabled`` False (the admin turned images off): none.
+    ``insecure``: registries (host[:port]) reached over plain HTTP, written to
+    ``conf_dir/registries.conf``."""
     if not enabled:
         return Runtime(missing="turned off (GPUPOOL_IMAGES=off)")
     podman = shutil.which(PODMAN)
@@ -143,14 +156,25 @@ def detect(conf_dir: str, enabled: bool = True) -> Runtime:
     if found.returncode != 0:
         return Runtime(missing=f"podman fails here: {' '.join(found.stderr.split())[:160]}")
     version = found.stdout.split()[-1] if found.stdout.split() else "?"
+    registries = ""
+    if insecure:
+        registries = os.path.join(conf_dir, "registries.conf")
+        with open(registries, "w") as f:
+            f.write("# Written by gpupool: registries its workloads' images come from over "
+                    "plain HTTP.\n")
+            for host in insecure:
+                f.write(f'[[registry]]\nlocation = "{host}"\ninsecure = true\n')
     return Runtime(podman=podman, version=version, conf=conf, missing="",
-                   cdi=any(os.path.exists(p) for p in CDI_SPECS))
+                   cdi=any(os.path.exists(p) for p in CDI_SPECS), registries=registries)
 
 
-def podman_env(conf: str) -> dict[str, str]:
+def podman_env(conf: str, registries: str = "") -> dict[str, str]:
     """The environment podman itself is run with by the server (image checks, cleanup)."""
-    return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            CONF_ENV: conf, "HOME": "/root"}
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           CONF_ENV: conf, "HOME": "/root"}
+    if registries:
+        env[REGISTRIES_ENV] = registries
+    return env
 
 
 def container_name(job_id: str, attempt: int, run_dir: str) -> str:
@@ -210,6 +234,7 @@ def run_argv(
     env: Mapping[str, str], rw: Sequence[str] = (), ro: Sequence[str] = (),
     devices: Sequence[str] = (), cwd: str | None = None, network: str = "host",
     pull: str = "missing", private_network: bool = False, conmon_pidfile: str = "",
+    authfile: str = "",
 ) -> list[str]:
     """The ``podman run`` argv for one workload process (see the module): ``rw``/``ro`` bound
     at the same paths, ``devices`` as from :func:`gpu_devices` (plus :func:`driver_mounts`),
@@ -235,6 +260,8 @@ def run_argv(
             "--pids-limit", "-1", "--init", "--log-driver", "none"]
     if conmon_pidfile:
         argv += ["--conmon-pidfile", conmon_pidfile]
+    if authfile:
+        argv += ["--authfile", authfile]
     for path in rw:
         real = os.path.realpath(path)
         argv += ["--volume", f"{real}:{real}:rw"]

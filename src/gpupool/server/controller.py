@@ -30,7 +30,7 @@ from gpupool.core.capacity import never_fits
 from gpupool.core.cluster import ClusterState
 from gpupool.core.live import CycleOutcome, LiveJob
 from gpupool.core.scheduler import Scheduler
-from gpupool.executors.base import Executor
+from gpupool.executors.base import Executor, Handle
 from gpupool.executors.inventory import LocalInventory
 from gpupool.schemas.jobs import JobSpec
 from gpupool.server.active import Active, to_request
@@ -46,6 +46,7 @@ from gpupool.server.placing import Placing
 from gpupool.server.pool_nodes import build_scheduler, carry_over
 from gpupool.server.queue_inputs import UsageCache, queue_policy
 from gpupool.server.recovery import Recovery
+from gpupool.server.registry_auth import RegistryAuth
 from gpupool.server.settings import Settings
 from gpupool.server.sharing.setup import Sharing
 from gpupool.server.watching import Watch
@@ -115,8 +116,9 @@ class Controller:
         self.artifacts = ArtifactCollector(
             ArtifactStore(settings.home, settings.artifact_limit_mib,
                           settings.team_artifact_limit_mib),
-            getattr(executor, "pack_artifacts", None))  # nodes of other machines (Ray)
+            self._pack_on_node if membership is not None else None)  # other machines' nodes
         self._ends.ended_attempt = self._keep_artifacts
+        self.launcher.image_auth = RegistryAuth(db, settings.home).auth_file
         self._ends.requeued = self.metrics.queued
         self.watch.metrics = self.metrics
         self.placing = Placing(self.store, self.live, self.launcher, self.policy, self._usage,
@@ -197,6 +199,13 @@ class Controller:
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="gpupool-loop", daemon=True)
         self._thread.start()
+
+    def _pack_on_node(self, handle: Handle, base: str, paths: tuple[str, ...], limit: int,
+                      run_as: str | None) -> tuple[int, str, bytes]:
+        """Have the node of ``handle`` pack an attempt's artifacts (the pool's executor, on
+        other machines: ``RayPool.pack_artifacts``)."""
+        pack = self.launcher.executor.pack_artifacts  # type: ignore[attr-defined]
+        return pack(handle, base, paths, limit, run_as)  # type: ignore[no-any-return]
 
     def _keep_artifacts(self, active: Active) -> None:
         """Hand an ended attempt that declared artifacts to the collector (its thread)."""

@@ -62,7 +62,10 @@ def image_policy(settings: Settings, workspace: Workspace) -> ImagePolicy:
     configuration lives in the data dir. Nodes of other machines (Ray) run none."""
     if settings.ray:
         return ImagePolicy(Runtime(missing="not on Ray nodes yet"))
-    runtime = detect_runtime(str(settings.home / "containers"), settings.images != "off")
+    insecure = tuple(h.strip() for h in settings.image_insecure_registries.split(",")
+                     if h.strip())
+    runtime = detect_runtime(str(settings.home / "containers"), settings.images != "off",
+                             insecure)
     return ImagePolicy(runtime, settings.image_network, settings.image_pull,
                        (str(workspace.lib), str(workspace.bin)))
 

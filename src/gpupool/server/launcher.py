@@ -89,6 +89,9 @@ class Launcher:
         self.notebook_secret: Callable[[int, int], str] | None = None
         """(job, attempt) → the secret its Jupyter requires (set by the server: derived
         from the gateway's key); None: notebooks cannot start."""
+        self.image_auth: Callable[[int, Path], str | None] = lambda _job, _folder: None
+        """(job, folder) → the path of the registry auth file for the job's image, written in
+        ``folder`` (set by the server: its team's logins); None: no login."""
         self.endpoints: dict[tuple[int, int], Endpoint] = {}
         """Where the notebooks launched and not yet recorded listen, by (job, attempt)."""
         self._mps_clients: dict[tuple[int, int], tuple[int, int]] = {}
@@ -146,6 +149,8 @@ class Launcher:
             # env (ranks, world size, rendezvous), as torchrun would give it.
             multi = len(allocations) > 1 or spec.procs_per_node > 1
             dist = self._rendezvous(allocations) if multi else None
+            auth = (self.image_auth(job_id, self.run_dir(job_id, attempt)) or ""
+                    if spec.image else "")
             for node_rank, alloc in enumerate(allocations):
                 node_name = self.state.names[alloc.node]
                 physical = self.inventory.physical_gpus.get(node_name, ())
@@ -191,7 +196,7 @@ class Launcher:
                                         gpu_devices=tuple(g for g in gpus
                                                           if isinstance(g, int)),
                                         readable=visible,
-                                        image=spec.image or "",
+                                        image=spec.image or "", image_auth=auth,
                                         code_archive=str(code_store.archive_path(
                                             self.runs_dir.parent, spec.code))
                                         if spec.code else "",

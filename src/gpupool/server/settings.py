@@ -66,6 +66,9 @@ class Settings:
     """GPUPOOL_ARTIFACT_LIMIT_MIB: the most bytes of artifacts one attempt keeps."""
     team_artifact_limit_mib: int = 10240
     """GPUPOOL_TEAM_ARTIFACT_LIMIT_MIB: the most bytes of artifacts a team keeps in all."""
+    image_insecure_registries: str = ""
+    """GPUPOOL_IMAGE_INSECURE_REGISTRIES: comma-separated registries (host[:port]) images
+    may be pulled from over plain HTTP (a registry on the machine's own network)."""
     code_limit_mib: int = 100
     """GPUPOOL_CODE_LIMIT_MIB: the largest code archive (gpupool run --code) accepted."""
     image_pull: str = "missing"
@@ -144,6 +147,7 @@ class Settings:
             "images": os.environ.get("GPUPOOL_IMAGES", "auto"),
             "image_network": os.environ.get("GPUPOOL_IMAGE_NETWORK", "host"),
             "image_pull": os.environ.get("GPUPOOL_IMAGE_PULL", "missing"),
+            "image_insecure_registries": os.environ.get("GPUPOOL_IMAGE_INSECURE_REGISTRIES", ""),
             "code_limit_mib": int(os.environ.get("GPUPOOL_CODE_LIMIT_MIB", "") or 100),
             "artifact_limit_mib": int(os.environ.get("GPUPOOL_ARTIFACT_LIMIT_MIB", "") or 1024),
             "team_artifact_limit_mib": int(
@@ -224,4 +228,10 @@ def image_settings_problem(settings: Settings) -> str | None:
     for name, value, allowed in checks:
         if value not in allowed:
             return f"{name}={value!r}: use one of {', '.join(allowed)}"
+    from gpupool.schemas.registry import HOST
+
+    for host in filter(None, (h.strip() for h in settings.image_insecure_registries.split(","))):
+        if not HOST.match(host):
+            return (f"GPUPOOL_IMAGE_INSECURE_REGISTRIES: {host!r} is not a registry "
+                    "(host or host:port)")
     return None
