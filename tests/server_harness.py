@@ -231,6 +231,18 @@ def job_reachable_dir(prefix: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    """``server`` started (its home made), then stopped and its work dir removed."""
+    server.home.mkdir(parents=True, exist_ok=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.work_dir, ignore_errors=True)
+
+
 def stand_in_devices(root: Path, gpus: int = 4) -> Path:
     """``root/dev`` with character devices named like NVIDIA's (``nvidia0``… and
     ``nvidiactl``, each a /dev/null: 1,3), for GPUPOOL_DEV_DIR."""

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import pytest
 
 from gpupool.cli.up_access import AccessError, clear_text_warning, is_loopback, tls_files
 from gpupool.sdk import ApiError, AsyncClient, Client, ConfigError
-from server_harness import Server
+from server_harness import Server, running
 from tls_certs import self_signed
 
 
@@ -30,13 +29,8 @@ def gpupool(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]
 
 
 def started(server: Server) -> Iterator[Server]:
-    server.home.mkdir(parents=True, exist_ok=True)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.work_dir, ignore_errors=True)
+    with running(server) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="module")

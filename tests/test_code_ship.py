@@ -26,7 +26,7 @@ import pytest
 from gpupool.executors.code_unpack import UnsafeArchive, check, run
 from gpupool.sdk import code_pack
 from gpupool.sdk.code_pack import CodeError, pack
-from server_harness import Server, new_user, wait_for
+from server_harness import Server, new_user, running, wait_for
 from test_console import browser, expect, goto, needs_browser, page, sign_in
 
 __all__ = ["browser", "page"]  # fixtures shared with test_console
@@ -148,15 +148,9 @@ def test_unpacking_keeps_inside_links_and_executable_bits(tmp_path: Path) -> Non
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("code") / "home"
-    srv = Server(home, "", "2xA100-80GB", isolated=True,
-                 extra_env={"GPUPOOL_SANDBOX": "auto", "GPUPOOL_CODE_LIMIT_MIB": "1"})
-    home.mkdir(parents=True)
-    srv.start()
-    try:
+    with running(Server(home, "", "2xA100-80GB", isolated=True, extra_env={
+            "GPUPOOL_SANDBOX": "auto", "GPUPOOL_CODE_LIMIT_MIB": "1"})) as srv:
         yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(srv.work_dir, ignore_errors=True)
 
 
 def cli(server: Server, token: str, *args: str, cwd: str = "/"

@@ -19,7 +19,7 @@ import pytest
 
 import image_builder
 from gpupool.executors.containers import podman_env
-from server_harness import Server, free_port, new_user, wait_for
+from server_harness import Server, free_port, new_user, running, wait_for
 
 PASSWORD = "reg-" + uuid.uuid4().hex[:10]
 
@@ -77,16 +77,10 @@ def _answers(host: str) -> bool:
 def server(registry: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("regsrv") / "home"
-    srv = Server(home, "", "2xA100-80GB", isolated=True, extra_env={
-        "GPUPOOL_IMAGE_PULL": "always", "GPUPOOL_IMAGE_INSECURE_REGISTRIES": registry[0],
-        "GPUPOOL_IMAGE_NETWORK": "none"})
-    home.mkdir(parents=True)
-    srv.start()
-    try:
+    with running(Server(home, "", "2xA100-80GB", isolated=True, extra_env={
+            "GPUPOOL_IMAGE_PULL": "always", "GPUPOOL_IMAGE_INSECURE_REGISTRIES": registry[0],
+            "GPUPOOL_IMAGE_NETWORK": "none"})) as srv:
         yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(srv.work_dir, ignore_errors=True)
 
 
 def run_in(server: Server, token: str, image: str) -> tuple[str, str]:

@@ -25,7 +25,14 @@ import pytest
 import image_builder
 from gpupool.executors import proc_tree
 from gpupool.server.gpu_watch import container_monitor
-from server_harness import Server, job_reachable_dir, new_user, stand_in_devices, wait_for
+from server_harness import (
+    Server,
+    job_reachable_dir,
+    new_user,
+    running,
+    stand_in_devices,
+    wait_for,
+)
 
 GPUS = (0, 1, 2, 3)
 SECRET_ENV = "image-env-" + uuid.uuid4().hex[:8]
@@ -51,16 +58,12 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     home = tmp_path_factory.mktemp("images")
     image_builder.build(home)
     devices = stand_in_devices(job_reachable_dir("gpimgdev"), len(GPUS))
-    srv = Server(home / "home", "", "4xA100-80GB", isolated=True, extra_env={
-        "GPUPOOL_SANDBOX": "auto", "GPUPOOL_DEV_DIR": str(devices),
-        "GPUPOOL_IMAGE_NETWORK": "none", "GPUPOOL_IMAGE_PULL": "never"})
-    srv.home.mkdir(parents=True)
-    srv.start()
     try:
-        yield srv
+        with running(Server(home / "home", "", "4xA100-80GB", isolated=True, extra_env={
+                "GPUPOOL_SANDBOX": "auto", "GPUPOOL_DEV_DIR": str(devices),
+                "GPUPOOL_IMAGE_NETWORK": "none", "GPUPOOL_IMAGE_PULL": "never"})) as srv:
+            yield srv
     finally:
-        srv.stop()
-        shutil.rmtree(srv.work_dir, ignore_errors=True)
         shutil.rmtree(devices.parent, ignore_errors=True)
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from server_harness import Server, job_reachable_dir, stand_in_devices, wait_for
+from server_harness import Server, job_reachable_dir, running, stand_in_devices, wait_for
 
 ATTACKER = (Path(__file__).parent / "attacker.py").read_text()
 ALICE_ENV = "alice-env-secret-5517"
@@ -62,16 +62,12 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Server]:
     if request.param == "bwrap" and shutil.which("bwrap") is None:
         pytest.skip("bubblewrap is not installed (apt-get install bubblewrap)")
     devices = stand_in_devices(job_reachable_dir("gpdev"), len(DEVICES))
-    server = Server(tmp_path / "home", "", "4xA100-80GB", isolated=True, extra_env={
-        "GPUPOOL_SANDBOX": request.param, "GPUPOOL_DEV_DIR": str(devices),
-        "SERVER_ONLY_MARKER": MARKER})
-    server.home.mkdir(parents=True)
-    server.start()
     try:
-        yield server
+        with running(Server(tmp_path / "home", "", "4xA100-80GB", isolated=True, extra_env={
+                "GPUPOOL_SANDBOX": request.param, "GPUPOOL_DEV_DIR": str(devices),
+                "SERVER_ONLY_MARKER": MARKER})) as server:
+            yield server
     finally:
-        server.stop()
-        shutil.rmtree(server.work_dir, ignore_errors=True)
         shutil.rmtree(devices.parent, ignore_errors=True)
 
 
