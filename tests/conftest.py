@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER.startswith("gw"):
     os.environ["GPUPOOL_ACCOUNT_PREFIX"] = f"gp{_WORKER[2:]}-"
@@ -25,3 +27,16 @@ if "GPUPOOL_TESTS_CACHE" not in os.environ:
     os.environ["GPUPOOL_TESTS_CACHE"] = os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(
         prefix="gp-cache-")
     atexit.register(shutil.rmtree, os.environ["XDG_CACHE_HOME"], True)
+
+
+LONGEST_FIRST = ("test_ray_cluster.py", "test_notebooks_e2e.py", "test_api_fuzz.py",
+                 "test_console_notebooks.py", "test_server_crash.py", "test_readme.py",
+                 "test_services_e2e.py", "test_console.py")
+"""Files that take the longest (a minute or more each): started first, so that with two
+workers (``-n 2 --dist loadfile``) none of them is what the run waits for at its end.
+Within a file the order stays as written."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
