@@ -306,3 +306,19 @@ def test_the_console_job_page_lists_and_downloads_the_artifacts(
     with tarfile.open(saved) as t:
         member = t.extractfile("metrics.json")
         assert member is not None and member.read() == b'{"acc": 0.9}\n'
+
+
+def test_the_new_routes_want_a_token(server: Server) -> None:
+    """Code uploads, artifacts and the GPU heat map answer 401 to a request without a token
+    (and with a made-up one); nothing is stored."""
+    digest = "sha256:" + hashlib.sha256(b"x").hexdigest()
+    with server.client() as admin:
+        job = admin.post("/jobs", json={"command": ["true"], "artifacts": ["x"]}).json()["id"]
+    for headers in ({}, {"Authorization": "Bearer gp_not-a-token"}):
+        with httpx.Client(base_url=f"{server.url}/api/v1", timeout=30, headers=headers) as anon:
+            assert anon.head(f"/code/{digest}").status_code == 401
+            assert anon.put(f"/code/{digest}", content=b"x").status_code == 401
+            assert anon.get(f"/jobs/{job}/artifacts").status_code == 401
+            assert anon.get(f"/jobs/{job}/artifacts/1").status_code == 401
+            assert anon.get("/usage/gpus").status_code == 401
+    assert not (server.home / "code" / (digest.removeprefix("sha256:") + ".tar.gz")).exists()

@@ -135,33 +135,12 @@ class Client(_Blocking):
         packed it (names, sizes, times) is not even packed again when the server has it.
         CodeError when the folder cannot be packed or is over ``limit_mib``; ApiError when
         the server refuses it."""
-        from gpupool.sdk import code_pack
-        from gpupool.sdk.code_pack import CodeUpload
+        from gpupool.sdk import job_files
 
-        found = code_pack.listing(folder, limit_mib)
         try:
-            before = code_pack.known(found)  # the same tree as a pack before: no packing
-            if before is not None and self._http.head(
-                    f"{wire.API}/code/{before[0]}").status_code == 200:
-                return CodeUpload(before[0], before[1], before[2], False)
-            packed = code_pack.pack(found, limit_mib)
-            path = f"{wire.API}/code/{packed.digest}"
-            seen = self._http.head(path)
-            if seen.status_code == 200:
-                code_pack.remember(found, packed)
-                return CodeUpload(packed.digest, packed.files, len(packed.data), False)
-            if seen.status_code != 404:
-                raise ApiError(seen.status_code, wire.error_message(seen))
-            sent = self._http.put(path, content=packed.data,
-                                  headers={"Content-Type": "application/gzip"},
-                                  timeout=max(self.timeout, 300.0))
+            return job_files.upload(self._http, folder, limit_mib, self.timeout)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
-        if sent.status_code not in (200, 201):
-            raise ApiError(sent.status_code, wire.error_message(sent))
-        code_pack.remember(found, packed)
-        return CodeUpload(packed.digest, packed.files, len(packed.data),
-                          sent.status_code == 201)
 
     def artifacts(self, ref: str | int) -> list[ArtifactAttempt]:
         """What each attempt of the job kept of its declared ``artifacts``, oldest first."""
@@ -177,7 +156,7 @@ class Client(_Blocking):
         """Save one attempt's artifacts (default: the last that kept any) as a gzip'd tar at
         ``to`` (a folder: a file named after the job and attempt in it); returns the path.
         ApiError(404) when no attempt kept any."""
-        from pathlib import Path
+        from gpupool.sdk import job_files
 
         job = self._id(ref)
         if attempt is None:
@@ -185,21 +164,10 @@ class Client(_Blocking):
             if not kept:
                 raise ApiError(404, f"job {job}: no attempt kept artifacts")
             attempt = kept[-1]
-        target = Path(to)
-        if target.is_dir():
-            target = target / f"job-{job}-attempt-{attempt}-artifacts.tar.gz"
         try:
-            with self._http.stream("GET", f"{wire.API}/jobs/{job}/artifacts/{attempt}",
-                                   timeout=max(self.timeout, 300.0)) as answer:
-                if answer.status_code != 200:
-                    answer.read()
-                    raise ApiError(answer.status_code, wire.error_message(answer))
-                with open(target, "wb") as out:
-                    for chunk in answer.iter_bytes():
-                        out.write(chunk)
+            return job_files.download(self._http, job, attempt, to, self.timeout)
         except httpx.TransportError as exc:
             raise self._unreachable(exc) from None
-        return target
 
     def whoami(self) -> WhoAmI:
         """Who the token belongs to: user, team, admin."""
